@@ -1,0 +1,7 @@
+"""Commands of the lab_cmds group (filled in by its owner)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Adds this group's commands to the root app."""

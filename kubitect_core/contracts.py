@@ -1,0 +1,149 @@
+"""The objects that cross the line between stages (core) and plugins (one technology each).
+
+`hookspecs.py` says *when* a plugin is asked for something; this module says *what* it hands
+back. A VM provider, a load balancer and a Kubernetes installer are plain objects with async
+methods, so a plugin can keep a connection or a cache between calls within one run.
+
+Every converge method follows one rule: it is idempotent. Called twice with the same context,
+the second call changes nothing and returns no `Change` with an action other than "keep".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from kubitect_core.topology import Topology
+
+Action = Literal["create", "change", "delete", "keep"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing a stage would do (plan) or did (apply): what, to which object, on which host."""
+
+    action: Action
+    kind: str  # "network", "pool", "volume", "domain", "container", "service", "file", "node", ...
+    name: str
+    host: str | None = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        where = f" on {self.host}" if self.host else ""
+        extra = f" ({self.detail})" if self.detail else ""
+        return f"{self.action} {self.kind} {self.name}{where}{extra}"
+
+
+@dataclass
+class SshAccess:
+    """How plugins reach the nodes: the cluster key pair and the pinned known_hosts file."""
+
+    user: str
+    private_key: Path
+    public_key: Path
+    known_hosts: Path
+
+    def public_key_text(self) -> str:
+        return self.public_key.read_text().strip()
+
+
+ProgressFn = Callable[[str, str], None]  # (subject, message): "lb-1", "waiting for SSH"
+
+
+@dataclass
+class StageContext:
+    """Everything a plugin may read while converging one layer of one cluster.
+
+    `record` is the stage's own slice of the recorded state (a JSON-able dict). A plugin writes
+    what now exists into it (e.g. `record["domains"]["k8s-master-1"] = {...}`); the engine saves it
+    after every call, also after a failure, so a re-run knows what was already made.
+    `facts` is read-only: what earlier stages recorded, by stage name (e.g. `facts["vms"]`,
+    `facts["loadbalancers"]["endpoint"]`).
+    """
+
+    cluster: str
+    config: Any  # kubitect_core.config.Config, defaults resolved
+    topology: Topology
+    cluster_dir: Path
+    home: Path
+    ssh: SshAccess
+    record: dict[str, Any]
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    progress: ProgressFn = lambda subject, message: None
+    extensions: dict[str, Any] = field(default_factory=dict)  # validated plugin config extensions
+    options: dict[str, Any] = field(default_factory=dict)  # CLI flags (e.g. "failover": True)
+
+
+class LayerPlugin(Protocol):
+    """The shape shared by every implementation behind a stage."""
+
+    async def plan(self, ctx: StageContext) -> list[Change]:
+        """Dry run: what apply would create, change or delete. Touches nothing."""
+
+    async def apply(self, ctx: StageContext) -> list[Change]:
+        """Converge this layer; returns what it did (only "keep" when nothing changed)."""
+
+    async def destroy(self, ctx: StageContext) -> list[Change]:
+        """Remove everything this layer made for the cluster, also when `ctx.record` is empty."""
+
+
+@runtime_checkable
+class VmProvider(Protocol):
+    """A VM provider (libvirt, nspawn, a third party's) behind the network, storage and vms stages.
+
+    `layer` is "network", "storage" or "vms"; a provider serves all three for the hosts that
+    select it (`hosts[].provider`, default "libvirt"). The vms layer must leave every node
+    reachable over SSH as `ctx.ssh.user` with the cluster key, at the address the config gives,
+    and record per node: name, host, ip, mac, volumes.
+    """
+
+    name: str
+
+    async def plan(self, layer: str, ctx: StageContext, hosts: list[str]) -> list[Change]: ...
+
+    async def apply(self, layer: str, ctx: StageContext, hosts: list[str]) -> list[Change]: ...
+
+    async def destroy(self, layer: str, ctx: StageContext, hosts: list[str]) -> list[Change]: ...
+
+    async def preflight(self, ctx: StageContext, hosts: list[str]) -> list[str]:
+        """Machine checks (host reachable, bridge exists, free memory); returns problems found."""
+        ...
+
+
+@runtime_checkable
+class LoadBalancer(LayerPlugin, Protocol):
+    """The control-plane load balancer / VIP implementation (keepalived-haproxy, kube-vip, ...).
+
+    apply must record `ctx.record["endpoint"]` (the address clients use for the API server) and
+    `ctx.record["vip"]` (or None).
+    """
+
+    name: str
+
+
+@runtime_checkable
+class KubernetesInstaller(LayerPlugin, Protocol):
+    """A Kubernetes installer (kubeadm, k3s, ...). apply records `ctx.record["kubeconfig"]`."""
+
+    name: str
+    # Inclusive range of installable versions, e.g. ("1.28.0", "1.35.99"); validation uses it.
+    supported_versions: tuple[str, str]
+    # Versions below this are end of life upstream: accepted with a warning.
+    maintained_from: str
+
+
+@dataclass(frozen=True)
+class ConfigExtension:
+    """A key a plugin adds to the config at `path` (dot path of a mapping), validated by `model`.
+
+    Example: the keepalived-haproxy plugin adds `vrrp` under `cluster.nodes.loadBalancer`
+    (advertInt, unicast, preempt). An original Kubitect config, which lacks the key, still
+    validates: the model's defaults apply.
+    """
+
+    path: str
+    key: str
+    model: type  # a pydantic BaseModel subclass
+    plugin: str = ""
