@@ -74,6 +74,9 @@ class StageContext:
     progress: ProgressFn = lambda subject, message: None
     extensions: dict[str, Any] = field(default_factory=dict)  # validated plugin config extensions
     options: dict[str, Any] = field(default_factory=dict)  # CLI flags (e.g. "failover": True)
+    # Saves `record` now. Call it right after creating each object, so an interrupted apply
+    # leaves a record of what exists and the re-run neither duplicates nor forgets it.
+    checkpoint: Callable[[], None] = lambda: None
 
 
 class LayerPlugin(Protocol):

@@ -1,7 +1,282 @@
-"""Commands of the pipeline_cmds group (filled in by its owner)."""
+"""Pipeline commands: apply, plan, run, destroy, verify, and the cluster listings and exports."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
 import typer
+from rich.table import Table
+
+from kubitect_core.cli.groups import export_app, list_app
+from kubitect_core.paths import kubitect_home
+from kubitect_core.ui import JsonEvents, RichProgress, console, error_box, is_interactive
+
+HOME_HELP = "Kubitect home (default: $KUBITECT_HOME or ~/.kubitect)."
+ACTIONS = ("create", "upgrade", "scale")
+
+
+def _config_path(option: Path | None, argument: Path | None) -> Path:
+    """The config file given as --config or positionally (exactly one), else a usage error."""
+    if option and argument and option != argument:
+        raise typer.BadParameter("give the config once, either as --config FILE or as FILE")
+    path = option or argument
+    if path is None:
+        raise typer.BadParameter("a config file is required: --config FILE (or FILE)")
+    return path
+
+
+def _registry():
+    from kubitect_core.plugins import load_registry
+
+    registry = load_registry()
+    for broken in registry.load_errors:
+        error_box(f"Plugin '{broken.name}' failed to load and is ignored", [broken.error or ""])
+    return registry
+
+
+def _engine(home: str | None, output: str, *, auto_approve: bool):
+    """Builds the engine with its observers: rich progress (text) or JSON lines (json)."""
+    from kubitect_core.engine import Engine
+
+    registry = _registry()
+    progress = None
+    if output == "json":
+        registry.pm.register(JsonEvents(stream=sys.stdout), name="json-events")
+    else:
+        progress = RichProgress()
+        registry.pm.register(progress, name="rich-progress")
+
+    def confirm(question: str) -> bool:
+        if auto_approve or not is_interactive():
+            return True
+        return typer.confirm(question, default=False)
+
+    say = (lambda m: None) if output == "json" else console.print
+    return Engine(kubitect_home(home), registry, confirm=confirm, say=say), progress
+
+
+def _event_log(engine, cluster_name: str) -> None:
+    from kubitect_core.state import ClusterState
+
+    engine.registry.pm.register(JsonEvents(path=ClusterState(engine.home, cluster_name).events_path),
+                                name="event-log")
+
+
+def _handle(fn, output: str = "text") -> Any:
+    """Runs an engine call and turns every expected failure into a message and exit code 1."""
+    from kubitect_core.config import ConfigError
+    from kubitect_core.engine import ChangesRefused, EngineError
+    from kubitect_core.stage import StageError
+    from kubitect_core.state import LockedError
+
+    try:
+        return fn()
+    except ConfigError as exc:
+        _print_config_error(exc)
+        raise typer.Exit(1) from None
+    except ChangesRefused as exc:
+        _print_events(exc.events)
+        error_box("Error", [str(exc)])
+        raise typer.Exit(1) from None
+    except (EngineError, StageError, LockedError) as exc:
+        error_box("Error", [str(exc)])
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        error_box("Interrupted", ["Re-run the same command: it continues where it stopped."])
+        raise typer.Exit(130) from None
+
+
+def _print_config_error(exc) -> None:
+    for issue in exc.issues:
+        where = f"{issue.file}:{issue.line}:{issue.column}" if issue.line else (issue.file or "")
+        error_box("Invalid configuration", [f"Config path: {issue.path}", f"Location:    {where}",
+                                            f"Error:       {issue.message}"])
+    err = "1 error" if len(exc.issues) == 1 else f"{len(exc.issues)} errors"
+    console.print(f"[red]invalid configuration file ({err})[/red]")
+
+
+def _print_events(events) -> None:
+    colours = {"error": "red", "warn": "yellow", "allow": "green"}
+    for e in events:
+        text = f"[{colours[e.severity]}]{e.severity:5}[/{colours[e.severity]}] {e.describe()}"
+        console.print(text + (f"\n        {e.message}" if e.message else ""))
+
+
+def _load_cluster_name(engine, path: Path) -> str:
+    return engine.load(path).config.cluster.name
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this group's commands to the root app."""
+    """Adds the pipeline commands and their list/export subcommands."""
+
+    @app.command(epilog="Example: kubitect apply --config ha.yaml")
+    def apply(
+        config_arg: Path = typer.Argument(None, metavar="[CONFIG]", help="Config file (or use --config)."),
+        config: Path = typer.Option(None, "--config", "-c", help="Config file."),
+        action: str = typer.Option("create", "--action", "-a", help="create | upgrade | scale"),
+        auto_approve: bool = typer.Option(False, "--auto-approve", "-y", help="Answer yes to every prompt."),
+        reconcile: bool = typer.Option(False, "--reconcile", help="Re-converge every stage even when the "
+                                       "config is unchanged (repairs drift)."),
+        wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
+        output: str = typer.Option("text", "--output", "-o", help="text | json (JSON lines of events)."),
+        home: str = typer.Option(None, "--home", help=HOME_HELP),
+    ) -> None:
+        """Create, modify, scale or upgrade a cluster so that it matches the config."""
+        from kubitect_core.engine import Options, run_sync
+
+        path = _config_path(config, config_arg)
+        if action not in ACTIONS:
+            raise typer.BadParameter(f"unknown action '{action}'; use one of {', '.join(ACTIONS)}")
+        engine, progress = _engine(home, output, auto_approve=auto_approve)
+        opts = Options(action=action, auto_approve=auto_approve, reconcile=reconcile, wait_lock=wait_lock)
+
+        def go():
+            _event_log(engine, _load_cluster_name(engine, path))
+            return run_sync(engine.apply(path, opts))
+
+        outcome = _handle(go, output)
+        if output == "text":
+            if outcome.events:
+                _print_events(outcome.events)
+            if outcome.nothing_to_do:
+                console.print(outcome.message)
+            elif progress:
+                progress.summary(f"Cluster '{outcome.cluster}' applied")
+
+    @app.command(epilog="Example: kubitect plan --config ha.yaml")
+    def plan(
+        config_arg: Path = typer.Argument(None, metavar="[CONFIG]", help="Config file (or use --config)."),
+        config: Path = typer.Option(None, "--config", "-c", help="Config file."),
+        action: str = typer.Option("create", "--action", "-a", help="create | upgrade | scale"),
+        output: str = typer.Option("text", "--output", "-o", help="text | json"),
+        home: str = typer.Option(None, "--home", help=HOME_HELP),
+    ) -> None:
+        """Show what apply would create, change or delete, stage by stage. Touches nothing."""
+        from kubitect_core.engine import Options, run_sync
+
+        path = _config_path(config, config_arg)
+        engine, progress = _engine(home, output, auto_approve=True)
+        outcome = _handle(lambda: run_sync(engine.plan(path, Options(action=action))), output)
+        if output == "text":
+            if outcome.events:
+                console.print("[bold]Config changes since the last apply:[/bold]")
+                _print_events(outcome.events)
+            total = sum(1 for _, _, ch in outcome.stages for c in ch if c.action != "keep")
+            console.print(f"Plan: {total} change(s) across {len(outcome.stages)} stages.")
+
+    @app.command(epilog="Example: kubitect run --stage network --stage storage --stage vms ha.yaml")
+    def run(
+        config_arg: Path = typer.Argument(None, metavar="[CONFIG]", help="Config file (or use --config)."),
+        config: Path = typer.Option(None, "--config", "-c", help="Config file."),
+        stage: list[str] = typer.Option(..., "--stage", "-s", help="Stage to run (repeatable)."),
+        auto_approve: bool = typer.Option(False, "--auto-approve", "-y", help="Answer yes to every prompt."),
+        wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
+        output: str = typer.Option("text", "--output", "-o", help="text | json"),
+        home: str = typer.Option(None, "--home", help=HOME_HELP),
+    ) -> None:
+        """Run validate plus the named stages of the pipeline (each must have its prerequisites)."""
+        from kubitect_core.engine import Options, run_sync
+
+        path = _config_path(config, config_arg)
+        engine, progress = _engine(home, output, auto_approve=auto_approve)
+        opts = Options(auto_approve=auto_approve, wait_lock=wait_lock)
+
+        def go():
+            _event_log(engine, _load_cluster_name(engine, path))
+            return run_sync(engine.run_stages(path, stage, opts))
+
+        outcome = _handle(go, output)
+        if output == "text" and progress:
+            progress.summary(f"Cluster '{outcome.cluster}': stages {', '.join(stage)}")
+
+    @app.command(epilog="Example: kubitect destroy --cluster kubitect-ha --auto-approve")
+    def destroy(
+        cluster: str = typer.Option(..., "--cluster", help="Name of the cluster to destroy."),
+        auto_approve: bool = typer.Option(False, "--auto-approve", "-y", help="Do not ask for confirmation."),
+        wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
+        output: str = typer.Option("text", "--output", "-o", help="text | json"),
+        home: str = typer.Option(None, "--home", help=HOME_HELP),
+    ) -> None:
+        """Destroy a cluster: every stage's layer in reverse order, then its directory."""
+        from kubitect_core.engine import Options, run_sync
+
+        engine, progress = _engine(home, output, auto_approve=auto_approve)
+        _handle(lambda: run_sync(engine.destroy(cluster, Options(wait_lock=wait_lock))), output)
+        if output == "text":
+            console.print(f"Cluster '{cluster}' has been destroyed.")
+
+    @list_app.command("clusters", epilog="Example: kubitect list clusters")
+    def list_clusters(home: str = typer.Option(None, "--home", help=HOME_HELP),
+                      output: str = typer.Option("text", "--output", "-o", help="text | json")) -> None:
+        """List the clusters in the kubitect home, with the state of their last run."""
+        from kubitect_core.state import list_clusters as _list
+
+        rows = []
+        for state in _list(kubitect_home(home)):
+            record = state.load_record()
+            stages = record.get("stages", {})
+            failed = [n for n, e in stages.items() if e.get("status") == "failed"]
+            status = ("applied" if state.applied_text() is not None else "created") if not failed \
+                else f"failed at {failed[0]}"
+            if not stages:
+                status = "empty"
+            rows.append({"name": state.name, "status": status, "dir": str(state.dir)})
+        if output == "json":
+            typer.echo(json.dumps(rows))
+            return
+        if not rows:
+            console.print("No clusters yet. Run 'kubitect apply --config FILE' to create one.")
+            return
+        table = Table("cluster", "status", "directory")
+        for r in rows:
+            table.add_row(r["name"], r["status"], r["dir"])
+        console.print(table)
+
+    @list_app.command("plugins", epilog="Example: kubitect list plugins")
+    def list_plugins() -> None:
+        """List installed plugins (built-in and third-party) and what each provides."""
+        from kubitect_core.plugins import load_registry
+
+        registry = load_registry()
+        table = Table("plugin", "source", "provides")
+        for info in registry.plugins:
+            provides = f"[red]failed to load: {info.error}[/red]" if info.error else ", ".join(info.provides) or "-"
+            table.add_row(info.name, info.source, provides)
+        console.print(table)
+
+    @list_app.command("stages", epilog="Example: kubitect list stages")
+    def list_stages() -> None:
+        """List the pipeline's stages in order, with what each needs."""
+        registry = _registry()
+        table = Table("#", "stage", "requires", "what it does")
+        for i, s in enumerate(registry.stages, 1):
+            table.add_row(str(i), s.name, ", ".join(s.requires) or "-", s.description)
+        console.print(table)
+
+    @export_app.command("config", epilog="Example: kubitect export config --cluster kubitect-ha")
+    def export_config(cluster: str = typer.Option(..., "--cluster", help="Cluster name."),
+                      home: str = typer.Option(None, "--home", help=HOME_HELP)) -> None:
+        """Print the cluster's last applied config (as written by the user)."""
+        from kubitect_core.state import ClusterState
+
+        state = ClusterState(kubitect_home(home), cluster)
+        text = state.applied_text() or state.config_text()
+        if text is None:
+            error_box("Error", [f"cluster '{cluster}' has no config (in {state.dir})"])
+            raise typer.Exit(1)
+        typer.echo(text, nl=False)
+
+    @export_app.command("kubeconfig", epilog="Example: kubitect export kubeconfig --cluster kubitect-ha")
+    def export_kubeconfig(cluster: str = typer.Option(..., "--cluster", help="Cluster name."),
+                          home: str = typer.Option(None, "--home", help=HOME_HELP)) -> None:
+        """Print the cluster's admin kubeconfig."""
+        from kubitect_core.state import ClusterState
+
+        state = ClusterState(kubitect_home(home), cluster)
+        if not state.kubeconfig_path.exists():
+            error_box("Error", [f"cluster '{cluster}' has no kubeconfig yet (the kubernetes stage has not run)"])
+            raise typer.Exit(1)
+        typer.echo(state.kubeconfig_path.read_text(), nl=False)

@@ -1,0 +1,93 @@
+"""What a stage is: a thin step of the pipeline that asks one kind of plugin to converge a layer.
+
+Stages know the order and the bookkeeping; plugins know the technology. A stage never imports a
+plugin: it looks one up by name in the `Registry` the plugin manager built, and fails with a
+clear message naming the installed choices when the one the config asks for is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from kubitect_core.contracts import Change, StageContext
+
+if TYPE_CHECKING:
+    from kubitect_core.plugins import Registry
+
+
+class StageError(Exception):
+    """A stage could not do its work; the message is for the user (no traceback)."""
+
+
+class MissingPlugin(StageError):
+    """The config asks for an implementation that no installed plugin provides."""
+
+    def __init__(self, stage: str, kind: str, wanted: str, installed: Sequence[str]):
+        choices = ", ".join(sorted(installed)) or "none"
+        super().__init__(
+            f"stage '{stage}' needs the {kind} '{wanted}', which no installed plugin provides "
+            f"(installed: {choices})"
+        )
+        self.wanted = wanted
+
+
+class Stage:
+    """Base class of pipeline stages.
+
+    `requires` names stages that must have completed at least once before this one may run on
+    its own (`kubitect run --stage`). `after` places a third party's stage in the pipeline.
+    """
+
+    name: str = ""
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    after: str | None = None
+
+    async def plan(self, ctx: StageContext, registry: Registry) -> list[Change]:
+        return []
+
+    async def apply(self, ctx: StageContext, registry: Registry) -> list[Change]:
+        return []
+
+    async def destroy(self, ctx: StageContext, registry: Registry) -> list[Change]:
+        return []
+
+    def __repr__(self) -> str:
+        return f"<stage {self.name}>"
+
+
+def order_stages(stages: Sequence[Stage], builtin_order: Sequence[str]) -> list[Stage]:
+    """The pipeline order: built-ins in their fixed order, each extra stage right after its `after`.
+
+    A stage whose `after` names no known stage goes before verify (or last), so a third party's
+    typo cannot silently drop its stage.
+    """
+    by_name = {s.name: s for s in stages}
+    ordered = [by_name[n] for n in builtin_order if n in by_name]
+    extras = [s for s in stages if s.name not in builtin_order]
+    for stage in extras:
+        names = [s.name for s in ordered]
+        if stage.after in names:
+            ordered.insert(names.index(stage.after) + 1, stage)
+        elif "verify" in names:
+            ordered.insert(names.index("verify"), stage)
+        else:
+            ordered.append(stage)
+    return ordered
+
+
+class DelegatingStage(Stage):
+    """A stage served by one plugin object chosen from the config (load balancer, installer)."""
+
+    def select(self, ctx: StageContext, registry: Registry):
+        raise NotImplementedError
+
+    async def plan(self, ctx: StageContext, registry: Registry) -> list[Change]:
+        return await self.select(ctx, registry).plan(ctx)
+
+    async def apply(self, ctx: StageContext, registry: Registry) -> list[Change]:
+        return await self.select(ctx, registry).apply(ctx)
+
+    async def destroy(self, ctx: StageContext, registry: Registry) -> list[Change]:
+        return await self.select(ctx, registry).destroy(ctx)

@@ -1,0 +1,70 @@
+"""network, storage, vms: the three layers a VM provider converges, per host, per provider."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import replace
+
+from kubitect_core.contracts import Change, StageContext
+from kubitect_core.stage import MissingPlugin, Stage
+
+DEFAULT_PROVIDER = "libvirt"
+
+
+def hosts_by_provider(ctx: StageContext, registry, stage: str) -> dict[object, list[str]]:
+    """Groups the config's hosts by the provider each selects (`hosts[].provider`)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for host in ctx.config.hosts:
+        groups[getattr(host, "provider", None) or DEFAULT_PROVIDER].append(host.name)
+    out = {}
+    for name, hosts in groups.items():
+        if name not in registry.providers:
+            raise MissingPlugin(stage, "VM provider", name, list(registry.providers))
+        out[registry.providers[name]] = hosts
+    return out
+
+
+class _ProviderLayer(Stage):
+    """Asks each provider to converge this layer on its hosts; providers run concurrently.
+
+    Each provider gets its own slice of the stage record (`record[<provider name>]`), so two
+    providers in one cluster never overwrite each other's bookkeeping.
+    """
+
+    layer = ""
+
+    async def _each(self, method: str, ctx: StageContext, registry) -> list[Change]:
+        groups = hosts_by_provider(ctx, registry, self.name)
+        calls = []
+        for provider, hosts in groups.items():
+            sub = replace(ctx, record=ctx.record.setdefault(provider.name, {}))
+            calls.append(getattr(provider, method)(self.layer, sub, hosts))
+        results = await asyncio.gather(*calls)
+        return [c for changes in results for c in (changes or [])]
+
+    async def plan(self, ctx, registry):
+        return await self._each("plan", ctx, registry)
+
+    async def apply(self, ctx, registry):
+        return await self._each("apply", ctx, registry)
+
+    async def destroy(self, ctx, registry):
+        return await self._each("destroy", ctx, registry)
+
+
+class NetworkStage(_ProviderLayer):
+    name = layer = "network"
+    description = "cluster network per host (libvirt nat/route network, or the host bridge)"
+
+
+class StorageStage(_ProviderLayer):
+    name = layer = "storage"
+    description = "resource pools, base images, node disks"
+    requires = ("network",)
+
+
+class VmsStage(_ProviderLayer):
+    name = layer = "vms"
+    description = "nodes created, booted and reachable over SSH"
+    requires = ("network", "storage")
