@@ -111,9 +111,11 @@ class Rule:
         return "".join(out) + ("" if self.exact else r"(?:[.\[].*)?")
 
     @property
-    def specificity(self) -> tuple[int, int, int]:
+    def specificity(self) -> tuple[int, int, int, int]:
+        """Longest path (in segments) first, then most literal text, fewest wildcards, most severe."""
+        segments = len(re.findall(r"[^.\[\]]+", self.pattern))
         literal = len(self.pattern.replace("*", "").replace("[", "").replace("]", ""))
-        return (literal, -self.pattern.count("*"), SEVERITY_RANK[self.severity])
+        return (segments, literal, -self.pattern.count("*"), SEVERITY_RANK[self.severity])
 
 
 ANY: tuple[Kind, ...] = ("create", "delete", "modify")
@@ -177,7 +179,7 @@ RULES = {"create": MODIFY_RULES, "upgrade": UPGRADE_RULES, "scale": SCALE_RULES}
 
 
 def classify(path: str, kind: Kind, rules: list[Rule]) -> Rule:
-    """The best matching rule: most literal characters, then fewest wildcards, then most severe."""
+    """The best matching rule (see `Rule.specificity`)."""
     candidates = [r for r in rules if r.matches(path, kind)]
     return max(candidates, key=lambda r: r.specificity)
 

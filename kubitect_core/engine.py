@@ -106,15 +106,15 @@ class Engine:
         loaded = self.load(config_path)
         state = ClusterState(self.home, loaded.config.cluster.name)
         outcome = Outcome(state.name)
-        applied = state.applied_text()
-        if opts.action in ("upgrade", "scale") and applied is None:
-            if not self.confirm(f"Cannot {opts.action} cluster '{state.name}': it has not been created yet. "
-                                "Would you like to create it instead?"):
-                raise Aborted("User aborted.")
-            opts.action = "create"
         with state.lock(opts.wait_lock) as stale:
             if stale:
                 self.say(f"Broke a stale lock left by PID {stale}, which is no longer running.")
+            applied = state.applied_text()  # read under the lock: another apply may just have finished
+            if opts.action in ("upgrade", "scale") and applied is None:
+                if not self.confirm(f"Cannot {opts.action} cluster '{state.name}': it has not been created "
+                                    "yet. Would you like to create it instead?"):
+                    raise Aborted("User aborted.")
+                opts.action = "create"
             if applied is not None:
                 outcome.events = self._check_changes(state, applied, loaded, opts.action)
                 if not outcome.events and not opts.reconcile:

@@ -1,0 +1,3 @@
+from kubitect_core.cli import main
+
+main()
