@@ -12,6 +12,7 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -42,6 +43,7 @@ class Registry:
     load_balancers: dict[str, Any]
     installers: dict[str, Any]
     extensions: list[Any]
+    conformance: list[str] = field(default_factory=list)  # pytest module paths
 
     @property
     def load_errors(self) -> list[PluginInfo]:
@@ -54,16 +56,16 @@ class Registry:
         raise KeyError(name)
 
     def conformance_modules(self) -> list[str]:
-        return [m for mods in self.pm.hook.kubitect_conformance_modules() for m in (mods or [])]
+        return list(self.conformance)
 
 
 def _csv_env(name: str) -> list[str]:
     return [x.strip() for x in os.environ.get(name, "").split(",") if x.strip()]
 
 
-def _merge(results: list[dict[str, Any]] | None, kind: str) -> dict[str, Any]:
+def _merge(results: list[tuple[PluginInfo, dict[str, Any]]], kind: str) -> dict[str, Any]:
     merged: dict[str, Any] = {}
-    for result in results or []:
+    for _, result in results:
         for name, obj in (result or {}).items():
             if name in merged:
                 raise RuntimeError(f"two plugins provide the {kind} '{name}'; disable one with "
@@ -106,44 +108,53 @@ def load_registry(extra_plugins: list[Any] | None = None) -> Registry:
         pm.register(plugin, name=name)
     pm.check_pending()
 
-    stages: list[Stage] = []
-    for result in pm.hook.kubitect_register_stages():
-        stages.extend(result or [])
+    by_id = {id(plugin): info for info in infos for name, plugin in pm.list_name_plugin() if name == info.name}
+    stages: list[Stage] = [s for _, result in _collect(pm, "kubitect_register_stages", by_id, "stage")
+                           for s in result or []]
     names = [s.name for s in stages]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise RuntimeError(f"more than one plugin registers the stage(s) {sorted(dupes)}")
-    registry = Registry(
+    return Registry(
         pm=pm,
         plugins=infos,
         stages=order_stages(stages, BUILTIN_ORDER),
-        providers=_merge(pm.hook.kubitect_vm_providers(), "VM provider"),
-        load_balancers=_merge(pm.hook.kubitect_load_balancers(), "load balancer"),
-        installers=_merge(pm.hook.kubitect_installers(), "Kubernetes installer"),
-        extensions=[e for exts in pm.hook.kubitect_config_extensions() for e in (exts or [])],
+        providers=_merge(_collect(pm, "kubitect_vm_providers", by_id, "provider"), "VM provider"),
+        load_balancers=_merge(_collect(pm, "kubitect_load_balancers", by_id, "load balancer"), "load balancer"),
+        installers=_merge(_collect(pm, "kubitect_installers", by_id, "installer"), "Kubernetes installer"),
+        extensions=[e for _, exts in _collect(pm, "kubitect_config_extensions", by_id, "config key")
+                    for e in exts or []],
+        conformance=[m for _, mods in _collect(pm, "kubitect_conformance_modules", by_id, "conformance")
+                     for m in mods or []],
     )
-    _describe(registry)
-    return registry
 
 
-def _describe(registry: Registry) -> None:
-    """Fills PluginInfo.provides, so `kubitect list plugins` can say what each plugin adds."""
-    by_plugin = {id(plugin): by for by in registry.plugins
-                 for name, plugin in registry.pm.list_name_plugin() if name == by.name}
-    labels = {"kubitect_register_stages": "stage", "kubitect_vm_providers": "provider",
-              "kubitect_load_balancers": "load balancer", "kubitect_installers": "installer"}
-    for hook_name, label in labels.items():
-        for impl in getattr(registry.pm.hook, hook_name).get_hookimpls():
-            info = by_plugin.get(id(impl.plugin))
-            result = impl.function() or []
-            names = [s.name for s in result] if isinstance(result, list) else list(result)
-            if info:
-                info.provides += [f"{label} {n}" for n in names]
-    for impl in registry.pm.hook.kubitect_config_extensions.get_hookimpls():
-        if info := by_plugin.get(id(impl.plugin)):
-            info.provides += [f"config key {e.path}.{e.key}" for e in impl.function() or []]
-    for hook_name in ("kubitect_stage_started", "kubitect_stage_finished"):
-        for impl in getattr(registry.pm.hook, hook_name).get_hookimpls():
-            info = by_plugin.get(id(impl.plugin))
-            if info and "observer" not in info.provides:
-                info.provides.append("observer")
+def _collect(pm: pluggy.PluginManager, hook_name: str, by_id: dict[int, PluginInfo], label: str):
+    """Calls one start-up hook plugin by plugin, so a plugin that raises is reported by name.
+
+    Also fills PluginInfo.provides, which `kubitect list plugins` shows. Observers are noted once.
+    """
+    out = []
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        info = by_id.get(id(impl.plugin)) or PluginInfo(str(impl.plugin_name), "?")
+        try:
+            result = impl.function()
+        except Exception as exc:
+            info.error = f"{hook_name}() raised {type(exc).__name__}: {exc}"
+            continue
+        items = result or []
+        if label == "config key":
+            names = [f"{e.path}.{e.key}" for e in items]
+        elif label == "conformance":
+            names = [Path(m).stem for m in items]
+        else:
+            names = [getattr(e, "name", e) for e in items]
+        info.provides += [f"{label} {n}" for n in names]
+        out.append((info, result))
+    if hook_name == "kubitect_register_stages":
+        for observer_hook in ("kubitect_stage_started", "kubitect_stage_finished"):
+            for impl in getattr(pm.hook, observer_hook).get_hookimpls():
+                info = by_id.get(id(impl.plugin))
+                if info and "observer" not in info.provides:
+                    info.provides.append("observer")
+    return out
