@@ -199,6 +199,23 @@ class Engine:
             state.remove()
         return outcome
 
+    async def verify(self, cluster: str, opts: Options) -> Outcome:
+        """Runs the verify stage alone against an existing cluster, with its stored config."""
+        state = ClusterState(self.home, cluster)
+        text = state.config_text()
+        if text is None:
+            raise EngineError(f"cluster '{cluster}' does not exist (in {self.home / 'clusters'})")
+        loaded = self.load_raw(text, str(state.config_path))
+        outcome = Outcome(cluster)
+        stage = self.registry.stage("verify")
+        with state.lock(opts.wait_lock):
+            record = state.load_record()
+            missing = [r for r in stage.requires if not state.ever_completed(record, r)]
+            if missing:
+                raise EngineError(f"cluster '{cluster}' has no {', '.join(missing)} yet: apply it first")
+            await self._run(state, loaded, text, [stage], "apply", opts, outcome)
+        return outcome
+
     # internals ---------------------------------------------------------------------------
     def _check_changes(self, state: ClusterState, applied_text: str, loaded, action: str) -> list[ChangeEvent]:
         from kubitect_core.config import ConfigError

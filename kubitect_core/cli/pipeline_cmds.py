@@ -208,6 +208,26 @@ def register(app: typer.Typer) -> None:
         if output == "text":
             console.print(f"Cluster '{cluster}' has been destroyed.")
 
+    @app.command(epilog="Example: kubitect verify --cluster kubitect-ha --no-failover")
+    def verify(
+        cluster: str = typer.Option(..., "--cluster", help="Name of the cluster to check."),
+        failover: bool = typer.Option(True, "--failover/--no-failover", help="Run the VIP failover matrix."),
+        junit: Path = typer.Option(None, "--junit", help="Also write JUnit XML here."),
+        report: Path = typer.Option(None, "--report", help="Also write the JSON report here."),
+        output: str = typer.Option("text", "--output", "-o", help="text | json"),
+        home: str = typer.Option(None, "--home", help=HOME_HELP),
+    ) -> None:
+        """Run the conformance suite (testinfra) against a live cluster and report measured figures."""
+        from kubitect_core.engine import Options, run_sync
+
+        engine, progress = _engine(home, output, auto_approve=True)
+        flags = {"failover": failover, "junit": str(junit) if junit else None,
+                 "report": str(report) if report else None}
+        _event_log(engine, cluster)
+        outcome = _handle(lambda: run_sync(engine.verify(cluster, Options(flags=flags))), output)
+        if output == "text" and progress:
+            progress.summary(f"Cluster '{outcome.cluster}' verified")
+
     @list_app.command("clusters", epilog="Example: kubitect list clusters")
     def list_clusters(home: str = typer.Option(None, "--home", help=HOME_HELP),
                       output: str = typer.Option("text", "--output", "-o", help="text | json")) -> None:

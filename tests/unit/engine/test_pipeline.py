@@ -164,3 +164,22 @@ def test_list_stages_shows_the_pipeline_in_order(cli):
     out = cli("list", "stages").output
     positions = [out.index(f" {s} ") for s in STAGES]
     assert positions == sorted(positions)
+
+
+def test_verify_reports_and_fails_naming_the_broken_check(cli, fake_env, fakes, tmp_path):
+    assert cli("apply", str(fake_env / "ha.yaml")).exit_code == 0
+    report_path = tmp_path / "home/clusters/kubitect-ha/reports/conformance.json"
+    ok = cli("verify", "--cluster", "kubitect-ha", "--junit", str(tmp_path / "j.xml"))
+    assert ok.exit_code == 0, ok.output
+    report = json.loads(report_path.read_text())
+    assert (report["passed"], report["failed"]) == (1, 0)
+    assert (tmp_path / "j.xml").read_text().count("<testcase") == 1
+
+    hv = fake_env / "fake" / "hypervisor.json"
+    objects = json.loads(hv.read_text())
+    del objects["domain/kubitect-ha-worker-2"]
+    hv.write_text(json.dumps(objects))
+    bad = cli("verify", "--cluster", "kubitect-ha")
+    assert bad.exit_code == 1
+    assert "conformance failed: test_every_node_exists_in_the_fake_hypervisor" in bad.output
+    assert "kubitect-ha-worker-2" in json.loads(report_path.read_text())["cases"][0]["message"]
