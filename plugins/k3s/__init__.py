@@ -1,0 +1,1 @@
+"""Built-in plugin 'k3s' (being written)."""
