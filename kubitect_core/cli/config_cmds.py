@@ -1,7 +1,185 @@
-"""Commands of the config_cmds group (filled in by its owner)."""
+"""Config commands: `validate`, `schema`, `list presets`, `export preset`.
+
+Bad input never shows a traceback: an invalid config prints boxed errors and exits 1; a usage
+mistake (no config given, unknown preset) exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from kubitect_core.cli.groups import export_app, list_app
+from kubitect_core.config import (
+    ConfigError,
+    ConfigIssue,
+    LoadedConfig,
+    ValidationContext,
+    default_context,
+    json_schema,
+    list_presets,
+    load_config,
+    preflight,
+    preset_text,
+)
+
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+ROLE_NAMES = {"lb": ("load balancer", "load balancers"), "master": ("master", "masters"),
+              "worker": ("worker", "workers")}
+
+
+def validation_context() -> ValidationContext:
+    """What the installed plugins accept (installers, providers, config extensions).
+
+    Falls back to the built-ins when the plugin set itself is inconsistent, so `validate` and
+    `schema` still work; `kubitect list plugins` shows what is wrong with the plugins.
+    """
+    from kubitect_core.engine import validation_context as from_registry
+    from kubitect_core.plugins import load_registry
+
+    try:
+        registry = load_registry()
+    except RuntimeError as exc:  # e.g. two plugins register one stage name
+        _err().print(f"[yellow]warning[/yellow] plugins not loaded ({escape(str(exc))}); using the built-ins")
+        return default_context()
+    return from_registry(registry)
+
+
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def print_issues(issues: list[ConfigIssue], console: Console | None = None) -> None:
+    """One box per issue: path as title, then file:line:column and the message."""
+    console = console or _err()
+    for issue in issues:
+        style = "red" if issue.severity == "error" else "yellow"
+        title = f"{issue.severity.capitalize()}: {issue.path or '(file)'}"
+        console.print(Panel(Text(f"{issue.location}\n{issue.message}"), title=Text(title), title_align="left",
+                            border_style=style, expand=False))
+
+
+def resolve_config_arg(config: Path | None, positional: Path | None) -> Path:
+    """--config/-c or the positional FILE (not two different ones); a usage error otherwise."""
+    if config and positional and config != positional:
+        raise typer.BadParameter("give the config once: either --config FILE or FILE, not both.")
+    chosen = config or positional
+    if chosen is None:
+        raise typer.BadParameter("no config file given; use --config FILE (e.g. kubitect validate "
+                                 "--config ha.yaml).", param_hint="--config")
+    return chosen
+
+
+def print_summary(loaded: LoadedConfig, console: Console) -> None:
+    """The topology at a glance: nodes per role and host, VIP, endpoint, warnings, notices."""
+    topo = loaded.topology
+    roles = Counter(n.role for n in topo.nodes)
+    hosts = loaded.config.hosts
+    counts = ", ".join(f"{roles.get(r, 0)} {ROLE_NAMES[r][roles.get(r, 0) != 1]}"
+                       for r in ("lb", "master", "worker"))
+    console.print(f"[green]✓[/green] {escape(str(loaded.source or 'config'))} is valid: cluster [bold]{topo.cluster}"
+                  f"[/bold], {counts} over {len(hosts)} host{'s' if len(hosts) != 1 else ''}")
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("host", "connection", "provider", "load balancers", "masters", "workers"):
+        table.add_column(col)
+    for host in hosts:
+        on = Counter(n.role for n in topo.on_host(host.name))
+        conn = host.connection.type if host.connection.is_local else f"remote {host.connection.ip}"
+        name = host.name + (" (default)" if host.default else "")
+        table.add_row(name, conn, host.provider, *(str(on.get(r, 0)) for r in ("lb", "master", "worker")))
+    console.print(table)
+    net = loaded.config.cluster.network
+    console.print(f"network: {net.mode} {net.cidr} gateway {net.gateway}"
+                  + (f" bridge {net.bridge}" if net.bridge else ""))
+    console.print(f"VIP: {topo.vip or 'none'}"
+                  + (f" (VRID {topo.virtual_router_id})" if topo.virtual_router_id else ""))
+    console.print(f"endpoint: {topo.endpoint or 'assigned by DHCP'}:6443")
+    k8s = loaded.config.kubernetes
+    console.print(f"kubernetes: {k8s.version} by {k8s.manager}, {k8s.network_plugin}")
+    for warning in loaded.warnings:
+        console.print(f"[yellow]warning[/yellow] {escape(warning.path)}: {escape(warning.message)}")
+    for notice in loaded.notices:
+        console.print(f"[cyan]notice[/cyan] {escape(notice)}")
+
+
+def validate(
+    file: Path | None = typer.Argument(None, metavar="FILE", help="Config file (same as --config)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Config file to validate."),
+    run_preflight: bool = typer.Option(
+        False, "--preflight", help="Also check this machine: key files the config names exist."),
+) -> None:
+    """Check a config file and print a summary of the cluster it describes.
+
+    Example: kubitect validate --config examples/ha.yaml
+    """
+    path = resolve_config_arg(config, file)
+    try:
+        loaded = load_config(path, context=validation_context())
+    except ConfigError as exc:
+        print_issues(exc.issues)
+        _err().print(f"[red]invalid configuration file[/red] {path}: {len(exc.issues)} error(s)")
+        raise typer.Exit(EXIT_INVALID) from None
+    out = _out()
+    print_summary(loaded, out)
+    if run_preflight:
+        problems = preflight(loaded)
+        if problems:
+            print_issues(problems)
+            _err().print(f"[red]preflight failed[/red]: {len(problems)} problem(s)")
+            raise typer.Exit(EXIT_INVALID)
+        out.print("[green]✓[/green] preflight passed")
+
+
+def schema() -> None:
+    """Print the JSON Schema of the config (for yaml-language-server in editors).
+
+    Example: kubitect schema > kubitect.schema.json
+    """
+    typer.echo(json.dumps(json_schema(validation_context()), indent=2))
+
+
+def presets_list() -> None:
+    """List the preset configs shipped with kubitect.
+
+    Example: kubitect list presets
+    """
+    typer.echo("Available presets:")
+    for name in list_presets():
+        typer.echo(f"  - {name}")
+
+
+def preset_export(
+    name: str = typer.Option(..., "--name", "-n", help="Preset name (see `kubitect list presets`)."),
+) -> None:
+    """Print a preset config, ready to edit and apply.
+
+    Example: kubitect export preset --name getting-started > cluster.yaml
+    """
+    try:
+        text = preset_text(name)
+    except KeyError:
+        raise typer.BadParameter(f"unknown preset '{name}'; available presets: {', '.join(list_presets())}.",
+                                 param_hint="--name") from None
+    typer.echo(text, nl=not text.endswith("\n"))
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this group's commands to the root app."""
+    """Adds validate and schema to the root app, and presets to the `list`/`export` groups."""
+    app.command("validate")(validate)
+    app.command("schema")(schema)
+    list_app.command("presets")(presets_list)
+    list_app.command("preset", hidden=True)(presets_list)
+    export_app.command("preset")(preset_export)

@@ -1,0 +1,39 @@
+"""The Kubitect config: models, validation with located errors, defaults, topology, schema, presets.
+
+Everything other parts need is exported here:
+`load_config`, `validate_raw`, `LoadedConfig`, `Config`, `ConfigIssue`, `ConfigError`,
+`ValidationContext`, `InstallerInfo`, `default_context`, `resolve_topology`, `json_schema`,
+`list_presets`, `preset_text`, `preflight`.
+"""
+
+from kubitect_core.config.context import (
+    BUILTIN_INSTALLERS,
+    BUILTIN_PROVIDERS,
+    DEFAULT_MANAGER,
+    DEFAULT_PROVIDER,
+    InstallerInfo,
+    ValidationContext,
+    default_context,
+)
+from kubitect_core.config.errors import ConfigError, ConfigIssue, format_path
+from kubitect_core.config.loader import LoadedConfig, load_config, validate_raw
+from kubitect_core.config.models import Config
+from kubitect_core.config.preflight import preflight
+from kubitect_core.config.presets import list_presets, preset_text
+from kubitect_core.config.resolve import DISTRO_PRESETS, default_virtual_router_id, resolve_topology
+from kubitect_core.config.schema import json_schema
+from kubitect_core.config.versions import (
+    DEFAULT_KUBERNETES_VERSION,
+    DEFAULT_MAINTAINED_FROM,
+    DEFAULT_SUPPORTED_VERSIONS,
+    classify,
+    parse_version,
+)
+
+__all__ = [
+    "BUILTIN_INSTALLERS", "BUILTIN_PROVIDERS", "DEFAULT_KUBERNETES_VERSION", "DEFAULT_MAINTAINED_FROM",
+    "DEFAULT_MANAGER", "DEFAULT_PROVIDER", "DEFAULT_SUPPORTED_VERSIONS", "DISTRO_PRESETS", "Config",
+    "ConfigError", "ConfigIssue", "InstallerInfo", "LoadedConfig", "ValidationContext", "classify",
+    "default_context", "default_virtual_router_id", "format_path", "json_schema", "list_presets",
+    "load_config", "parse_version", "preflight", "preset_text", "resolve_topology", "validate_raw",
+]

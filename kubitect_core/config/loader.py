@@ -1,0 +1,151 @@
+"""Reading a config file: parse with positions, split off plugin extensions, validate, resolve."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from kubitect_core.config.context import ValidationContext, default_context
+from kubitect_core.config.errors import ConfigError, ConfigIssue, format_path
+from kubitect_core.config.messages import translate
+from kubitect_core.config.models import Config
+from kubitect_core.config.resolve import fill_defaults, resolve_topology
+from kubitect_core.config.rules import run_rules
+from kubitect_core.config.yamlmarks import MarkedYaml, parse
+from kubitect_core.topology import Topology
+
+
+@dataclass
+class LoadedConfig:
+    """A valid config: as written (`raw`), resolved (`config`), flattened (`topology`)."""
+
+    raw: dict
+    config: Config
+    topology: Topology
+    warnings: list[ConfigIssue] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    extensions: dict[str, BaseModel] = field(default_factory=dict)  # "<path>.<key>" -> model
+    source: Path | None = None
+
+
+def load_config(path: str | Path, *, context: ValidationContext | None = None) -> LoadedConfig:
+    """Reads and validates a config file; raises ConfigError listing every problem found."""
+    path = Path(path)
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue("", f"file '{name}' does not exist.", file=name)]) from None
+    except IsADirectoryError:
+        raise ConfigError([ConfigIssue("", f"'{name}' is a directory, not a config file.", file=name)]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read '{name}': {exc}", file=name)]) from None
+    loaded = _validate_text(text, name, context)
+    loaded.source = path
+    return loaded
+
+
+def _validate_text(text: str, source: str, context: ValidationContext | None) -> LoadedConfig:
+    if not text.strip():
+        raise ConfigError([ConfigIssue("", f"config file '{source}' is empty.", file=source)])
+    try:
+        marked = parse(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigIssue("", f"not valid YAML: {problem}.", source, line, col)]) from None
+    except RecursionError:
+        raise ConfigError([ConfigIssue("", "not valid YAML: nested too deeply.", source)]) from None
+    return _validate(marked, source, context)
+
+
+def validate_raw(raw: dict, *, source: str = "<config>", text: str | None = None,
+                 context: ValidationContext | None = None) -> LoadedConfig:
+    """Validates an already-parsed mapping (e.g. a stored raw config, re-resolved with today's defaults).
+
+    With `text` (the YAML it came from) the issues carry line and column numbers.
+    """
+    marked = MarkedYaml(data=raw)
+    if text is not None:
+        try:
+            marked.marks = parse(text).marks
+        except yaml.YAMLError:
+            pass
+    return _validate(marked, source, context)
+
+
+def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None) -> LoadedConfig:
+    context = context or default_context()
+    raw = marked.data
+
+    def issue(loc: tuple, message: str, severity: str = "error") -> ConfigIssue:
+        line, col = marked.position(loc)
+        return ConfigIssue(format_path(loc), message, source, line, col, severity)  # type: ignore[arg-type]
+
+    if raw is None:
+        raise ConfigError([issue((), f"config file '{source}' is empty.")])
+    if not isinstance(raw, dict):
+        raise ConfigError([issue((), f"the top level must be a mapping with the keys hosts, cluster, "
+                                     f"kubernetes and addons (actual: {type(raw).__name__}).")])
+    errors: list[ConfigIssue] = [issue(loc, f"duplicate key `{loc[-1]}`; each key may appear only once "
+                                            "in a mapping.") for loc in marked.duplicates]
+    data = copy.deepcopy(raw)
+    extensions, ext_errors, ext_keys = _split_extensions(data, context)
+    errors += [issue(loc, msg) for loc, msg in ext_errors]
+    config = None
+    try:
+        config = Config.model_validate(data, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        errors += [issue(tuple(e["loc"]), translate(e, ext_keys)) for e in exc.errors()]
+    except RecursionError:
+        errors.append(issue((), "the config is nested too deeply."))
+    findings = run_rules(raw, context, tolerant=config is None or bool(errors))
+    errors += [issue(f.loc, f.message) for f in findings.items if f.severity == "error"]
+    warnings = [issue(f.loc, f.message, "warning") for f in findings.items if f.severity == "warning"]
+    if errors or config is None:
+        raise ConfigError(_dedupe(errors))
+    fill_defaults(config)
+    return LoadedConfig(raw=raw, config=config, topology=resolve_topology(config), warnings=warnings,
+                        notices=findings.notices, extensions=extensions)
+
+
+def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    seen, out = set(), []
+    for i in issues:
+        key = (i.path, i.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(i)
+    return out
+
+
+def _split_extensions(data: dict, context: ValidationContext) -> tuple[dict, list, dict]:
+    """Pops each plugin extension key from `data` and validates it with the plugin's model.
+
+    A missing key validates `{}` (the model's defaults), so an original config still loads.
+    """
+    models: dict[str, BaseModel] = {}
+    errors: list[tuple[tuple, str]] = []
+    keys_at: dict[tuple, list[str]] = {}
+    for ext in context.extensions:
+        base = tuple(p for p in ext.path.split(".") if p)
+        keys_at.setdefault(base, []).append(ext.key)
+        container: Any = data
+        for part in base:
+            container = container.get(part) if isinstance(container, dict) else None
+        value = container.pop(ext.key, None) if isinstance(container, dict) else None
+        try:
+            name = f"{ext.path}.{ext.key}" if ext.path else ext.key
+            models[name] = ext.model.model_validate({} if value is None else value, by_alias=True, by_name=False)
+        except ValidationError as exc:
+            for e in exc.errors():
+                loc = (*base, ext.key, *e["loc"])
+                errors.append((loc, translate(e, root=ext.model)))
+    return models, errors, keys_at
+

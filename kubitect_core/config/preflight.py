@@ -1,0 +1,51 @@
+"""Machine checks that belong to the config: the key files it names exist on this machine.
+
+Static validation needs only the file (so the seed validates anywhere); these run on apply and
+on `kubitect validate --preflight`. The engine adds provider checks (hosts reachable, bridges).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kubitect_core.config.errors import ConfigIssue, format_path
+from kubitect_core.config.loader import LoadedConfig
+from kubitect_core.config.yamlmarks import parse
+
+
+def _key_issue(loaded: LoadedConfig, loc: tuple, path: str, what: str, marks) -> ConfigIssue | None:
+    expanded = Path(os.path.expanduser(path))
+    if expanded.is_file():
+        return None
+    line, col = marks.position(loc) if marks else (None, None)
+    reason = "is a directory" if expanded.is_dir() else "does not exist"
+    source = str(loaded.source) if loaded.source else "<config>"
+    return ConfigIssue(format_path(loc), f"{what} '{expanded}' {reason}; it must be an existing file.",
+                       source, line, col)
+
+
+def preflight(loaded: LoadedConfig) -> list[ConfigIssue]:
+    """Key files named by the config exist (`~` expanded): host keyfiles, privateKeyPath and .pub."""
+    marks = None
+    if loaded.source is not None:
+        try:
+            marks = parse(loaded.source.read_text(encoding="utf-8"))
+        except Exception:  # the file changed since it was validated; report without lines
+            marks = None
+    issues: list[ConfigIssue] = []
+    for i, host in enumerate(loaded.config.hosts):
+        keyfile = host.connection.ssh.keyfile
+        if keyfile and not host.connection.is_local:
+            issue = _key_issue(loaded, ("hosts", i, "connection", "ssh", "keyfile"), keyfile,
+                               f"the SSH key of host '{host.name}'", marks)
+            if issue:
+                issues.append(issue)
+    private = loaded.config.cluster.node_template.ssh.private_key_path
+    if private:
+        loc = ("cluster", "nodeTemplate", "ssh", "privateKeyPath")
+        for path, what in ((private, "the node private key"), (private + ".pub", "its public key")):
+            issue = _key_issue(loaded, loc, path, what, marks)
+            if issue:
+                issues.append(issue)
+    return issues

@@ -1,0 +1,475 @@
+"""Cross-field rules of the config (§1 of the reference plus the §10 fixes), on the raw mapping.
+
+They read the raw YAML data defensively rather than the pydantic model, so they still run when
+another part of the file is invalid: the user gets every error in one go. A value of the wrong
+type is skipped here (pydantic already reports it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubitect_core.config import versions
+from kubitect_core.config.context import (
+    DEFAULT_MANAGER,
+    DEFAULT_PROVIDER,
+    LEGACY_MANAGERS,
+    InstallerInfo,
+    ValidationContext,
+)
+
+ROLES = (("lb", "loadBalancer"), ("master", "master"), ("worker", "worker"))
+RESERVED_LB_PORTS = {6443: "the load balancers serve the Kubernetes API on it",
+                     22: "it is the SSH port of the load balancer VMs"}
+HOSTNAME_MAX = 63
+
+
+@dataclass
+class Finding:
+    loc: tuple
+    message: str
+    severity: str = "error"
+
+
+@dataclass
+class Findings:
+    items: list[Finding] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+    def error(self, loc: tuple, message: str) -> None:
+        self.items.append(Finding(tuple(loc), message, "error"))
+
+    def warn(self, loc: tuple, message: str) -> None:
+        self.items.append(Finding(tuple(loc), message, "warning"))
+
+
+def _m(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _s(value: Any) -> str | None:
+    """A string or an int as text (ids may be ints in YAML); None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _ipv4(value: Any) -> ipaddress.IPv4Address | None:
+    try:
+        return ipaddress.IPv4Address(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _net(value: Any) -> ipaddress.IPv4Network | None:
+    try:
+        return ipaddress.IPv4Network(value, strict=False) if isinstance(value, str) and "/" in value else None
+    except ValueError:
+        return None
+
+
+def _where(loc: tuple) -> str:
+    from kubitect_core.config.errors import format_path
+
+    return format_path(loc)
+
+
+def _choices(items: list[str]) -> str:
+    return "[" + "|".join(items) + "]" if items else "[] (none configured)"
+
+
+@dataclass
+class Inst:
+    role: str
+    loc: tuple  # ("cluster", "nodes", "master", "instances", i)
+    data: dict
+
+
+class RawView:
+    """Convenient, type-safe reads of the raw mapping."""
+
+    def __init__(self, raw: dict):
+        self.raw = raw
+        self.hosts = _l(raw.get("hosts"))
+        self.cluster = _m(raw.get("cluster"))
+        self.network = _m(self.cluster.get("network"))
+        self.nodes = _m(self.cluster.get("nodes"))
+        self.net = _net(self.network.get("cidr"))
+        gw = self.network.get("gateway")
+        self.gateway = _ipv4(gw) if gw is not None else (
+            next(self.net.hosts(), None) if self.net is not None and self.net.prefixlen <= 30 else None)
+
+    def host_names(self) -> list[str]:
+        return [n for h in self.hosts if (n := _s(_m(h).get("name"))) is not None]
+
+    def default_host(self) -> str | None:
+        for h in self.hosts:
+            if _m(h).get("default") is True and _s(_m(h).get("name")):
+                return _s(_m(h).get("name"))
+        return _s(_m(self.hosts[0]).get("name")) if self.hosts else None
+
+    def pools_of(self, host: str) -> list[str] | None:
+        """Data pool names of `host`, or None when no such host."""
+        for h in self.hosts:
+            if _s(_m(h).get("name")) == host:
+                return [n for p in _l(_m(h).get("dataResourcePools")) if (n := _s(_m(p).get("name")))]
+        return None
+
+    def section(self, key: str) -> dict:
+        return _m(self.nodes.get(key))
+
+    def instances(self, role_key: str | None = None) -> Iterator[Inst]:
+        for role, key in ROLES:
+            if role_key not in (None, key):
+                continue
+            for i, item in enumerate(_l(self.section(key).get("instances"))):
+                if isinstance(item, dict):
+                    yield Inst(role, ("cluster", "nodes", key, "instances", i), item)
+
+    def count(self, key: str) -> int:
+        return len(_l(self.section(key).get("instances")))
+
+
+def _duplicates(entries: list[tuple[tuple, Any]], what: str, scope: str, out: Findings,
+                key: Callable[[Any], Any] = lambda v: v) -> None:
+    """Reports every entry whose value was already seen, naming the first holder."""
+    seen: dict[Any, tuple] = {}
+    for loc, value in entries:
+        if value is None:
+            continue
+        k = key(value)
+        if k in seen:
+            out.error(loc, f"{what} '{value}' is already used by {_where(seen[k])}; "
+                           f"each {what} must be unique {scope}.")
+        else:
+            seen[k] = loc[:-1]
+
+
+# ---------------------------------------------------------------------------------------- hosts
+def check_hosts(v: RawView, ctx: ValidationContext, out: Findings) -> None:
+    if "hosts" in v.raw and isinstance(v.raw["hosts"], list) and not v.hosts:
+        out.error(("hosts",), "at least one host must be configured (e.g. a `local` host).")
+    names = [(("hosts", i, "name"), _s(_m(h).get("name"))) for i, h in enumerate(v.hosts)]
+    _duplicates(names, "host name", "across hosts", out)
+    defaults = [i for i, h in enumerate(v.hosts) if _m(h).get("default") is True]
+    for i in defaults[1:]:
+        out.error(("hosts", i, "default"),
+                  f"only one host can be the default; hosts[{defaults[0]}] already is.")
+    for i, h in enumerate(v.hosts):
+        h = _m(h)
+        conn = _m(h.get("connection"))
+        if conn.get("type") == "remote":
+            for key, what in (("ip", "the host's IPv4 address"), ("user", "the SSH user on the host")):
+                if conn.get(key) is None:
+                    out.error(("hosts", i, "connection", key),
+                              f"is required when connection.type is 'remote' ({what}).")
+            if _m(conn.get("ssh")).get("keyfile") is None:
+                out.error(("hosts", i, "connection", "ssh", "keyfile"),
+                          "is required when connection.type is 'remote': the path of a password-less "
+                          "private key that logs in to the host.")
+        pools = [(("hosts", i, "dataResourcePools", j, "name"), _s(_m(p).get("name")))
+                 for j, p in enumerate(_l(h.get("dataResourcePools")))]
+        _duplicates(pools, "pool name", f"on host hosts[{i}]", out)
+        for loc, name in pools:
+            if name == "main":
+                out.error(loc, "the name 'main' is reserved for the host's main resource pool; "
+                               "choose another pool name.")
+        provider = h.get("provider", DEFAULT_PROVIDER)
+        if isinstance(provider, str) and provider not in ctx.providers:
+            out.error(("hosts", i, "provider"),
+                      f"unknown VM provider '{provider}'; installed providers: {_choices(ctx.providers)}.")
+
+
+# -------------------------------------------------------------------------------------- cluster
+def check_cluster(v: RawView, ctx: ValidationContext, out: Findings) -> None:
+    name = v.cluster.get("name")
+    if isinstance(name, str) and name.startswith("local-") and not ctx.local:
+        out.error(("cluster", "name"), "the prefix 'local-' is reserved for clusters created with "
+                                       "--local; choose another name.")
+    mode = v.network.get("mode", "nat")
+    if mode == "bridge" and v.network.get("bridge") is None:
+        out.error(("cluster", "network", "bridge"),
+                  "is required when cluster.network.mode is 'bridge': the name of the existing "
+                  "bridge on every host (e.g. br0).")
+    if v.net is not None and v.net.prefixlen > 30:
+        out.error(("cluster", "network", "cidr"),
+                  f"/{v.net.prefixlen} leaves no room for a gateway and nodes; use a prefix of /30 or "
+                  f"shorter (e.g. /24) (actual: {v.network.get('cidr')}).")
+    gw = _ipv4(v.network.get("gateway"))
+    if gw is not None and v.net is not None and v.net.prefixlen <= 30:
+        _check_address(v, ("cluster", "network", "gateway"), gw, out, gateway=False)
+    keypath = _m(_m(v.cluster.get("nodeTemplate")).get("ssh")).get("privateKeyPath")
+    if isinstance(keypath, str) and keypath.strip():
+        if keypath.endswith(".pub"):
+            out.error(("cluster", "nodeTemplate", "ssh", "privateKeyPath"),
+                      "must name the private key, not the public one: <path>.pub is read next to it "
+                      f"(actual: {keypath}).")
+        elif keypath.endswith("/"):
+            out.error(("cluster", "nodeTemplate", "ssh", "privateKeyPath"),
+                      f"must be the path of a key file, not a directory (actual: {keypath}).")
+
+
+def _check_address(v: RawView, loc: tuple, ip: ipaddress.IPv4Address, out: Findings,
+                   gateway: bool = True) -> None:
+    """Inside the CIDR, not its network/broadcast address, and (optionally) not the gateway."""
+    net = v.net
+    if net is None or net.prefixlen > 30:
+        return
+    if ip not in net:
+        out.error(loc, f"must be an IP address inside cluster.network.cidr {net} (actual: {ip}).")
+    elif ip == net.network_address:
+        out.error(loc, f"must not be the network address of {net} (actual: {ip}).")
+    elif ip == net.broadcast_address:
+        out.error(loc, f"must not be the broadcast address of {net} (actual: {ip}).")
+    elif gateway and v.gateway is not None and ip == v.gateway:
+        out.error(loc, f"must not be the gateway address {v.gateway} of cluster.network (actual: {ip}).")
+
+
+# ---------------------------------------------------------------------------------------- nodes
+def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
+    masters, lbs = v.count("master"), v.count("loadBalancer")
+    master_loc = ("cluster", "nodes", "master", "instances")
+    if masters == 0:
+        out.error(master_loc, "at least one master instance must be configured.")
+    elif masters % 2 == 0:
+        out.error(master_loc, f"the number of master instances must be odd (1, 3, 5, ...) so etcd keeps "
+                              f"a quorum (actual: {masters}).")
+    if masters > 1 and lbs == 0:
+        out.error(("cluster", "nodes", "loadBalancer", "instances"),
+                  f"at least one load balancer instance is required when several master instances are "
+                  f"configured (masters: {masters}).")
+    lb = v.section("loadBalancer")
+    if lbs > 1 and lb.get("vip") is None:
+        out.error(("cluster", "nodes", "loadBalancer", "vip"),
+                  f"a virtual IP (VIP) is required when several load balancer instances are configured "
+                  f"(load balancers: {lbs}).")
+    hosts = v.host_names()
+    cluster_name = _s(v.cluster.get("name"))
+    for _role, key in ROLES:
+        ids = [(inst.loc + ("id",), _s(inst.data.get("id"))) for inst in v.instances(key)]
+        _duplicates(ids, "id", f"within cluster.nodes.{key}.instances", out)
+    for inst in v.instances():
+        host = inst.data.get("host")
+        if isinstance(host, str) and host not in hosts:
+            out.error(inst.loc + ("host",), f"must name one of the configured hosts: {_choices(hosts)} "
+                                            f"(actual: {host}).")
+        ip = _ipv4(inst.data.get("ip"))
+        if ip is not None:
+            _check_address(v, inst.loc + ("ip",), ip, out)
+        node_id = _s(inst.data.get("id"))
+        if cluster_name and node_id:
+            node_name = f"{cluster_name}-{inst.role}-{node_id}"
+            if len(node_name) > HOSTNAME_MAX:
+                out.error(inst.loc + ("id",), f"the node name '{node_name}' is longer than {HOSTNAME_MAX} "
+                                              "characters (the hostname limit); shorten cluster.name or the id.")
+    ips = [(inst.loc + ("ip",), str(ip)) for inst in v.instances() if (ip := _ipv4(inst.data.get("ip")))]
+    _duplicates(ips, "IP address", "across all node instances", out)
+    macs = [(inst.loc + ("mac",), mac) for inst in v.instances() if (mac := _s(inst.data.get("mac")))]
+    _duplicates(macs, "MAC address", "across all node instances", out,
+                key=lambda m: m.lower().replace("-", ":"))
+    vip = _ipv4(lb.get("vip"))
+    if vip is not None:
+        vip_loc = ("cluster", "nodes", "loadBalancer", "vip")
+        _check_address(v, vip_loc, vip, out)
+        for loc, ip in ips:
+            if ip == str(vip):
+                out.error(vip_loc, f"the VIP {vip} is also the IP of {_where(loc[:-1])}; the VIP must be an "
+                                   "address no node uses.")
+    _check_endpoint(v, lb, out)
+    _check_forward_ports(lb, out)
+    _check_data_disks(v, out)
+    _check_nat_spread(v, out)
+    _check_labels(v, out)
+
+
+def _check_endpoint(v: RawView, lb: dict, out: Findings) -> None:
+    """The control-plane endpoint (§4 table) should be a fixed address, known before the VMs exist."""
+    if lb.get("vip") is not None or v.network.get("mode", "nat") == "nat":
+        return  # in nat mode the provider reads the DHCP lease; elsewhere nobody can
+    lbs = list(v.instances("loadBalancer"))
+    masters = list(v.instances("master"))
+    holder = lbs[0] if len(lbs) == 1 else (masters[0] if not lbs and masters else None)
+    if holder is not None and holder.data.get("ip") is None:
+        out.warn(holder.loc + ("ip",),
+                 "this node is the control-plane endpoint but has no static ip; its address is only "
+                 "known after it boots (DHCP outside kubitect). Set an ip or a VIP.")
+
+
+def _check_forward_ports(lb: dict, out: Findings) -> None:
+    base = ("cluster", "nodes", "loadBalancer", "forwardPorts")
+    ports = _l(lb.get("forwardPorts"))
+    _duplicates([((*base, i, "name"), _s(_m(p).get("name"))) for i, p in enumerate(ports)],
+                "forward port name", "within forwardPorts", out)
+    nums = [((*base, i, "port"), n) for i, p in enumerate(ports)
+            if isinstance(n := _m(p).get("port"), int) and not isinstance(n, bool)]
+    _duplicates(nums, "port", "within forwardPorts", out)
+    for loc, n in nums:
+        if n in RESERVED_LB_PORTS:
+            out.error(loc, f"port {n} cannot be forwarded: {RESERVED_LB_PORTS[n]} (actual: {n}).")
+
+
+def _check_data_disks(v: RawView, out: Findings) -> None:
+    default_host = v.default_host()
+    for _role, key in (("master", "master"), ("worker", "worker")):
+        dloc = ("cluster", "nodes", key, "default", "dataDisks")
+        defaults = [((*dloc, j), _m(d)) for j, d in enumerate(_l(_m(v.section(key).get("default"))
+                                                               .get("dataDisks")))]
+        _duplicates([(loc + ("name",), _s(d.get("name"))) for loc, d in defaults],
+                    "data disk name", f"within cluster.nodes.{key}.default.dataDisks", out)
+        default_names = {_s(d.get("name")) for _, d in defaults} - {None}
+        reported: set[tuple] = set()
+        for inst in v.instances(key):
+            own = [((*inst.loc, "dataDisks", j), _m(d)) for j, d in enumerate(_l(inst.data.get("dataDisks")))]
+            _duplicates([(loc + ("name",), _s(d.get("name"))) for loc, d in own],
+                        "data disk name", f"within {_where(inst.loc)}.dataDisks", out)
+            for loc, d in own:
+                if _s(d.get("name")) in default_names:
+                    out.error(loc + ("name",), f"data disk name '{d.get('name')}' is already defined in "
+                                               f"cluster.nodes.{key}.default.dataDisks, which every "
+                                               "instance gets; use another name.")
+            host = _host_of(inst, default_host)
+            if not isinstance(host, str):
+                continue
+            pools = v.pools_of(host)
+            if pools is None:
+                continue  # an unknown host is reported by the host rule
+            for loc, d in defaults + own:
+                pool = d.get("pool", "main")
+                if not isinstance(pool, str) or pool == "main" or pool in pools:
+                    continue
+                if (loc, host) in reported:
+                    continue
+                reported.add((loc, host))
+                whom = f" (for {_where(inst.loc)})" if loc[:len(dloc)] == dloc else ""
+                if not pools:
+                    out.error(loc + ("pool",), f"points to data resource pool '{pool}', but host '{host}' "
+                                               f"has no dataResourcePools; use 'main' or add the pool to the "
+                                               f"host{whom}.")
+                else:
+                    out.error(loc + ("pool",), f"must be 'main' or one of the pools of host '{host}': "
+                                               f"{_choices(['main', *pools])} (actual: {pool}){whom}.")
+
+
+def _host_of(inst: Inst, default_host: str | None) -> Any:
+    """The host an instance runs on: its own `host`, or the default host when absent or null."""
+    host = inst.data.get("host")
+    return default_host if host is None else host
+
+
+_LABEL_KEY = re.compile(r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+
+
+def _check_labels(v: RawView, out: Findings) -> None:
+    """Kubernetes rejects malformed labels at node registration; say so before anything is built."""
+    places = [(("cluster", "nodes", k, "default", "labels"), _m(_m(v.section(k).get("default")).get("labels")))
+              for k in ("master", "worker")]
+    places += [(inst.loc + ("labels",), _m(inst.data.get("labels"))) for inst in v.instances()
+               if inst.role != "lb"]
+    for loc, labels in places:
+        for key, value in labels.items():
+            text = str(value).lower() if isinstance(value, bool) else value
+            if isinstance(key, str) and not _LABEL_KEY.match(key):
+                out.warn((*loc, key), f"'{key}' is not a valid Kubernetes label key ([prefix/]name, name up "
+                                      "to 63 letters, digits, '-', '_', '.'); the node will not get it.")
+            elif isinstance(text, str | int | float) and not _LABEL_VALUE.match(str(text)):
+                out.warn((*loc, key), f"'{text}' is not a valid Kubernetes label value (up to 63 letters, "
+                                      "digits, '-', '_', '.', starting and ending alphanumeric); the node "
+                                      "will not get it.")
+
+
+def _check_nat_spread(v: RawView, out: Findings) -> None:
+    mode = v.network.get("mode", "nat")
+    if mode not in ("nat", "route"):
+        return
+    default_host = v.default_host()
+    used = {h for inst in v.instances() if isinstance(h := _host_of(inst, default_host), str)}
+    if len(used) > 1:
+        out.warn(("cluster", "network", "mode"),
+                 f"in '{mode}' mode every host builds its own isolated network, so nodes on different "
+                 f"hosts ({', '.join(sorted(used))}) cannot reach each other; use 'bridge' for several hosts.")
+
+
+# ----------------------------------------------------------------------------------- kubernetes
+def effective_manager(raw_manager: Any) -> str | None:
+    """The installer that serves `kubernetes.manager` (kubespray is served by kubeadm)."""
+    if raw_manager is None:
+        return DEFAULT_MANAGER
+    if not isinstance(raw_manager, str):
+        return None
+    return LEGACY_MANAGERS.get(raw_manager, raw_manager)
+
+
+def check_kubernetes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
+    k8s = _m(v.raw.get("kubernetes"))
+    manager = effective_manager(k8s.get("manager"))
+    raw_manager = k8s.get("manager")
+    installed = sorted(ctx.installers)
+    if isinstance(raw_manager, str) and raw_manager in LEGACY_MANAGERS:
+        out.notices.append(f"kubernetes.manager '{raw_manager}' is served by the '{manager}' installer "
+                           "(what Kubespray runs underneath).")
+    if manager is not None and manager not in ctx.installers:
+        what = "the default installer" if raw_manager is None else "unknown installer"
+        out.error(("kubernetes", "manager"),
+                  f"{what} '{manager}' is not installed; installed installers: {_choices(installed)}.")
+    info = ctx.installers.get(manager or "", InstallerInfo())
+    raw_version = k8s.get("version")
+    version = raw_version if raw_version is not None else versions.DEFAULT_KUBERNETES_VERSION
+    if not isinstance(version, str) or versions.parse_version(version) is None \
+            or not re.match(r"^v?\d+\.\d+\.\d+$", version):
+        return  # the format error comes from the model
+    verdict = versions.classify(version, info.supported, info.maintained_from)
+    by = f"installer '{manager}'" if manager in ctx.installers else "the default range"
+    if verdict == "unsupported":
+        prefix = "" if raw_version is not None else "the default version "
+        out.error(("kubernetes", "version"),
+                  f"{prefix}{versions.normalize(version)} is not supported by {by}; supported: "
+                  f"{versions.describe_range(info.supported)} (actual: {version}).")
+    elif verdict == "eol":
+        out.warn(("kubernetes", "version"),
+                 f"{versions.normalize(version)} is past its upstream end of life (maintained from "
+                 f"{versions.normalize(info.maintained_from)}); {by} can still install it, but consider "
+                 "upgrading.")
+
+
+def check_addons(v: RawView, ctx: ValidationContext, out: Findings) -> None:
+    addons = _m(v.raw.get("addons"))
+    if addons.get("kubespray") is not None:
+        manager = effective_manager(_m(v.raw.get("kubernetes")).get("manager")) or DEFAULT_MANAGER
+        out.notices.append(f"addons.kubespray is kept for compatibility but not applied: the '{manager}' "
+                           "installer does not run Kubespray.")
+    rook = _m(addons.get("rook"))
+    if rook.get("enabled") is True:
+        disks = any(_l(inst.data.get("dataDisks")) for inst in v.instances())
+        disks = disks or any(_l(_m(v.section(k).get("default")).get("dataDisks")) for k in ("master", "worker"))
+        if not disks:
+            out.warn(("addons", "rook", "enabled"),
+                     "Rook needs raw data disks, but no node has dataDisks; add some to the workers.")
+
+
+RULES = (check_hosts, check_cluster, check_nodes, check_kubernetes, check_addons)
+
+
+def run_rules(raw: dict, ctx: ValidationContext, *, tolerant: bool) -> Findings:
+    """Runs every rule; `tolerant` (the model already failed) skips a rule that trips on bad data."""
+    out = Findings()
+    view = RawView(raw)
+    for rule in RULES:
+        if not tolerant:
+            rule(view, ctx, out)
+            continue
+        try:
+            rule(view, ctx, out)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            continue  # malformed input already reported by the model
+    return out

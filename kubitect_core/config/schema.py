@@ -1,0 +1,60 @@
+"""The JSON Schema of the config, generated from the models (and the installed extensions).
+
+Editors use it through yaml-language-server (`# yaml-language-server: $schema=...`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kubitect_core.config.context import ValidationContext, default_context
+from kubitect_core.config.models import Config
+
+SCHEMA_ID = "https://kubitect.local/schema/config.json"
+
+
+def json_schema(context: ValidationContext | None = None) -> dict:
+    """JSON Schema (draft 2020-12) with YAML keys as property names, extensions at their paths."""
+    context = context or default_context()
+    schema = Config.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Kubitect cluster configuration"
+    defs = schema.setdefault("$defs", {})
+    for ext in context.extensions:
+        target = _object_at(schema, defs, [p for p in ext.path.split(".") if p])
+        if target is None:
+            continue
+        sub = copy.deepcopy(ext.model.model_json_schema(by_alias=True, mode="validation",
+                                                        ref_template="#/$defs/{model}"))
+        defs.update(sub.pop("$defs", {}))
+        if ext.plugin:
+            sub.setdefault("description", f"Added by the {ext.plugin} plugin.")
+        target.setdefault("properties", {})[ext.key] = sub
+    return schema
+
+
+def _object_at(schema: dict, defs: dict, path: list[str]) -> dict | None:
+    node: Any = schema
+    for part in path:
+        node = _deref(node, defs)
+        if node is None:
+            return None
+        node = node.get("properties", {}).get(part)
+        if node is None:
+            return None
+    return _deref(node, defs)
+
+
+def _deref(node: dict, defs: dict) -> dict | None:
+    for _ in range(10):
+        if "$ref" in node:
+            node = defs.get(node["$ref"].split("/")[-1], {})
+        elif "anyOf" in node:
+            objs = [n for n in node["anyOf"] if n.get("type") != "null"]
+            if len(objs) != 1:
+                return None
+            node = objs[0]
+        else:
+            return node
+    return None
