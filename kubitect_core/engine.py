@@ -62,6 +62,7 @@ def validation_context(registry: Registry):
             supported=tuple(inst.supported_versions), maintained_from=inst.maintained_from
         )
     ctx.providers = sorted(set(ctx.providers) | set(registry.providers))
+    ctx.load_balancers = sorted(set(ctx.load_balancers) | set(registry.load_balancers))
     ctx.extensions = list(ctx.extensions) + list(registry.extensions)
     return ctx
 

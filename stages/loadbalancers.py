@@ -9,8 +9,7 @@ DEFAULT_IMPLEMENTATION = "keepalived-haproxy"
 
 
 def implementation_name(ctx: StageContext) -> str:
-    lb = ctx.config.cluster.nodes.load_balancer
-    return getattr(lb, "implementation", None) or DEFAULT_IMPLEMENTATION
+    return ctx.config.cluster.nodes.load_balancer.implementation or DEFAULT_IMPLEMENTATION
 
 
 class LoadBalancersStage(DelegatingStage):

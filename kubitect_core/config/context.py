@@ -10,6 +10,7 @@ from kubitect_core.contracts import ConfigExtension
 
 BUILTIN_INSTALLERS = ("kubeadm", "k3s")
 BUILTIN_PROVIDERS = ("libvirt", "nspawn")
+BUILTIN_LOAD_BALANCERS = ("keepalived-haproxy",)
 DEFAULT_MANAGER = "kubeadm"
 DEFAULT_PROVIDER = "libvirt"
 # The original's default manager; Kubespray drives kubeadm underneath, so kubeadm serves it.
@@ -37,6 +38,7 @@ class ValidationContext:
 
     installers: dict[str, InstallerInfo] = field(default_factory=dict)
     providers: list[str] = field(default_factory=list)
+    load_balancers: list[str] = field(default_factory=lambda: list(BUILTIN_LOAD_BALANCERS))
     extensions: list[ConfigExtension] = field(default_factory=list)
     local: bool = False  # `--local`: cluster names may start with "local-"
 
@@ -46,5 +48,6 @@ def default_context() -> ValidationContext:
     return ValidationContext(
         installers={name: InstallerInfo() for name in BUILTIN_INSTALLERS},
         providers=list(BUILTIN_PROVIDERS),
+        load_balancers=list(BUILTIN_LOAD_BALANCERS),
         extensions=[],
     )

@@ -193,6 +193,10 @@ class ForwardPort(Model):
 class LoadBalancerNodes(Model):
     """Load balancers in front of the control plane; several share a VIP through VRRP."""
 
+    implementation: str = Field(
+        "keepalived-haproxy",
+        description="Load balancer plugin serving the endpoint (kubitect extension; `kubitect list plugins`).",
+    )
     vip: IPv4 | None = None
     virtual_router_id: Uint8 | None = Field(
         None, description="keepalived VRID; defaults to a stable hash of the cluster name (1-255)."

@@ -249,6 +249,10 @@ def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
                   f"at least one load balancer instance is required when several master instances are "
                   f"configured (masters: {masters}).")
     lb = v.section("loadBalancer")
+    impl = lb.get("implementation")
+    if isinstance(impl, str) and impl not in ctx.load_balancers:
+        out.error(("cluster", "nodes", "loadBalancer", "implementation"),
+                  f"unknown load balancer implementation '{impl}'; installed: {_choices(ctx.load_balancers)}.")
     if lbs > 1 and lb.get("vip") is None:
         out.error(("cluster", "nodes", "loadBalancer", "vip"),
                   f"a virtual IP (VIP) is required when several load balancer instances are configured "
