@@ -19,7 +19,7 @@ from kubitect_core.changes import ChangeEvent, evaluate
 from kubitect_core.contracts import Change, StageContext
 from kubitect_core.keys import ensure_cluster_key
 from kubitect_core.plugins import Registry
-from kubitect_core.stage import Stage, StageError
+from kubitect_core.stage import Stage, StageError, StageSkipped
 from kubitect_core.state import ClusterState
 
 
@@ -49,6 +49,7 @@ class Outcome:
     events: list[ChangeEvent] = field(default_factory=list)
     nothing_to_do: bool = False
     message: str = ""
+    skipped: dict[str, str] = field(default_factory=dict)  # stage -> reason
 
 
 def validation_context(registry: Registry):
@@ -126,7 +127,8 @@ class Engine:
                     raise Aborted("User aborted.")
             stages = self.registry.stages
             await self._run(state, loaded, config_path.read_text(), stages, "apply", opts, outcome)
-            state.save_applied(config_path.read_text())
+            if not outcome.skipped:  # a skipped stage must run on the next apply: not applied yet
+                state.save_applied(config_path.read_text())
         return outcome
 
     async def run_stages(self, config_path: Path, names: Sequence[str], opts: Options) -> Outcome:
@@ -259,6 +261,11 @@ class Engine:
         t0 = time.monotonic()
         try:
             changes = list(await getattr(stage, action)(ctx, self.registry) or [])
+        except StageSkipped as skip:
+            self.hook.kubitect_stage_finished(cluster=cluster, stage=stage.name, action=action, ok=True,
+                                              seconds=time.monotonic() - t0, changes=[],
+                                              error=f"skipped: {skip}")
+            raise
         except Exception as exc:
             self.hook.kubitect_stage_finished(cluster=cluster, stage=stage.name, action=action, ok=False,
                                               seconds=time.monotonic() - t0, changes=[], error=str(exc))
@@ -282,6 +289,13 @@ class Engine:
             t0 = time.monotonic()
             try:
                 changes = await self._call(state.name, stage, action, ctx)
+            except StageSkipped as skip:
+                state.mark(record, stage.name, "skipped")
+                state.stage_entry(record, stage.name)["reason"] = str(skip)
+                state.save_record(record)
+                outcome.skipped[stage.name] = str(skip)
+                outcome.stages.append((stage.name, time.monotonic() - t0, []))
+                continue
             except BaseException:
                 state.mark(record, stage.name, "failed")
                 state.save_record(record)

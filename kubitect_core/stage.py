@@ -20,6 +20,14 @@ class StageError(Exception):
     """A stage could not do its work; the message is for the user (no traceback)."""
 
 
+class StageSkipped(Exception):
+    """A stage could not run here for a reason outside the config (e.g. no internet for installers).
+
+    The engine records the stage as skipped with the reason, runs the remaining stages, and does
+    not mark the config as applied, so the next apply tries the skipped stage again.
+    """
+
+
 class MissingPlugin(StageError):
     """The config asks for an implementation that no installed plugin provides."""
 

@@ -54,6 +54,10 @@ class RichProgress:
 
     @hookimpl
     def kubitect_stage_finished(self, cluster, stage, action, ok, seconds, changes, error) -> None:
+        if ok and error:  # skipped, with the reason in `error`
+            self.out.print(f"{self._stamp()} [yellow]➜[/yellow] {stage} {action} {error}")
+            self.rows.append((stage, action, True, seconds, error))
+            return
         if ok:
             summary = _change_summary(changes) if action != "plan" else f"{len(changes)} planned"
             self.out.print(f"{self._stamp()} [green]✔[/green] {stage} {action} done in {seconds:.1f}s: {summary}")
@@ -72,8 +76,9 @@ class RichProgress:
         for col in ("stage", "action", "result", "time", "changes"):
             table.add_column(col)
         for stage, action, ok, seconds, summary in self.rows:
-            table.add_row(stage, action, "[green]ok[/green]" if ok else "[red]failed[/red]", f"{seconds:.1f}s",
-                          summary)
+            result = "[red]failed[/red]" if not ok else \
+                "[yellow]skipped[/yellow]" if summary.startswith("skipped") else "[green]ok[/green]"
+            table.add_row(stage, action, result, f"{seconds:.1f}s", summary)
         self.out.print(table)
 
 

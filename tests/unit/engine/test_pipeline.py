@@ -183,3 +183,19 @@ def test_verify_reports_and_fails_naming_the_broken_check(cli, fake_env, fakes, 
     assert bad.exit_code == 1
     assert "conformance failed: test_every_node_exists_in_the_fake_hypervisor" in bad.output
     assert "kubitect-ha-worker-2" in json.loads(report_path.read_text())["cases"][0]["message"]
+
+
+def test_skipped_stage_lets_the_rest_run_and_keeps_the_config_unapplied(cli, fake_env, fakes, monkeypatch,
+                                                                        tmp_path):
+    monkeypatch.setenv("KUBITECT_FAKE_SKIP", "kubernetes")
+    result = cli("apply", str(fake_env / "ha.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "Stage 'kubernetes' was skipped: fake kubernetes cannot run here" in result.output
+    record = json.loads((tmp_path / "home/clusters/kubitect-ha/record.json").read_text())
+    assert record["stages"]["kubernetes"]["status"] == "skipped"
+    assert record["stages"]["verify"]["status"] == "completed"
+    assert not (tmp_path / "home/clusters/kubitect-ha/applied.yaml").exists()
+    monkeypatch.delenv("KUBITECT_FAKE_SKIP")
+    again = cli("apply", str(fake_env / "ha.yaml"))
+    assert "No changes detected." not in again.output
+    assert "kubernetes/kubitect-ha-kubernetes" in fakes.objects()
