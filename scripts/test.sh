@@ -16,7 +16,9 @@ export PYTHONDONTWRITEBYTECODE=1
 
 cleanup() {
   # Labs left behind by a crashed test: every namespace and process carrying a kubitect test prefix.
-  "$py" -m kubitect_core.lab.sweep >/dev/null 2>&1 || true
+  for prefix in kblab- kbt; do
+    "$py" -m kubitect_core.cli lab down --all --prefix "$prefix" >/dev/null 2>&1 || true
+  done
 }
 trap cleanup EXIT INT TERM
 
