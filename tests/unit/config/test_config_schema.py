@@ -28,9 +28,9 @@ def validator():
     return jsonschema.Draft202012Validator(schema)
 
 
-def test_presets_are_the_five_of_the_original():
+def test_presets_are_the_five_of_the_original_plus_the_lab():
     assert list_presets() == sorted(["minimal", "getting-started", "example-single-node",
-                                     "example-multi-worker", "example-multi-master"])
+                                     "example-multi-worker", "example-multi-master", "lab"])
 
 
 @pytest.mark.parametrize("name", list_presets())
