@@ -1,1 +1,30 @@
-"""Built-in plugin 'keepalived_haproxy' (being written)."""
+"""Built-in plugin `keepalived-haproxy`: HAProxy in front of the masters, keepalived VRRP for the VIP.
+
+Loaded through the `kubitect` entry-point group like any third-party plugin. It offers:
+- the load balancer `keepalived-haproxy` (hook `kubitect_load_balancers`), see `plugin.py`;
+- the config extension `cluster.nodes.loadBalancer.vrrp` (hook `kubitect_config_extensions`),
+  see `settings.py` for the keys, their measured defaults and why.
+Rendering is pure and lives in `render.py` (templates next to it), node work in `node_ops.py`.
+"""
+
+from __future__ import annotations
+
+from kubitect_plugins.keepalived_haproxy.plugin import NAME, KeepalivedHaproxy
+from kubitect_plugins.keepalived_haproxy.settings import EXTENSION_KEY, EXTENSION_PATH, VrrpSettings
+
+from kubitect_core.contracts import ConfigExtension
+from kubitect_core.hookspecs import hookimpl
+
+__all__ = ["KeepalivedHaproxy", "VrrpSettings", "kubitect_config_extensions", "kubitect_load_balancers"]
+
+
+@hookimpl
+def kubitect_load_balancers() -> dict[str, KeepalivedHaproxy]:
+    """Offer the HAProxy + keepalived implementation under its config name."""
+    return {NAME: KeepalivedHaproxy()}
+
+
+@hookimpl
+def kubitect_config_extensions() -> list[ConfigExtension]:
+    """Add the optional `vrrp` key under `cluster.nodes.loadBalancer` (defaults when absent)."""
+    return [ConfigExtension(path=EXTENSION_PATH, key=EXTENSION_KEY, model=VrrpSettings, plugin=NAME)]

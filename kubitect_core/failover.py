@@ -1,0 +1,331 @@
+"""Measured VIP failover: a prober that watches the API endpoint while a fault is injected.
+
+Used by the load balancer lab tests and by the conformance suite (issue 8). The prober runs
+where a client of the cluster would be (outside the load balancers), sends a TLS `GET /readyz`
+through VIP:port every ~20 ms (each request on a fresh connection, certificate not verified,
+short timeout, several in flight so a hanging request never stalls the cadence) and records every
+request's send time, completion time and outcome on the monotonic clock. The gap of an outage is
+from the first failed request's send time to the completion of the first successful request
+sent after it; that is what a client sees.
+
+`expected_budget()` turns the configured VRRP timers into the gap each fault may cost, so tests
+assert against the configuration instead of hard-coded numbers.
+
+Run it inside a network namespace as a program: `ip netns exec NS python -m kubitect_core.failover
+probe VIP --port 6443` prints `ready` after the first success, then one JSON line when the
+endpoint has failed and recovered (or `--max-seconds` passed). `holder VIP` prints the name of the
+load balancer answering for the VIP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import ssl
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+PROBE_INTERVAL_S = 0.02
+PROBE_TIMEOUT_S = 0.25
+WHOAMI_PORT = 8405  # kubitect_plugins.keepalived_haproxy.render.Layout.whoami_port
+# Added to every timer-derived budget: ARP/GARP propagation, process scheduling on a busy
+# 2-core host, the prober's own 20 ms cadence and TLS handshake. Stated once, used everywhere.
+DEFAULT_MARGIN_S = 0.5
+
+
+@dataclass(frozen=True)
+class Probe:
+    sent: float  # time.monotonic() when the request started
+    done: float  # when it succeeded or failed
+    ok: bool
+    detail: str = ""  # response body (the answering server's name) or the error
+
+
+@dataclass
+class FailoverResult:
+    """What the prober saw: outages as (start, end) monotonic pairs; end None = not recovered."""
+
+    probes: int
+    failures: int
+    outages: list[tuple[float, float | None]] = field(default_factory=list)
+    mark: float | None = None  # when the fault was injected (Prober.mark)
+
+    @property
+    def recovered(self) -> bool:
+        """True when every outage ended (an outage still open means the endpoint is down)."""
+        return all(end is not None for _, end in self.outages)
+
+    @property
+    def gap_ms(self) -> float:
+        """Length of the first outage in ms (0 when no request failed); inf when not recovered."""
+        if not self.outages:
+            return 0.0
+        start, end = self.outages[0]
+        return float("inf") if end is None else (end - start) * 1000
+
+    @property
+    def total_outage_ms(self) -> float:
+        """All outages added up: more than gap_ms means the VIP flapped after the first recovery."""
+        return sum(((end if end is not None else start) - start) * 1000 for start, end in self.outages)
+
+    def as_dict(self) -> dict:
+        """JSON-able summary for reports."""
+        return {"gap_ms": None if self.gap_ms == float("inf") else round(self.gap_ms, 1),
+                "recovered": self.recovered, "outages": len(self.outages),
+                "total_outage_ms": round(self.total_outage_ms, 1), "probes": self.probes,
+                "failures": self.failures}
+
+
+def outages(probes: list[Probe]) -> list[tuple[float, float | None]]:
+    """Outage windows: first failure's send time to the completion of the first success sent after it."""
+    ordered = sorted(probes, key=lambda p: p.sent)
+    windows: list[tuple[float, float | None]] = []
+    i = 0
+    while i < len(ordered):
+        if ordered[i].ok or (windows and windows[-1][1] is not None and ordered[i].sent < windows[-1][1]):
+            i += 1
+            continue
+        start = ordered[i].sent
+        later_ok = [p.done for p in ordered[i + 1:] if p.ok and p.sent > start]
+        end = min(later_ok) if later_ok else None
+        windows.append((start, end))
+        if end is None:
+            break
+        i += 1
+        while i < len(ordered) and ordered[i].sent < end:
+            i += 1
+    return windows
+
+
+def _tls_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the API server's cert may be self-signed; we test reachability
+    return ctx
+
+
+async def readyz(host: str, port: int = 6443, *, path: str = "/readyz", timeout: float = PROBE_TIMEOUT_S,
+                 tls: ssl.SSLContext | None = None) -> tuple[bool, str]:
+    """One request on a fresh TLS connection: (status was 200, body or error)."""
+    tls = tls or _tls_context()
+
+    async def go() -> tuple[bool, str]:
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            try:
+                while len(data) < 65536:  # Connection: close - the server ends the response with EOF
+                    more = await reader.read(4096)
+                    if not more:
+                        break
+                    data += more
+            except (ssl.SSLError, ConnectionResetError):
+                if b"\r\n\r\n" not in data:  # an unclean close after a full response still counts
+                    raise
+        finally:
+            writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        ok = head.startswith(b"HTTP/1.") and head[9:12] == b"200"
+        return ok, body.decode(errors="replace").strip()[:64] if ok else head[:40].decode(errors="replace")
+
+    try:
+        return await asyncio.wait_for(go(), timeout)
+    except (TimeoutError, OSError, ssl.SSLError, EOFError) as exc:
+        return False, type(exc).__name__
+
+
+class Prober:
+    """Sends a TLS GET /readyz to host:port every `interval` s until stopped; keeps every outcome.
+
+    Use as `async with Prober(vip) as p: await p.wait_ready(); p.mark(); inject();
+    result = await p.wait_recovered(10)`.
+    """
+
+    def __init__(self, host: str, port: int = 6443, *, path: str = "/readyz",
+                 interval: float = PROBE_INTERVAL_S, timeout: float = PROBE_TIMEOUT_S,
+                 max_in_flight: int = 64) -> None:
+        self.host, self.port, self.path = host, port, path
+        self.interval, self.timeout, self.max_in_flight = interval, timeout, max_in_flight
+        self.probes: list[Probe] = []
+        self._mark: float | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._loop_task: asyncio.Task | None = None
+        self._tls = _tls_context()
+
+    async def __aenter__(self) -> Prober:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def start(self) -> None:
+        """Begin probing in the background on the running event loop."""
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop sending and wait for requests in flight, so the record is complete."""
+        if self._loop_task:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _one(self) -> None:
+        sent = time.monotonic()
+        ok, detail = await readyz(self.host, self.port, path=self.path, timeout=self.timeout, tls=self._tls)
+        self.probes.append(Probe(sent, time.monotonic(), ok, detail))
+
+    async def _run(self) -> None:
+        next_at = time.monotonic()
+        while True:
+            if len(self._tasks) < self.max_in_flight:
+                task = asyncio.create_task(self._one())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            next_at += self.interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    def mark(self) -> float:
+        """Note the moment the fault is injected (reported with the result)."""
+        self._mark = time.monotonic()
+        return self._mark
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait for a first successful request, so an outage measured later is a real change."""
+        deadline = time.monotonic() + timeout
+        while not any(p.ok for p in self.probes):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.host}:{self.port} never answered {self.path} within {timeout} s")
+            await asyncio.sleep(self.interval)
+
+    def result(self) -> FailoverResult:
+        """The outages seen so far (from the mark on, when one was set)."""
+        probes = [p for p in self.probes if self._mark is None or p.done >= self._mark]
+        return FailoverResult(len(probes), sum(not p.ok for p in probes), outages(probes), self._mark)
+
+    async def wait_recovered(self, timeout: float = 15.0, *, settle: float = 0.3,
+                             quiet: float | None = None) -> FailoverResult:
+        """Wait until an outage has begun and ended and `settle` s of successes followed.
+
+        Returns early with no outage when `quiet` s pass without any failure (a seamless
+        handover); returns unrecovered at `timeout`.
+        """
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            await asyncio.sleep(0.05)
+            res = self.result()
+            now = time.monotonic()
+            if not res.outages:
+                if quiet is not None and now - start >= quiet:
+                    break
+                continue
+            last_end = res.outages[-1][1]
+            if last_end is not None and now - last_end >= settle:
+                pending_fail = [p for p in self.probes if not p.ok and p.sent > last_end]
+                if not pending_fail:
+                    break
+        return self.result()
+
+
+async def holder(vip: str, port: int = WHOAMI_PORT, timeout: float = 0.5) -> str | None:
+    """Which load balancer answers for the VIP (its whoami frontend, bound to the VIP only)."""
+
+    async def go() -> str:
+        reader, writer = await asyncio.open_connection(vip, port)
+        try:
+            writer.write(f"GET / HTTP/1.0\r\nHost: {vip}\r\n\r\n".encode())
+            data = await reader.read()
+        finally:
+            writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        return body.decode().strip() if b" 200 " in head.split(b"\r\n")[0] + b" " else ""
+
+    try:
+        return (await asyncio.wait_for(go(), timeout)) or None
+    except (TimeoutError, OSError):
+        return None
+
+
+def skew_s(advert_int: float, priority: int, vrrp_version: int) -> float:
+    """RFC 3768/5798 skew: VRRPv2 (256-p)/256 s, VRRPv3 (256-p)*advert/256."""
+    base = advert_int if vrrp_version == 3 else 1.0
+    return (256 - priority) * base / 256
+
+
+def expected_budget(settings: object, *, backup_priority: int = 10,
+                    margin_s: float = DEFAULT_MARGIN_S) -> dict[str, float]:
+    """Budget in ms per fault on the holder, derived from the VRRP timers plus `margin_s`.
+
+    `settings` is anything with advert_int, check_interval, check_fall and vrrp_version
+    (kubitect_plugins.keepalived_haproxy.settings.VrrpSettings). The backup's priority sets the
+    skew; the default 10 (the original's default) gives the largest skew and so the safest budget.
+    - keepalived stopped: the holder sends a priority-0 advert; the backup waits only its skew.
+    - HAProxy killed: the check notices within interval x fall (plus the check's run time), the
+      holder goes FAULT and sends priority 0, the backup waits its skew.
+    - keepalived crashed / link cut: the backup waits Master_Down_Interval = 3 x advert + skew.
+    """
+    advert = float(settings.advert_int)
+    version = int(getattr(settings, "vrrp_version", 2 if advert.is_integer() else 3))
+    skew = skew_s(advert, backup_priority, version)
+    down = 3 * advert + skew
+    check = float(settings.check_interval) * int(settings.check_fall)
+    seconds = {
+        "keepalived_stopped": skew,
+        "haproxy_killed": check + skew,
+        "keepalived_crashed": down,
+        "link_cut": down,
+    }
+    return {case: round((s + margin_s) * 1000, 1) for case, s in seconds.items()}
+
+
+def summary(gaps_ms: list[float]) -> dict[str, float]:
+    """min / median / max of measured gaps (ms), for reports."""
+    return {"min": round(min(gaps_ms), 1), "median": round(statistics.median(gaps_ms), 1),
+            "max": round(max(gaps_ms), 1), "runs": len(gaps_ms)}
+
+
+async def _probe_main(args: argparse.Namespace) -> int:
+    async with Prober(args.host, args.port, path=args.path, interval=args.interval,
+                      timeout=args.timeout) as prober:
+        await prober.wait_ready(args.ready_timeout)
+        print("ready", flush=True)
+        prober.mark()
+        res = await prober.wait_recovered(args.max_seconds, settle=args.settle, quiet=args.quiet)
+    out = res.as_dict()
+    out["mark"] = res.mark
+    out["outage_windows"] = [[s, e] for s, e in res.outages]
+    print(json.dumps(out), flush=True)
+    return 0 if res.recovered else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry so the prober can run inside a namespace or on another machine."""
+    parser = argparse.ArgumentParser(prog="python -m kubitect_core.failover")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("probe", help="probe until an outage ended (prints 'ready', then JSON)")
+    p.add_argument("host")
+    p.add_argument("--port", type=int, default=6443)
+    p.add_argument("--path", default="/readyz")
+    p.add_argument("--interval", type=float, default=PROBE_INTERVAL_S)
+    p.add_argument("--timeout", type=float, default=PROBE_TIMEOUT_S)
+    p.add_argument("--ready-timeout", type=float, default=10.0)
+    p.add_argument("--max-seconds", type=float, default=15.0)
+    p.add_argument("--settle", type=float, default=0.3)
+    p.add_argument("--quiet", type=float, default=None, help="stop after this long without a failure")
+    h = sub.add_parser("holder", help="print the load balancer answering for the VIP")
+    h.add_argument("vip")
+    h.add_argument("--port", type=int, default=WHOAMI_PORT)
+    args = parser.parse_args(argv)
+    if args.cmd == "probe":
+        return asyncio.run(_probe_main(args))
+    name = asyncio.run(holder(args.vip, args.port))
+    print(name or "")
+    return 0 if name else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
