@@ -57,20 +57,26 @@ def netns_inode(pid: int | str) -> int | None:
         return None
 
 
-def root_netns_path() -> str:
-    """A /proc path of the root network namespace (PID 1's; kthreadd's if PID 1 is hidden).
+def init_ns_path(kind: str = "net") -> str:
+    """/proc path of the machine's initial namespace of `kind` ("net", "mnt", ...).
 
-    Why the fallback: on some machines PID 1 is an agent whose /proc entries even root cannot
-    open, while kernel threads always live in the initial network namespace.
+    PID 1's, or kthreadd's (PID 2) when PID 1's entries cannot be opened: on some machines PID 1
+    is an agent whose /proc entries even root cannot open, while kernel threads always live in
+    the initial namespaces.
     """
     for pid in (1, 2):
-        path = f"/proc/{pid}/ns/net"
+        path = f"/proc/{pid}/ns/{kind}"
         try:
             os.stat(path)
         except OSError:
             continue
         return path
-    return "/proc/1/ns/net"
+    return f"/proc/1/ns/{kind}"
+
+
+def root_netns_path() -> str:
+    """A /proc path of the root network namespace."""
+    return init_ns_path("net")
 
 
 def root_inode() -> int | None:
