@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from kubitect_core.stage import DelegatingStage, MissingPlugin
+import asyncio
+
+from kubitect_core.contracts import Change
+from kubitect_core.stage import DelegatingStage, MissingPlugin, StageSkipped
 
 
 class KubernetesStage(DelegatingStage):
@@ -15,3 +18,18 @@ class KubernetesStage(DelegatingStage):
         if wanted not in registry.installers:
             raise MissingPlugin(self.name, "Kubernetes installer", wanted, list(registry.installers))
         return registry.installers[wanted]
+
+    async def apply(self, ctx, registry) -> list[Change]:
+        """Installs Kubernetes; skipped (not failed) when the installer's sources are unreachable.
+
+        Installers download packages or binaries. On a machine without internet access that is
+        not the config's fault, and the other stages (load balancers, verify) still mean
+        something, so the stage is recorded as skipped with the installer's reason.
+        """
+        installer = self.select(ctx, registry)
+        probe = getattr(installer, "internet_reason", None)
+        if probe is not None:
+            reason = await asyncio.to_thread(probe, ctx)
+            if reason:
+                raise StageSkipped(f"Kubernetes cannot be installed from here: {reason}")
+        return await installer.apply(ctx)

@@ -147,7 +147,8 @@ def register(app: typer.Typer) -> None:
                 progress.summary(f"Cluster '{outcome.cluster}' applied")
             for stage_name, reason in outcome.skipped.items():
                 console.print(f"[yellow]Stage '{stage_name}' was skipped: {reason}[/yellow]\n"
-                              "The config is not marked as applied: run apply again once that is resolved.")
+                              "The config is not marked as applied: run apply again once that is resolved.",
+                              soft_wrap=True)
 
     @app.command(epilog="Example: kubitect plan --config ha.yaml")
     def plan(

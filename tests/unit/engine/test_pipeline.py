@@ -187,15 +187,16 @@ def test_verify_reports_and_fails_naming_the_broken_check(cli, fake_env, fakes, 
 
 def test_skipped_stage_lets_the_rest_run_and_keeps_the_config_unapplied(cli, fake_env, fakes, monkeypatch,
                                                                         tmp_path):
-    monkeypatch.setenv("KUBITECT_FAKE_SKIP", "kubernetes")
+    monkeypatch.setenv("KUBITECT_FAKE_OFFLINE", "pkgs.k8s.io unreachable")
     result = cli("apply", str(fake_env / "ha.yaml"))
     assert result.exit_code == 0, result.output
-    assert "Stage 'kubernetes' was skipped: fake kubernetes cannot run here" in result.output
+    assert "Stage 'kubernetes' was skipped: Kubernetes cannot be installed from here: pkgs.k8s.io" \
+        in result.output
     record = json.loads((tmp_path / "home/clusters/kubitect-ha/record.json").read_text())
     assert record["stages"]["kubernetes"]["status"] == "skipped"
     assert record["stages"]["verify"]["status"] == "completed"
     assert not (tmp_path / "home/clusters/kubitect-ha/applied.yaml").exists()
-    monkeypatch.delenv("KUBITECT_FAKE_SKIP")
+    monkeypatch.delenv("KUBITECT_FAKE_OFFLINE")
     again = cli("apply", str(fake_env / "ha.yaml"))
     assert "No changes detected." not in again.output
     assert "kubernetes/kubitect-ha-kubernetes" in fakes.objects()
