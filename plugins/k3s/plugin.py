@@ -1,0 +1,228 @@
+"""The k3s installer: the release binary, one systemd unit per node, servers then agents.
+
+Order: the first master starts the cluster (`--cluster-init`, embedded etcd); the other masters
+join through the endpoint one at a time (etcd quorum); agents join concurrently (bounded).
+The cluster token is random (secrets module), kept 0600 in `<cluster_dir>/secrets/k3s.json`,
+and reaches each node only in a 0600 EnvironmentFile; it is never an argument, never logged,
+never a default and never derived from the cluster name (the original used sha256(name)).
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from kubitect_plugins.k3s import args as k3s_args
+from kubitect_plugins.kubeadm import shared, sources
+
+from kubitect_core.contracts import Change, StageContext
+from kubitect_core.remote import NodePool, Remote, RemoteError
+from kubitect_core.stage import StageError
+from kubitect_core.topology import Node
+
+BINARY = "/usr/local/bin/k3s"
+KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
+KUBECTL = f"{BINARY} kubectl"
+TOKEN_FILE = "k3s.json"
+
+
+def internet_reason(ctx: StageContext) -> str | None:
+    """None when the k3s release binary is reachable from this machine, else why not (bounded)."""
+    if shared.source(ctx) == shared.SOURCE_PREINSTALLED:
+        return None
+    return shared.unreachable_reason([k3s_args.binary_url(k3s_args.k3s_version(ctx))], shared.probe_timeout(ctx))
+
+
+def _token(ctx: StageContext) -> str:
+    data = shared.load_or_create_secrets(shared.secrets_dir(ctx) / TOKEN_FILE, {"token": shared.random_token})
+    return data["token"]
+
+
+class K3sInstaller:
+    """The `k3s` installer plugin (`kubernetes.manager: k3s`)."""
+
+    name = "k3s"
+    supported_versions = k3s_args.SUPPORTED_VERSIONS
+    maintained_from = k3s_args.MAINTAINED_FROM
+
+    def internet_reason(self, ctx: StageContext) -> str | None:
+        """See the module-level `internet_reason`: lets a stage ask the installer it selected."""
+        return internet_reason(ctx)
+
+    async def plan(self, ctx: StageContext) -> list[Change]:
+        """From the record only: which nodes would be started/joined, and the kubeconfig."""
+        want = k3s_args.k3s_version(ctx)
+        nodes = ctx.record.get("nodes", {})
+        changes = []
+        for node in shared.cluster_nodes(ctx):
+            rec = nodes.get(node.name, {})
+            same = rec.get("state") == "joined" and rec.get("version") == want
+            changes.append(Change("keep" if same else ("change" if rec else "create"), "node", node.name, node.host,
+                                  f"k3s {'server' if node.role == 'master' else 'agent'} {want}"))
+        changes.append(Change("keep" if ctx.record.get("kubeconfig") else "create", "file", "kubeconfig", None,
+                              str(ctx.cluster_dir / "kubeconfig")))
+        return changes
+
+    async def apply(self, ctx: StageContext) -> list[Change]:
+        """Converge every node to its unit + binary + token; see the module docstring for the order."""
+        want = k3s_args.k3s_version(ctx)
+        src = shared.source(ctx)
+        masters, workers = list(ctx.topology.masters), list(ctx.topology.workers)
+        if not masters:
+            raise StageError("k3s needs at least one master node (the first server)")
+        changes: list[Change] = []
+        async with NodePool.from_access(ctx.ssh, limit=int(ctx.options.get("parallel", 8))) as pool:
+            async def remote(node: Node) -> Remote:
+                return await pool.get(node.ip, name=node.name, wait=60)
+
+            first = await remote(masters[0])
+            if src == shared.SOURCE_UPSTREAM:
+                ctx.progress(masters[0].name, "checking that the k3s release is reachable")
+                reason = await shared.node_unreachable_reason(first, [k3s_args.binary_url(want)],
+                                                              shared.probe_timeout(ctx))
+                if reason:
+                    raise StageError(reason)
+            ctx.record["installer"] = self.name
+            nodes_rec: dict[str, dict[str, Any]] = ctx.record.setdefault("nodes", {})
+            token = _token(ctx)
+
+            async def converge(node: Node) -> None:
+                r = await remote(node)
+                done = await self._converge_node(ctx, node, r, token, want, src)
+                await self._wait_local(ctx, node, r)
+                nodes_rec[node.name] = {"role": node.role, "state": "joined", "version": want}
+                ctx.checkpoint()
+                role = "server" if node.role == "master" else "agent"
+                changes.append(Change("change" if done else "keep", "node", node.name, node.host,
+                                      "; ".join(done) if done else f"k3s {role} {want}"))
+
+            for node in masters:  # the first server, then each other server alone
+                await converge(node)
+            await pool.each(workers, converge)
+
+            changes += await self._restricted_labels(ctx, first)
+            changes += await self._cni(ctx, first)
+            names = [n.name for n in masters + workers]
+            ctx.progress(masters[0].name, f"waiting until {len(names)} node(s) are Ready")
+            await shared.wait_ready(first, KUBECTL, names, shared.ready_timeout(ctx), ctx.progress)
+            fetched = (await first.get(KUBECONFIG, sudo=True)).decode()
+        notes = shared.finish_kubeconfig(ctx, fetched)
+        changes.append(Change("change" if notes else "keep", "file", "kubeconfig", None,
+                              "; ".join(notes) or str(ctx.cluster_dir / "kubeconfig")))
+        return changes
+
+    async def _install_binary(self, node: Node, r: Remote, want: str, src: str) -> list[str]:
+        have = await r.run(f"{BINARY} --version 2>/dev/null | head -n1", sudo=True, check=False)
+        if src == shared.SOURCE_PREINSTALLED:
+            if not have.stdout.strip():
+                raise StageError(f"{node.name}: installer_source=preinstalled, but {BINARY} is missing")
+            if want not in have.stdout.split():
+                raise StageError(f"{node.name}: {BINARY} reports '{have.stdout.strip()}', the config asks for {want}")
+            return []
+        if want in have.stdout.split():
+            return []
+        url, sums = k3s_args.binary_url(want), k3s_args.checksum_url(want)
+        script = (f"set -eu; t=$(mktemp -d); curl -fsSL --retry 3 -o $t/k3s {shlex.quote(url)}; "
+                  f"curl -fsSL --retry 3 -o $t/sums {shlex.quote(sums)}; "
+                  f"want=$(awk '$2==\"k3s\"{{print $1}}' $t/sums); got=$(sha256sum $t/k3s | cut -d' ' -f1); "
+                  f"[ -n \"$want\" ] && [ \"$want\" = \"$got\" ] || {{ echo 'checksum mismatch' >&2; exit 1; }}; "
+                  f"install -m 0755 $t/k3s {BINARY}; rm -rf $t")
+        await r.run(script, sudo=True, timeout=600)
+        return [f"k3s {want} installed"]
+
+    async def _converge_node(self, ctx: StageContext, node: Node, r: Remote, token: str, want: str,
+                             src: str) -> list[str]:
+        ctx.progress(node.name, f"k3s {'server' if node.role == 'master' else 'agent'}")
+        done = await self._install_binary(node, r, want, src)
+        unit = k3s_args.unit_name(node)
+        unit_path = f"/etc/systemd/system/{unit}.service"
+        unit_text = k3s_args.render_unit(ctx, node, BINARY)
+        env_text = f"K3S_TOKEN={token}\n"
+        cur_unit = await r.run(f"cat {unit_path}", sudo=True, check=False)
+        cur_env = await r.run(f"cat {k3s_args.env_file(node)}", sudo=True, check=False)
+        active = (await r.run(f"systemctl is-active --quiet {unit}", sudo=True, check=False)).ok
+        if cur_env.stdout != env_text:
+            await r.put(env_text, k3s_args.env_file(node), mode=0o600, sudo=True)
+            done.append(f"{k3s_args.env_file(node)} written")
+        if cur_unit.stdout != unit_text:
+            await r.put(unit_text, unit_path, mode=0o644, sudo=True)
+            done.append(f"{unit_path} written")
+        if done or not active:
+            await r.run(f"systemctl daemon-reload && systemctl enable {unit} >/dev/null 2>&1 && "
+                        f"systemctl restart {unit}", sudo=True, timeout=900)
+            done.append(f"{unit} (re)started")
+        return done
+
+    async def _wait_local(self, ctx: StageContext, node: Node, r: Remote) -> None:
+        """A server's own API answers /readyz (before the next server joins); agents: the unit runs."""
+        timeout = int(shared.ready_timeout(ctx))
+        probe = (f"{KUBECTL} get --raw /readyz >/dev/null 2>&1" if node.role == "master"
+                 else "systemctl is-active --quiet k3s-agent")
+        res = await r.run(f"t=0; until {probe}; do t=$((t+1)); [ $t -ge {timeout} ] && exit 1; sleep 1; done",
+                          sudo=True, check=False, timeout=timeout + 30)
+        if not res.ok:
+            raise StageError(f"{node.name}: k3s did not become ready within {timeout}s "
+                             f"(see `journalctl -u {k3s_args.unit_name(node)}` on the node)")
+
+    async def _restricted_labels(self, ctx: StageContext, first: Remote) -> list[Change]:
+        changes = []
+        for node in shared.cluster_nodes(ctx):
+            _, later = shared.split_labels(node)
+            if later:
+                pairs = " ".join(shlex.quote(f"{k}={v}") for k, v in later.items())
+                await first.run(f"{KUBECTL} label node {shlex.quote(node.name)} --overwrite {pairs}", sudo=True,
+                                timeout=60)
+                changes.append(Change("keep" if ctx.record.get("labels", {}).get(node.name) == later else "change",
+                                      "labels", node.name, node.host, ", ".join(later)))
+                ctx.record.setdefault("labels", {})[node.name] = later
+        return changes
+
+    async def _cni(self, ctx: StageContext, first: Remote) -> list[Change]:
+        if k3s_args.uses_flannel(ctx):
+            return []
+        cni = sources.CNIS[ctx.config.kubernetes.network_plugin]
+        want = {"name": cni.name, "version": cni.version}
+        if ctx.record.get("cni") == want:
+            return [Change("keep", "cni", cni.name, None, cni.version)]
+        pod, _ = shared.pod_and_service_cidrs(ctx, k3s_args.POD_CIDR_DEFAULT, k3s_args.SERVICE_CIDR_DEFAULT)
+        for cmd in cni.commands(KUBECTL, KUBECONFIG, pod):
+            await first.run(cmd, sudo=True, timeout=600)
+        ctx.record["cni"] = want
+        ctx.checkpoint()
+        return [Change("create", "cni", cni.name, None, cni.version)]
+
+    async def destroy(self, ctx: StageContext) -> list[Change]:
+        """Stops and removes k3s on every reachable node (agents first), then kubeconfig and token."""
+        changes: list[Change] = []
+        src = shared.source(ctx)
+        async with NodePool.from_access(ctx.ssh, limit=int(ctx.options.get("parallel", 8))) as pool:
+            async def remove(node: Node) -> Change:
+                unit = k3s_args.unit_name(node)
+                try:
+                    r = await pool.get(node.ip, name=node.name)
+                    res = await r.run(f"test -f /etc/systemd/system/{unit}.service", sudo=True, check=False)
+                    if not res.ok:
+                        return Change("keep", "node", node.name, node.host, "no k3s unit")
+                    ctx.progress(node.name, f"removing {unit}")
+                    binary = "" if src == shared.SOURCE_PREINSTALLED else f" {BINARY}"
+                    await r.run(f"systemctl disable --now {unit} >/dev/null 2>&1; "
+                                f"rm -f /etc/systemd/system/{unit}.service {k3s_args.env_file(node)}{binary}; "
+                                "systemctl daemon-reload; rm -rf /etc/rancher/k3s /var/lib/rancher/k3s",
+                                sudo=True, timeout=300)
+                    return Change("delete", "node", node.name, node.host, f"{unit} removed")
+                except RemoteError as exc:
+                    return Change("keep", "node", node.name, node.host, f"unreachable, skipped: {exc}")
+            changes += await pool.each(list(ctx.topology.workers), remove)
+            for node in reversed(ctx.topology.masters):
+                changes.append(await remove(node))
+        notes = shared.drop_kubeconfig(ctx)
+        if notes:
+            changes.append(Change("delete", "file", "kubeconfig", None, "; ".join(notes)))
+        token_file = shared.secrets_dir(ctx) / TOKEN_FILE
+        if token_file.exists():
+            token_file.unlink()
+            changes.append(Change("delete", "file", "k3s token", None, str(token_file)))
+        for key in ("nodes", "cni", "labels"):
+            ctx.record.pop(key, None)
+        ctx.checkpoint()
+        return changes

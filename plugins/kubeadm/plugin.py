@@ -1,0 +1,327 @@
+"""The kubeadm installer: prepare nodes, init the first master, join the rest, CNI, Ready, kubeconfig.
+
+Order (what Kubernetes requires, nothing more): every node prepared concurrently (bounded), then
+`kubeadm init` on the first master, then the other masters joined as control planes ONE AT A
+TIME (each new etcd member must be healthy before the next one joins, or quorum is at risk),
+then all workers joined concurrently (bounded). Per-node progress is recorded and checkpointed
+after every step, so a re-run after a failure continues where it stopped, and a node already
+joined at the configured version is left alone.
+
+Secrets: the bootstrap token and certificate key are generated once with the `secrets` module,
+kept in `<cluster_dir>/secrets/kubeadm.json` (0600), written to nodes only inside 0600 config
+files that are deleted after use, and never put on a command line or into a Change or log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from kubitect_plugins.kubeadm import nodeprep, render, shared, sources
+from kubitect_plugins.kubeadm.render import KubeadmSecrets
+
+from kubitect_core.contracts import Change, StageContext
+from kubitect_core.remote import NodePool, Remote, RemoteError
+from kubitect_core.stage import StageError
+from kubitect_core.topology import Node
+
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+CA_CERT = "/etc/kubernetes/pki/ca.crt"
+CONFIG_DIR = "/etc/kubernetes/kubitect"
+INIT_CONFIG = f"{CONFIG_DIR}/kubeadm-init.yaml"
+JOIN_CONFIG = f"{CONFIG_DIR}/kubeadm-join.yaml"
+KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
+SECRETS_FILE = "kubeadm.json"
+RENEW_UNIT = "kubitect-certs-renew"
+
+
+def ca_cert_hash(pem: bytes) -> str:
+    """`sha256:<hex>` of the CA's DER SubjectPublicKeyInfo: kubeadm's discovery-token-ca-cert-hash."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise StageError(f"the cluster CA certificate ({CA_CERT}) cannot be read: {exc}") from None
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def internet_reason(ctx: StageContext) -> str | None:
+    """None when the kubeadm package repository is reachable from this machine, else why not.
+
+    Bounded (a few seconds). With installer_source=preinstalled nothing is downloaded: None.
+    """
+    if shared.source(ctx) == shared.SOURCE_PREINSTALLED:
+        return None
+    return shared.unreachable_reason(sources.probe_urls(render.version(ctx)), shared.probe_timeout(ctx))
+
+
+def _load_secrets(ctx: StageContext) -> KubeadmSecrets:
+    data = shared.load_or_create_secrets(shared.secrets_dir(ctx) / SECRETS_FILE, {
+        "token": shared.bootstrap_token, "certificate_key": shared.certificate_key,
+    })
+    return KubeadmSecrets(data["token"], data["certificate_key"])
+
+
+class KubeadmInstaller:
+    """The `kubeadm` installer plugin (the default `kubernetes.manager`)."""
+
+    name = "kubeadm"
+    supported_versions = sources.SUPPORTED_VERSIONS
+    maintained_from = sources.MAINTAINED_FROM
+
+    def internet_reason(self, ctx: StageContext) -> str | None:
+        """See the module-level `internet_reason`: lets a stage ask the installer it selected."""
+        return internet_reason(ctx)
+
+    # ------------------------------------------------------------------ plan
+    async def plan(self, ctx: StageContext) -> list[Change]:
+        """From the record only (no SSH): which nodes would be initialised/joined, CNI, kubeconfig."""
+        want = render.version(ctx)
+        nodes = ctx.record.get("nodes", {})
+        changes = []
+        for i, node in enumerate(shared.cluster_nodes(ctx)):
+            rec = nodes.get(node.name, {})
+            if rec.get("state") == "joined" and rec.get("version") == want:
+                changes.append(Change("keep", "node", node.name, node.host, f"joined at {want}"))
+            elif rec.get("state") == "joined":
+                changes.append(Change("change", "node", node.name, node.host,
+                                      f"runs {rec.get('version')}, config asks {want} (upgrade not supported)"))
+            else:
+                what = "kubeadm init" if i == 0 else ("join control plane" if node.role == "master" else "join worker")
+                changes.append(Change("create", "node", node.name, node.host, f"{what} {want}"))
+        cni = sources.CNIS[ctx.config.kubernetes.network_plugin]
+        done = ctx.record.get("cni") == {"name": cni.name, "version": cni.version}
+        changes.append(Change("keep" if done else "create", "cni", cni.name, None, cni.version))
+        changes.append(Change("keep" if ctx.record.get("kubeconfig") else "create", "file", "kubeconfig", None,
+                              str(ctx.cluster_dir / "kubeconfig")))
+        return changes
+
+    # ------------------------------------------------------------------ apply
+    async def apply(self, ctx: StageContext) -> list[Change]:
+        """Converge: see the module docstring for the order; returns one Change per node and step."""
+        want = render.version(ctx)
+        src = shared.source(ctx)
+        masters, workers = list(ctx.topology.masters), list(ctx.topology.workers)
+        if not masters:
+            raise StageError("kubeadm needs at least one master node")
+        changes: list[Change] = []
+        async with NodePool.from_access(ctx.ssh, limit=int(ctx.options.get("parallel", 8))) as pool:
+            first = await pool.get(masters[0].ip, name=masters[0].name, wait=60)
+            if src == shared.SOURCE_UPSTREAM:  # before anything is written anywhere
+                ctx.progress(masters[0].name, "checking that the package repository is reachable")
+                reason = await shared.node_unreachable_reason(first, sources.probe_urls(want),
+                                                              shared.probe_timeout(ctx))
+                if reason:
+                    raise StageError(reason)
+            ctx.record["installer"] = self.name
+            nodes_rec: dict[str, dict[str, Any]] = ctx.record.setdefault("nodes", {})
+            secrets = _load_secrets(ctx)
+
+            async def remote(node: Node) -> Remote:
+                return await pool.get(node.ip, name=node.name, wait=60)
+
+            # 1. which nodes are already members at the right version (checked on the node)
+            status = dict(zip([n.name for n in masters + workers],
+                              await pool.each(masters + workers, lambda n: self._node_status(n, remote, want)),
+                              strict=True))
+            for node in masters + workers:
+                if status[node.name] == "joined":
+                    nodes_rec.setdefault(node.name, {}).update(role=node.role, state="joined", version=want)
+                    changes.append(Change("keep", "node", node.name, node.host, f"joined at {want}"))
+                elif status[node.name] == "other-version":
+                    raise StageError(f"{node.name} is already a member at another Kubernetes version; "
+                                     f"upgrading to {want} is not supported by this installer yet")
+            pending = [n for n in masters + workers if status[n.name] != "joined"]
+            ctx.checkpoint()
+
+            # 2. prepare every pending node (bounded concurrency)
+            async def prep(node: Node) -> None:
+                ctx.progress(node.name, "preparing (kernel modules, sysctls, swap, runtime, packages)")
+                done = await nodeprep.prepare(await remote(node), want, src)
+                nodes_rec.setdefault(node.name, {}).update(role=node.role, state="prepared", version=want)
+                ctx.checkpoint()
+                if done:
+                    changes.append(Change("change", "host", node.name, node.host, "; ".join(done)))
+            await pool.each(pending, prep)
+
+            # 3. init on the first master
+            just_initialised = False
+            if status[masters[0].name] == "fresh":
+                await self._init(ctx, masters[0], first, secrets)
+                just_initialised = True
+                nodes_rec[masters[0].name].update(state="joined")
+                ctx.checkpoint()
+                changes.append(Change("create", "node", masters[0].name, masters[0].host, f"kubeadm init {want}"))
+            ca_hash = ca_cert_hash(await first.get(CA_CERT, sudo=True))
+            ctx.record["ca_cert_hash"] = ca_hash
+            joins = [n for n in pending if n is not masters[0]]
+            if joins and not just_initialised:
+                await self._refresh_join_material(ctx, masters[0], first, secrets)
+
+            # 4. other masters, one at a time (etcd quorum)
+            for node in [n for n in joins if n.role == "master"]:
+                await self._join(ctx, node, await remote(node), secrets, ca_hash)
+                await self._wait_local_api(node, await remote(node), shared.ready_timeout(ctx))
+                nodes_rec[node.name].update(state="joined")
+                ctx.checkpoint()
+                changes.append(Change("create", "node", node.name, node.host, f"joined as control plane {want}"))
+
+            # 5. workers, concurrently (bounded)
+            async def join_worker(node: Node) -> None:
+                await self._join(ctx, node, await remote(node), secrets, ca_hash)
+                nodes_rec[node.name].update(state="joined")
+                ctx.checkpoint()
+                changes.append(Change("create", "node", node.name, node.host, f"joined as worker {want}"))
+            await pool.each([n for n in joins if n.role == "worker"], join_worker)
+
+            # 6. labels a kubelet may not set itself, CNI, certificate renewal, Ready, kubeconfig
+            changes += await self._restricted_labels(ctx, first)
+            changes += await self._cni(ctx, first)
+            if ctx.config.kubernetes.other.auto_renew_certificates:
+                renewed = await pool.each(masters, lambda n: self._renew_timer(n, remote))
+                changes += [c for c in renewed if c]
+            names = [n.name for n in masters + workers]
+            ctx.progress(masters[0].name, f"waiting until {len(names)} node(s) are Ready")
+            await shared.wait_ready(first, KUBECTL, names, shared.ready_timeout(ctx), ctx.progress)
+            fetched = (await first.get(ADMIN_CONF, sudo=True)).decode()
+        notes = shared.finish_kubeconfig(ctx, fetched)
+        changes.append(Change("change" if notes else "keep", "file", "kubeconfig", None,
+                              "; ".join(notes) or str(ctx.cluster_dir / "kubeconfig")))
+        return changes
+
+    async def _node_status(self, node: Node, remote, want: str) -> str:
+        """'joined' (kubelet.conf present, kubelet at `want`), 'other-version', or 'fresh'."""
+        r = await remote(node)
+        res = await r.run(f"test -f {KUBELET_CONF} && kubelet --version", sudo=True, check=False, timeout=30)
+        if not res.ok:
+            return "fresh"
+        return "joined" if res.stdout.strip().endswith(want) else "other-version"
+
+    async def _init(self, ctx: StageContext, node: Node, r: Remote, secrets: KubeadmSecrets) -> None:
+        ctx.progress(node.name, "kubeadm init")
+        res = await r.run(f"test -f {ADMIN_CONF}", sudo=True, check=False)
+        if not res.ok:
+            await r.put(render.render_init(ctx, node, secrets), INIT_CONFIG, mode=0o600, sudo=True)
+            try:
+                await r.run(f"kubeadm init --config {INIT_CONFIG} --upload-certs", sudo=True, timeout=900)
+            finally:
+                await r.run(f"rm -f {INIT_CONFIG}", sudo=True, check=False)
+        await self._wait_local_api(node, r, shared.ready_timeout(ctx))
+
+    async def _refresh_join_material(self, ctx: StageContext, node: Node, r: Remote,
+                                     secrets: KubeadmSecrets) -> None:
+        """A later run: re-create the bootstrap token and re-upload the control-plane certificates.
+
+        Why: kubeadm deletes the uploaded certificates after two hours and the token after 24;
+        a re-run (or a scale-up) days later must still be able to join.
+        """
+        ctx.progress(node.name, "refreshing the bootstrap token and uploaded certificates")
+        await r.put(render.render_init(ctx, node, secrets), INIT_CONFIG, mode=0o600, sudo=True)
+        try:
+            await r.run(f"kubeadm init phase bootstrap-token --config {INIT_CONFIG}", sudo=True, timeout=120)
+            await r.run(f"kubeadm init phase upload-certs --upload-certs --config {INIT_CONFIG}", sudo=True,
+                        timeout=120)
+        finally:
+            await r.run(f"rm -f {INIT_CONFIG}", sudo=True, check=False)
+
+    async def _join(self, ctx: StageContext, node: Node, r: Remote, secrets: KubeadmSecrets, ca_hash: str) -> None:
+        ctx.progress(node.name, "kubeadm join" + (" (control plane)" if node.role == "master" else ""))
+        await r.put(render.render_join(ctx, node, secrets, ca_hash), JOIN_CONFIG, mode=0o600, sudo=True)
+        try:
+            await r.run(f"kubeadm join --config {JOIN_CONFIG}", sudo=True, timeout=900)
+        finally:
+            await r.run(f"rm -f {JOIN_CONFIG}", sudo=True, check=False)
+
+    async def _wait_local_api(self, node: Node, r: Remote, timeout: float) -> None:
+        """Waits until this control plane's API server answers /readyz (before the next one joins)."""
+        script = (f"t=0; until curl -ksf --max-time 3 https://127.0.0.1:{shared.API_PORT}/readyz >/dev/null; do "
+                  f"t=$((t+1)); [ $t -ge {int(timeout)} ] && exit 1; sleep 1; done")
+        res = await r.run(script, check=False, timeout=timeout + 30)
+        if not res.ok:
+            raise StageError(f"{node.name}: the API server did not become ready within {timeout:g}s")
+
+    async def _restricted_labels(self, ctx: StageContext, first: Remote) -> list[Change]:
+        changes = []
+        for node in shared.cluster_nodes(ctx):
+            _, later = shared.split_labels(node)
+            if not later:
+                continue
+            pairs = " ".join(shlex.quote(f"{k}={v}") for k, v in later.items())
+            await first.run(f"{KUBECTL} label node {shlex.quote(node.name)} --overwrite {pairs}", sudo=True,
+                            timeout=60)
+            changes.append(Change("keep" if ctx.record.get("labels", {}).get(node.name) == later else "change",
+                                  "labels", node.name, node.host, ", ".join(later)))
+            ctx.record.setdefault("labels", {})[node.name] = later
+        return changes
+
+    async def _cni(self, ctx: StageContext, first: Remote) -> list[Change]:
+        cni = sources.CNIS[ctx.config.kubernetes.network_plugin]
+        want = {"name": cni.name, "version": cni.version}
+        if ctx.record.get("cni") == want:
+            return [Change("keep", "cni", cni.name, None, cni.version)]
+        ctx.progress(ctx.topology.masters[0].name, f"installing the CNI {cni.name} {cni.version}")
+        pod, _ = shared.pod_and_service_cidrs(ctx, render.POD_CIDR_DEFAULT, render.SERVICE_CIDR_DEFAULT)
+        for cmd in cni.commands(KUBECTL, ADMIN_CONF, pod):
+            await first.run(cmd, sudo=True, timeout=600)
+        ctx.record["cni"] = want
+        ctx.checkpoint()
+        return [Change("create", "cni", cni.name, None, cni.version)]
+
+    async def _renew_timer(self, node: Node, remote) -> Change | None:
+        """A systemd timer renewing control-plane certificates monthly (other.autoRenewCertificates)."""
+        r = await remote(node)
+        service = ("[Unit]\nDescription=Renew Kubernetes control-plane certificates (kubitect)\n\n"
+                   "[Service]\nType=oneshot\nExecStart=/usr/bin/env kubeadm certs renew all\n"
+                   "ExecStartPost=/bin/sh -c 'crictl pods --namespace kube-system --name kube- -q | "
+                   "xargs -r crictl stopp'\n")
+        timer = ("[Unit]\nDescription=Monthly Kubernetes certificate renewal (kubitect)\n\n"
+                 "[Timer]\nOnCalendar=Mon *-*-1..7 03:00:00\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n")
+        current = await r.run(f"cat /etc/systemd/system/{RENEW_UNIT}.timer", sudo=True, check=False)
+        if current.ok and current.stdout == timer:
+            return None
+        await r.put(service, f"/etc/systemd/system/{RENEW_UNIT}.service", sudo=True)
+        await r.put(timer, f"/etc/systemd/system/{RENEW_UNIT}.timer", sudo=True)
+        await r.run(f"systemctl daemon-reload && systemctl enable --now {RENEW_UNIT}.timer", sudo=True, timeout=60)
+        return Change("create", "timer", RENEW_UNIT, node.name, "monthly kubeadm certs renew all")
+
+    # ------------------------------------------------------------------ destroy
+    async def destroy(self, ctx: StageContext) -> list[Change]:
+        """`kubeadm reset` on every reachable node (workers first), then kubeconfig and secrets.
+
+        Works without a record (it asks each node); unreachable nodes are reported, not fatal:
+        their VMs are about to be deleted by the vms stage anyway.
+        """
+        changes: list[Change] = []
+        async with NodePool.from_access(ctx.ssh, limit=int(ctx.options.get("parallel", 8))) as pool:
+            async def reset(node: Node) -> Change:
+                try:
+                    r = await pool.get(node.ip, name=node.name)
+                    res = await r.run(f"test -f {KUBELET_CONF} -o -f {ADMIN_CONF} && command -v kubeadm",
+                                      sudo=True, check=False, timeout=30)
+                    if not res.ok:
+                        return Change("keep", "node", node.name, node.host, "not a member")
+                    ctx.progress(node.name, "kubeadm reset")
+                    await r.run("kubeadm reset -f", sudo=True, timeout=300)
+                    await r.run(f"rm -rf {CONFIG_DIR}", sudo=True, check=False)
+                    return Change("delete", "node", node.name, node.host, "kubeadm reset")
+                except RemoteError as exc:
+                    return Change("keep", "node", node.name, node.host, f"unreachable, skipped: {exc}")
+            changes += await pool.each(list(ctx.topology.workers), reset)
+            for node in reversed(ctx.topology.masters):
+                changes.append(await reset(node))
+        notes = shared.drop_kubeconfig(ctx)
+        if notes:
+            changes.append(Change("delete", "file", "kubeconfig", None, "; ".join(notes)))
+        secret_file = shared.secrets_dir(ctx) / SECRETS_FILE
+        if secret_file.exists():
+            secret_file.unlink()
+            changes.append(Change("delete", "file", "kubeadm secrets", None, str(secret_file)))
+        for key in ("nodes", "ca_cert_hash", "cni", "labels"):
+            ctx.record.pop(key, None)
+        ctx.checkpoint()
+        return changes
+

@@ -1,0 +1,99 @@
+"""Renders the kubeadm init and join configurations (jinja2 templates next to this module).
+
+Every rendered document is validated against the strict upstream API models (`api.py`)
+before it leaves this module, so a template mistake never reaches a node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from kubitect_plugins.kubeadm import api, sources
+from kubitect_plugins.kubeadm.shared import (
+    API_PORT,
+    cert_sans,
+    endpoint,
+    node_taints,
+    pod_and_service_cidrs,
+    split_labels,
+)
+
+from kubitect_core.config.versions import normalize
+from kubitect_core.contracts import StageContext
+from kubitect_core.topology import Node
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(Path(__file__).parent)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+
+POD_CIDR_DEFAULT = "10.244.0.0/16"  # flannel's manifest assumes it; calico reads it from kubeadm
+SERVICE_CIDR_DEFAULT = "10.96.0.0/12"
+
+
+@dataclass(frozen=True)
+class KubeadmSecrets:
+    """The bootstrap token and certificate key (kept 0600 in the cluster dir; never logged)."""
+
+    token: str
+    certificate_key: str
+
+    def __repr__(self) -> str:  # never print a secret by accident
+        return "KubeadmSecrets(<hidden>)"
+
+
+def version(ctx: StageContext) -> str:
+    return normalize(str(ctx.config.kubernetes.version))
+
+
+def kubelet_args(node: Node) -> dict[str, str]:
+    """Extra kubelet flags: the node IP and the labels a kubelet may register itself."""
+    args = {"node-ip": str(node.ip)} if node.ip else {}
+    own, _ = split_labels(node)
+    if own:
+        args["node-labels"] = ",".join(f"{k}={v}" for k, v in own.items())
+    return args
+
+
+def _common(ctx: StageContext, node: Node, secrets: KubeadmSecrets) -> dict:
+    api_version = sources.kubeadm_api_version(version(ctx))
+    return {
+        "cluster": ctx.cluster,
+        "node": node,
+        "api_version": api_version,
+        "beta4": api_version == api.V1BETA4,
+        "token": secrets.token,
+        "certificate_key": secrets.certificate_key,
+        "port": API_PORT,
+        "control_plane_endpoint": f"{endpoint(ctx)}:{API_PORT}",
+        "taints": node_taints(ctx, node),
+        "kubelet_args": kubelet_args(node),
+    }
+
+
+def render_init(ctx: StageContext, node: Node, secrets: KubeadmSecrets) -> str:
+    """The `kubeadm init --config` file for the first control plane (Init + Cluster + Kubelet)."""
+    pod, service = pod_and_service_cidrs(ctx, POD_CIDR_DEFAULT, SERVICE_CIDR_DEFAULT)
+    text = _ENV.get_template("kubeadm-init.yaml.j2").render(
+        **_common(ctx, node, secrets), version=version(ctx), cert_sans=cert_sans(ctx),
+        pod_cidr=pod, service_cidr=service,
+    )
+    api.validate_documents(text)
+    return text
+
+
+def render_join(ctx: StageContext, node: Node, secrets: KubeadmSecrets, ca_cert_hash: str) -> str:
+    """The `kubeadm join --config` file: a control plane (with the certificate key) or a worker."""
+    control_plane = node.role == "master"
+    values = _common(ctx, node, secrets)
+    if not control_plane:
+        values["certificate_key"] = ""  # a worker never needs it: keep it off the node
+    text = _ENV.get_template("kubeadm-join.yaml.j2").render(
+        **values, control_plane=control_plane, ca_cert_hash=ca_cert_hash,
+    )
+    api.validate_documents(text)
+    return text
