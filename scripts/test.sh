@@ -4,6 +4,7 @@
 #   libvirt  libvirt's test:///default driver                            (seconds)
 #   lab      network namespaces, nspawn nodes, real sshd/keepalived/HAProxy (tens of seconds)
 #   e2e      libvirtd + QEMU in a lab namespace, real VMs                (minutes)
+#   online   real Kubernetes installs; skip with the reason where the internet is unreachable
 # Installs what it needs first (scripts/setup.sh, idempotent), tears labs down on exit, prints
 # each tier's time and fails if any tier fails. Extra arguments go to every pytest call.
 set -uo pipefail
@@ -22,7 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-tiers=(${KUBITECT_TEST_TIERS:-unit libvirt lab e2e})
+tiers=(${KUBITECT_TEST_TIERS:-unit libvirt lab e2e online})
 declare -A took result
 failed=0
 for tier in "${tiers[@]}"; do

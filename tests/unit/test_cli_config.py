@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from kubitect_core.cli import app
+from kubitect_core.config import list_presets
 
 REPO = Path(__file__).resolve().parents[2]
 HA = REPO / "examples" / "ha.yaml"
@@ -99,7 +100,7 @@ def test_list_and_export_presets(run):
     result = run("list", "presets")
     assert result.exit_code == 0
     names = [line.strip()[2:] for line in result.stdout.splitlines() if line.strip().startswith("- ")]
-    assert result.stdout.startswith("Available presets:") and len(names) == 5
+    assert result.stdout.startswith("Available presets:") and names == list_presets()
     for name in names:
         exported = run("export", "preset", "--name", name)
         assert exported.exit_code == 0
