@@ -1,0 +1,161 @@
+"""The network layer on one host: the cluster's libvirt network in nat and route modes.
+
+Bridge mode creates nothing (the VMs attach to the host's existing bridge). In nat mode every
+node with an IP gets a DHCP host reservation by MAC, so the guest can use DHCP and still get its
+configured address. No nwfilter is attached: the VRRP VIP must be able to move between VMs.
+
+Runs on the host's worker thread; `dry_run` makes it a plan (nothing touched).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import libvirt
+from kubitect_plugins.libvirt.connection import lookup
+from kubitect_plugins.libvirt.ownership import cluster_networks, metadata_of
+from kubitect_plugins.libvirt.render import render, spec_hash
+from kubitect_plugins.libvirt.spec import METADATA_NS, METADATA_PREFIX, NetSpec
+
+from kubitect_core.contracts import Change
+from kubitect_core.topology import Node
+
+
+@dataclass(frozen=True)
+class Reservation:
+    mac: str
+    name: str
+    ip: str
+
+    def xml(self) -> str:
+        return f"<host mac='{self.mac}' name='{self.name}' ip='{self.ip}'/>"
+
+
+def dhcp_range(net: NetSpec) -> tuple[str, str]:
+    """The DHCP range: every usable address of the CIDR after the gateway."""
+    first = int(net.cidr.network_address) + 1
+    last = int(net.cidr.broadcast_address) - 1
+    gw = int(ipaddress.IPv4Address(net.gateway))
+    start = gw + 1 if first <= gw < last else first
+    return str(ipaddress.IPv4Address(start)), str(ipaddress.IPv4Address(last))
+
+
+def reservations(net: NetSpec, nodes: list[tuple[Node, str]]) -> list[Reservation]:
+    """DHCP reservations for nodes with an IP (nat mode only), sorted by name."""
+    if net.mode != "nat":
+        return []
+    return sorted((Reservation(mac, n.name, n.ip) for n, mac in nodes if n.ip), key=lambda r: r.name)
+
+
+def network_xml(cluster: str, net: NetSpec, res: list[Reservation]) -> tuple[str, str]:
+    """(XML, core spec digest) of the cluster network; reservations are not part of the digest
+    because they are updated in place, without restarting the network."""
+    start, end = dhcp_range(net)
+    core = {"mode": net.mode, "bridge": net.bridge, "gateway": net.gateway, "prefix": net.prefix,
+            "start": start, "end": end}
+    digest = spec_hash(core)
+    xml = render("network.xml.j2", name=f"{cluster}-network", cluster=cluster, ns=METADATA_NS,
+                 ns_prefix=METADATA_PREFIX, spec=digest, mode=net.mode, bridge=net.bridge,
+                 gateway=net.gateway, prefix=net.prefix, dhcp_start=start, dhcp_end=end,
+                 reservations=res)
+    return xml, digest
+
+
+def _current_reservations(xml: str) -> set[Reservation]:
+    root = ET.fromstring(xml)
+    return {Reservation(h.get("mac", "").lower(), h.get("name", ""), h.get("ip", ""))
+            for h in root.findall("./ip/dhcp/host")}
+
+
+def _bridge_of(xml: str) -> str | None:
+    el = ET.fromstring(xml).find("bridge")
+    return el.get("name") if el is not None else None
+
+
+def _update_host(net: libvirt.virNetwork, command: int, res: Reservation) -> None:
+    flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    if net.isActive():
+        flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+    net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, res.xml(), flags)
+
+
+def _remove(net: libvirt.virNetwork) -> None:
+    if net.isActive():
+        net.destroy()
+    net.undefine()
+
+
+def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
+             nodes: list[tuple[Node, str]], dry_run: bool) -> tuple[list[Change], dict | None]:
+    """Plans or applies the host's cluster network; returns the changes and the record entry."""
+    changes: list[Change] = []
+    name = f"{cluster}-network"
+    stale = {n: obj for n, obj in cluster_networks(conn, cluster).items() if n != name or net.mode == "bridge"}
+    for sname, obj in sorted(stale.items()):
+        changes.append(Change("delete", "network", sname, host))
+        if not dry_run:
+            _remove(obj)
+    if net.mode == "bridge":
+        return changes, {"mode": "bridge", "bridge": net.bridge}
+    res = reservations(net, nodes)
+    xml, digest = network_xml(cluster, net, res)
+    existing = lookup(conn.networkLookupByName, name)
+    if existing is not None:
+        cur_xml = existing.XMLDesc(0)
+        tag = metadata_of(cur_xml)
+        if tag is None or tag.get("name") != cluster:
+            raise RuntimeError(f"host {host}: a network named {name} exists but was not made for "
+                               f"cluster {cluster}; remove or rename it")
+        if tag.get("spec") != digest:
+            changes.append(Change("change", "network", name, host, "recreated: mode, bridge or CIDR changed"))
+            if not dry_run:
+                _remove(existing)
+                existing = None
+    if existing is None:
+        if not any(c.action == "change" for c in changes):
+            changes.append(Change("create", "network", name, host, f"{net.mode} {net.cidr}"))
+        if dry_run:
+            return changes, {"name": name, "mode": net.mode, "bridge": net.bridge}
+        existing = conn.networkDefineXML(xml)
+        existing.setAutostart(1)
+        existing.create()
+        return changes, {"name": name, "mode": net.mode, "bridge": _bridge_of(existing.XMLDesc(0))}
+    have = _current_reservations(existing.XMLDesc(0))
+    want = set(res)
+    added, removed = sorted(want - have, key=str), sorted(have - want, key=str)
+    started = not existing.isActive()
+    if added or removed or started:
+        parts = [f"+{len(added)} reservations"] if added else []
+        parts += [f"-{len(removed)} reservations"] if removed else []
+        parts += ["started"] if started else []
+        changes.append(Change("change", "network", name, host, ", ".join(parts)))
+        if not dry_run:
+            for r in removed:
+                _update_host(existing, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, r)
+            for r in added:
+                _update_host(existing, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, r)
+            if started:
+                existing.create()
+            existing.setAutostart(1)
+    else:
+        changes.append(Change("keep", "network", name, host))
+    return changes, {"name": name, "mode": net.mode, "bridge": _bridge_of(existing.XMLDesc(0))}
+
+
+def destroy(conn: libvirt.virConnect, *, cluster: str, host: str,
+            recorded: list[str]) -> list[Change]:
+    """Removes the cluster's networks: every one tagged for it, plus recorded ones if still tagged."""
+    changes = []
+    found = cluster_networks(conn, cluster)
+    for name in recorded:
+        obj = lookup(conn.networkLookupByName, name)
+        if obj is not None and name not in found:
+            tag = metadata_of(obj.XMLDesc(0))
+            if tag is None or tag.get("name") == cluster:
+                found[name] = obj
+    for name, obj in sorted(found.items()):
+        _remove(obj)
+        changes.append(Change("delete", "network", name, host))
+    return changes

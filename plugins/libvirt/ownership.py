@@ -1,0 +1,98 @@
+"""Finding what belongs to a cluster on a host, also when the recorded state is lost.
+
+Domains and networks carry `<metadata><kubitect:cluster name="..."/></metadata>` (namespace
+`https://kubitect.dev/xmlns/1`): that tag is authoritative. Storage pools and volumes have no
+metadata element in libvirt, so they are owned by name: pools are per cluster
+(`<cluster>-main-resource-pool`, `<cluster>-<pool>-data-resource-pool`) and every volume the
+provider makes starts with `<cluster>-`. When a data-pool name could belong to two clusters
+(cluster `a` with pool `b-x` versus cluster `a-b` with pool `x`), the longest cluster name known
+on the host (from metadata or main-pool names) wins.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+import libvirt
+from kubitect_plugins.libvirt.spec import METADATA_NS, Names
+
+_TAG = f"{{{METADATA_NS}}}cluster"
+MAIN_SUFFIX = "-main-resource-pool"
+DATA_SUFFIX = "-data-resource-pool"
+
+
+def metadata_of(xml: str) -> dict[str, str] | None:
+    """The attributes of our metadata element in a domain or network XML, or None if untagged."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    meta = root.find("metadata")
+    if meta is None:
+        return None
+    el = meta.find(_TAG)
+    return dict(el.attrib) if el is not None else None
+
+
+def domain_tags(conn: libvirt.virConnect) -> dict[str, tuple[libvirt.virDomain, dict[str, str]]]:
+    """Every tagged domain on the host: name -> (domain, metadata attributes)."""
+    out = {}
+    for dom in conn.listAllDomains(0):
+        tag = metadata_of(dom.XMLDesc(0))
+        if tag is not None:
+            out[dom.name()] = (dom, tag)
+    return out
+
+
+def cluster_domains(conn: libvirt.virConnect, cluster: str) -> dict[str, libvirt.virDomain]:
+    """The cluster's domains, found by their metadata tag."""
+    return {name: dom for name, (dom, tag) in domain_tags(conn).items() if tag.get("name") == cluster}
+
+
+def cluster_networks(conn: libvirt.virConnect, cluster: str) -> dict[str, libvirt.virNetwork]:
+    """The cluster's networks, found by their metadata tag."""
+    out = {}
+    for net in conn.listAllNetworks(0):
+        tag = metadata_of(net.XMLDesc(0))
+        if tag is not None and tag.get("name") == cluster:
+            out[net.name()] = net
+    return out
+
+
+def known_clusters(conn: libvirt.virConnect) -> set[str]:
+    """Cluster names visible on a host: from tags and from main-pool names."""
+    names = {tag.get("name", "") for _d, tag in domain_tags(conn).values()}
+    for net in conn.listAllNetworks(0):
+        tag = metadata_of(net.XMLDesc(0))
+        if tag is not None:
+            names.add(tag.get("name", ""))
+    for pool in conn.listAllStoragePools(0):
+        if pool.name().endswith(MAIN_SUFFIX):
+            names.add(pool.name()[: -len(MAIN_SUFFIX)])
+    names.discard("")
+    return names
+
+
+def cluster_pools(conn: libvirt.virConnect, cluster: str,
+                  known: set[str] | None = None) -> dict[str, libvirt.virStoragePool]:
+    """The cluster's pools by name: its main pool, its data pools, and any name in `known`."""
+    names = Names(cluster)
+    others = {c for c in known_clusters(conn) if c != cluster and c.startswith(cluster + "-")}
+    data_re = re.compile(rf"^{re.escape(cluster)}-(.+){DATA_SUFFIX}$")
+    out = {}
+    for pool in conn.listAllStoragePools(0):
+        name = pool.name()
+        if name == names.main_pool or name in (known or set()):
+            out[name] = pool
+        elif data_re.match(name) and not any(name.startswith(o + "-") for o in others):
+            out[name] = pool
+    return out
+
+
+def cluster_volumes(pool: libvirt.virStoragePool, cluster: str) -> dict[str, libvirt.virStorageVol]:
+    """Volumes in one of the cluster's pools that the provider made (name starts `<cluster>-`)."""
+    if not pool.isActive():
+        return {}
+    pool.refresh(0)
+    return {v.name(): v for v in pool.listAllVolumes(0) if v.name().startswith(cluster + "-")}

@@ -1,0 +1,223 @@
+"""The vms layer on one host: each node's cloud-init seed volume and its domain.
+
+The seed ISO is an IDE cdrom: Debian's cloud kernel has ata_piix but no AHCI driver, so a SATA
+cdrom stays invisible to it (measured: cloud-init then falls back to DHCP and no user-data).
+
+Converging defines what is missing or changed and returns the names to start; the provider
+starts them with a bound on how many boot at once and waits for SSH and cloud-init. Domains of
+the cluster that left the topology are removed together with their volumes.
+"""
+
+from __future__ import annotations
+
+import string
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+from kubitect_plugins.libvirt import images
+from kubitect_plugins.libvirt.cloudinit import SeedFiles, build_iso, render_seed
+from kubitect_plugins.libvirt.connection import lookup
+from kubitect_plugins.libvirt.ownership import cluster_domains, cluster_pools, cluster_volumes, metadata_of
+from kubitect_plugins.libvirt.render import render, spec_hash
+from kubitect_plugins.libvirt.spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id
+from kubitect_plugins.libvirt.storage_layer import volume_xml
+
+from kubitect_core.contracts import Change
+from kubitect_core.topology import Node
+
+TB_CACHE_MIB = 256
+DEFAULT_CMDLINE = "root=LABEL=rootfs rw console=ttyS0"
+
+
+@dataclass(frozen=True)
+class NodeTemplate:
+    """The node-template settings every VM of the cluster shares."""
+
+    user: str
+    public_key: str
+    update_on_boot: bool
+    cpu_mode: str  # custom | host-model | host-passthrough | maximum
+    kernel_boot: bool = False  # the base image ships vmlinuz + initrd.img (direct kernel boot)
+    cmdline: str = DEFAULT_CMDLINE
+
+
+@dataclass
+class VmResult:
+    changes: list[Change] = field(default_factory=list)
+    to_start: list[str] = field(default_factory=list)
+    nodes: dict[str, dict] = field(default_factory=dict)
+
+
+def libvirt_cpu_mode(cpu_mode: str, domain_type: str) -> str | None:
+    """The `<cpu mode>` for a config cpuMode. `custom` leaves libvirt's default CPU model (as the
+    original did); under QEMU emulation there is no host CPU to pass through, so host-model and
+    host-passthrough become `maximum` (every feature TCG can emulate)."""
+    if cpu_mode in ("", "custom", None):
+        return None
+    if domain_type == "qemu" and cpu_mode in ("host-model", "host-passthrough"):
+        return "maximum"
+    return cpu_mode
+
+
+def node_seed(cluster: str, node: Node, net: NetSpec, tpl: NodeTemplate, mac: str | None = None) -> SeedFiles:
+    """The cloud-init files of one node: static address in route/bridge modes, DHCP in nat."""
+    return render_seed(mac=mac, hostname=node.name, user=tpl.user, public_key=tpl.public_key,
+                       update_on_boot=tpl.update_on_boot, instance_id=instance_id(cluster, node.name),
+                       nic=net.nic, static=net.mode != "nat", ip=node.ip, prefix=net.prefix,
+                       gateway=net.gateway, nameservers=net.nameservers)
+
+
+def domain_xml(*, cluster: str, node: Node, mac: str, net: NetSpec, tpl: NodeTemplate, domain_type: str,
+               disks: list[tuple[str, str]], seed_path: str, seed_digest: str,
+               kernel: str | None, initrd: str | None) -> tuple[str, str]:
+    """(XML, spec digest) of a node's domain. `disks` is [(path, format)], main disk first."""
+    values = {
+        "domain_type": domain_type, "name": node.name, "cluster": cluster, "node_id": node.id,
+        "role": node.role, "memory_mib": node.ram_gib * 1024, "vcpu": node.cpu,
+        "cpu_mode": libvirt_cpu_mode(tpl.cpu_mode, domain_type), "tb_cache_mib": TB_CACHE_MIB,
+        "kernel": kernel, "initrd": initrd, "cmdline": tpl.cmdline if kernel else None,
+        "disks": [{"path": p, "format": f, "dev": "vd" + string.ascii_lowercase[i]}
+                  for i, (p, f) in enumerate(disks)],
+        "seed_path": seed_path, "seed": seed_digest, "mac": mac,
+        "network": f"{cluster}-network" if net.mode != "bridge" else None,
+        "bridge": net.bridge if net.mode == "bridge" else None,
+    }
+    digest = spec_hash(values)
+    xml = render("domain.xml.j2", ns=METADATA_NS, ns_prefix=METADATA_PREFIX, spec=digest, **values)
+    return xml, digest
+
+
+def _put_seed(conn, pool, name: str, data: bytes) -> bool:
+    old = lookup(pool.storageVolLookupByName, name)
+    if old is not None:
+        old.delete(0)
+    vol = pool.createXML(volume_xml(name, len(data), "raw"), 0)
+    # The test driver cannot upload (VIR_ERR_NO_SUPPORT): the seed volume then stays empty.
+    return images.upload_bytes(conn, vol, data)
+
+
+def remove_domain(dom: libvirt.virDomain) -> None:
+    """Stops (hard) and undefines a domain, with its managed save and snapshot metadata."""
+    if dom.isActive():
+        dom.destroy()
+    try:
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                          | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                          | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    except libvirt.libvirtError:
+        dom.undefine()
+
+
+def _node_volumes(conn, cluster: str, vm: str) -> list[tuple[str, libvirt.virStorageVol]]:
+    out = []
+    for pool in cluster_pools(conn, cluster).values():
+        for vname, vol in cluster_volumes(pool, cluster).items():
+            if vname.startswith(vm + "-"):
+                out.append((vname, vol))
+    return sorted(out, key=lambda x: x[0])
+
+
+def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec, tpl: NodeTemplate,
+             nodes: list[tuple[Node, str]], domain_type: str, pool_dirs: dict[str, str],
+             dry_run: bool) -> VmResult:
+    """Plans or applies seeds and domains on one host; `pool_dirs` maps pool names to directories."""
+    names = Names(cluster)
+    out = VmResult()
+    main_pool = lookup(conn.storagePoolLookupByName, names.main_pool)
+    if main_pool is None and not dry_run:
+        raise RuntimeError(f"host {host}: pool {names.main_pool} is missing; run the storage stage first")
+    main_dir = pool_dirs[names.main_pool]
+    kernel = str(Path(main_dir) / names.base_kernel) if tpl.kernel_boot else None
+    initrd = str(Path(main_dir) / names.base_initrd) if tpl.kernel_boot else None
+    wanted = set()
+    for node, mac in nodes:
+        wanted.add(node.name)
+        seed = node_seed(cluster, node, net, tpl, mac)
+        seed_name = names.seed(node.name)
+        seed_path = str(Path(main_dir) / seed_name)
+        disks = [(str(Path(pool_dirs[p]) / v), "qcow2" if i == 0 else "raw")
+                 for i, (p, v) in enumerate(names.node_volumes(node))]
+        xml, digest = domain_xml(cluster=cluster, node=node, mac=mac, net=net, tpl=tpl,
+                                 domain_type=domain_type, disks=disks, seed_path=seed_path,
+                                 seed_digest=seed.digest, kernel=kernel, initrd=initrd)
+        out.nodes[node.name] = {"name": node.name, "host": host, "role": node.role, "id": node.id,
+                                "ip": node.ip, "mac": mac, "domain_type": domain_type,
+                                "volumes": [p for p, _f in disks] + [seed_path]}
+        dom = lookup(conn.lookupByName, node.name)
+        if dom is None:
+            out.changes.append(Change("create", "volume", seed_name, host, "cloud-init seed"))
+            out.changes.append(Change("create", "domain", node.name, host,
+                                      f"{domain_type}, {node.cpu} vCPU, {node.ram_gib} GiB"))
+            if not dry_run:
+                _put_seed(conn, main_pool, seed_name, build_iso(seed))
+                dom = conn.defineXML(xml)
+                dom.setAutostart(1)
+            out.to_start.append(node.name)
+            continue
+        tag = metadata_of(dom.XMLDesc(0))
+        if tag is None or tag.get("name") != cluster:
+            raise RuntimeError(f"host {host}: a domain named {node.name} exists but was not made for "
+                               f"cluster {cluster}; remove or rename it")
+        seed_vol = lookup(main_pool.storageVolLookupByName, seed_name) if main_pool else None
+        if tag.get("spec") != digest or seed_vol is None:
+            out.changes.append(Change("change", "domain", node.name, host,
+                                      "definition updated; takes effect at the next boot"
+                                      if dom.isActive() else "definition updated"))
+            if not dry_run:
+                _put_seed(conn, main_pool, seed_name, build_iso(seed))
+                conn.defineXML(xml)
+                dom.setAutostart(1)
+        else:
+            out.changes.append(Change("keep", "domain", node.name, host))
+        if not dom.isActive():
+            out.changes.append(Change("change", "domain", node.name, host, "started"))
+            out.to_start.append(node.name)
+    for name, dom in sorted(cluster_domains(conn, cluster).items()):
+        if name in wanted:
+            continue
+        out.changes.append(Change("delete", "domain", name, host))
+        vols = _node_volumes(conn, cluster, name)
+        out.changes += [Change("delete", "volume", v, host) for v, _ in vols]
+        if not dry_run:
+            remove_domain(dom)
+            for _v, vol in vols:
+                vol.delete(0)
+    return out
+
+
+def destroy(conn: libvirt.virConnect, *, cluster: str, host: str, recorded: list[str]) -> list[Change]:
+    """Removes the cluster's domains (by tag, plus recorded names still tagged for it or untagged)
+    and their cloud-init seed volumes; disks are left to the storage layer's destroy."""
+    changes = []
+    found = cluster_domains(conn, cluster)
+    for name in recorded:
+        dom = lookup(conn.lookupByName, name)
+        if dom is not None and name not in found:
+            tag = metadata_of(dom.XMLDesc(0))
+            if tag is None or tag.get("name") == cluster:
+                found[name] = dom
+    for name, dom in sorted(found.items()):
+        remove_domain(dom)
+        changes.append(Change("delete", "domain", name, host))
+    for pool in cluster_pools(conn, cluster).values():
+        for vname, vol in sorted(cluster_volumes(pool, cluster).items()):
+            if vname.endswith("-cloudinit.iso"):
+                vol.delete(0)
+                changes.append(Change("delete", "volume", vname, host))
+    return changes
+
+
+def existing_domain_type(conn: libvirt.virConnect, cluster: str) -> str | None:
+    """The domain type the cluster's domains on this host already use, if any."""
+    for dom in cluster_domains(conn, cluster).values():
+        return ET.fromstring(dom.XMLDesc(0)).get("type")
+    return None
+
+
+def start(conn: libvirt.virConnect, name: str) -> None:
+    """Starts a defined domain unless it already runs."""
+    dom = conn.lookupByName(name)
+    if not dom.isActive():
+        dom.create()
