@@ -51,6 +51,10 @@ class Stage:
     description: str = ""
     requires: tuple[str, ...] = ()
     after: str | None = None
+    # Whether destroy must run even when this stage has no record (never ran, or the state file
+    # was lost). True for layers whose plugins find their objects by tags (VMs, networks, disks);
+    # false for layers that live on those VMs and vanish with them.
+    destroy_without_record: bool = False
 
     async def plan(self, ctx: StageContext, registry: Registry) -> list[Change]:
         return []

@@ -33,6 +33,7 @@ class _ProviderLayer(Stage):
     """
 
     layer = ""
+    destroy_without_record = True
 
     async def _each(self, method: str, ctx: StageContext, registry) -> list[Change]:
         groups = hosts_by_provider(ctx, registry, self.name)

@@ -200,3 +200,12 @@ def test_skipped_stage_lets_the_rest_run_and_keeps_the_config_unapplied(cli, fak
     again = cli("apply", str(fake_env / "ha.yaml"))
     assert "No changes detected." not in again.output
     assert "kubernetes/kubitect-ha-kubernetes" in fakes.objects()
+
+
+def test_destroy_skips_layers_that_never_ran_but_always_sweeps_machines(cli, fake_env, fakes):
+    cfg = str(fake_env / "ha.yaml")
+    assert cli("run", "--stage", "network", "--stage", "storage", "--stage", "vms", cfg).exit_code == 0
+    assert cli("destroy", "--cluster", "kubitect-ha", "-y").exit_code == 0
+    destroyed = [c["stage"] for c in fakes.calls() if c["op"] == "call" and c["stage"].startswith("destroy-")]
+    assert destroyed == ["destroy-vms", "destroy-storage", "destroy-network"]
+    assert fakes.objects() == {}
