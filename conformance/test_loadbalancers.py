@@ -1,0 +1,77 @@
+"""Load balancers: HAProxy (and keepalived with a VIP) running, enabled, with valid configs; exactly
+one VIP holder, judged by who answers as well as by `ip addr`; the API answers through the endpoint."""
+
+from __future__ import annotations
+
+import pytest
+from kubitect_conformance.cluster import API_PORT, kubernetes_facts
+from kubitect_conformance.vip import holder_state, wait_single_holder
+
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+
+
+def _services(inventory) -> list[str]:
+    return ["haproxy", "keepalived"] if inventory.get("vip") else ["haproxy"]
+
+
+def test_load_balancer_services_are_active_and_enabled(lb, kubitect_inventory):
+    problems = []
+    for svc in _services(kubitect_inventory):
+        state = lb.run(f"systemctl is-active {svc}").stdout.strip()
+        enabled = lb.run(f"systemctl is-enabled {svc}").stdout.strip()
+        if state != "active":
+            problems.append(f"{svc} is {state or 'unknown'}, not active")
+        if enabled != "enabled":
+            problems.append(f"{svc} is {enabled or 'unknown'} at boot, not enabled")
+    assert not problems, f"load balancer {lb.name}: " + "; ".join(problems)
+
+
+def test_load_balancer_configs_are_valid(lb, kubitect_inventory):
+    res = lb.root(f"haproxy -c -q -f {HAPROXY_CFG}")
+    assert res.rc == 0, f"load balancer {lb.name}: {HAPROXY_CFG} is invalid: {(res.stderr or res.stdout).strip()}"
+    if kubitect_inventory.get("vip"):
+        res = lb.root(f"keepalived -t -f {KEEPALIVED_CONF}")
+        assert res.rc == 0, (f"load balancer {lb.name}: {KEEPALIVED_CONF} is invalid: "
+                             f"{(res.stderr or res.stdout).strip()[-800:]}")
+
+
+def test_exactly_one_vip_holder(request, load_balancers, vip):
+    if not load_balancers:
+        pytest.skip("the cluster has no load balancers")
+    if not vip:
+        pytest.skip("no VIP configured (cluster.nodes.loadBalancer.vip): HAProxy only, nothing to elect")
+    vantage = request.getfixturevalue("vantage")
+    state = wait_single_holder(load_balancers, vantage, vip, timeout=5)
+    if len(state.by_address) > 1:
+        pytest.fail(f"two VIP holders (split brain): {', '.join(state.by_address)} all carry {vip}; answering: "
+                    f"{state.answering or 'nobody'}. Likely causes: VRRP adverts do not reach the other load balancer "
+                    "(unicast peers, a firewall, another cluster using the same virtual_router_id), or the "
+                    "address was added by hand")
+    if not state.by_address:
+        pytest.fail(f"no load balancer holds the VIP {vip}: keepalived is not running or every instance is "
+                    "in FAULT (its HAProxy check fails)")
+    assert state.single, (f"the VIP {vip} is on {state.by_address[0]} but {state.answering or 'nobody'} "
+                          f"answers for it as seen from {vantage.name}: stale ARP or a stale address")
+
+
+def test_api_answers_through_the_endpoint(kubitect_inventory, vantage):
+    endpoint = kubitect_inventory.get("endpoint")
+    if not endpoint:
+        pytest.skip("no control-plane endpoint recorded")
+    ok, detail = vantage.readyz(endpoint, API_PORT, timeout=3)
+    if not ok and kubernetes_facts(kubitect_inventory) is None:
+        pytest.skip(f"Kubernetes is not installed: no API server answers behind {endpoint}:{API_PORT} yet")
+    assert ok, (f"GET https://{endpoint}:{API_PORT}/readyz from {vantage.name} failed ({detail}): the API "
+                "is not reachable through the load balancers")
+
+
+def test_vip_is_answered_by_a_load_balancer_of_this_cluster(request, load_balancers, vip):
+    """The whoami answer names a load balancer of this cluster (not some other host on the VIP)."""
+    if not load_balancers or not vip:
+        pytest.skip("no VIP on load balancers")
+    vantage = request.getfixturevalue("vantage")
+    state = holder_state(load_balancers, vantage, vip)
+    names = {lb.name for lb in load_balancers}
+    assert state.answering in names, (f"the VIP {vip} is answered by '{state.answering}', which is not one of "
+                                      f"this cluster's load balancers ({', '.join(sorted(names))})")

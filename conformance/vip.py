@@ -1,0 +1,267 @@
+"""The VIP as a client sees it: who holds it, whether the API answers through it, measured gaps.
+
+The vantage point (where the prober runs) is a node outside the load balancers: the first
+worker, else the first master. That is where the API's real clients sit (kubelets, kube-proxy,
+pods) and it is always on the node network, with the same ARP view of the VIP; the machine
+kubitect runs on may be another host, behind NAT, or off the node network entirely, so it is
+used only when asked for (`--failover-vantage local`) or when no non-LB node can run the prober.
+The prober is `kubitect_core.failover` (stdlib only), uploaded to the vantage node as one file.
+
+Who holds the VIP is judged by who answers: the keepalived-haproxy plugin's `whoami` frontend
+on VIP:8405 names the load balancer the client's traffic reaches. `ip addr` on each load
+balancer is checked as well, but alone it lies: a crashed holder keeps the address on its NIC
+while the backup holds it too (test-labs.md 1).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubitect_core import failover
+
+from .cluster import API_PORT, ClusterHost, SshControl
+
+REMOTE_DIR = "/tmp/kubitect-conformance"
+REMOTE_PROBER = f"{REMOTE_DIR}/kubitect_prober.py"
+WHOAMI_PORT = failover.WHOAMI_PORT
+
+# Plain-HTTP requests for the prober (module `p`), used when the target is HAProxy's own whoami
+# frontend: the same cadence, timeouts and outage arithmetic, only without TLS.
+PLAIN_HTTP_PATCH = """
+import asyncio
+async def _plain(host, port=6443, *, path='/readyz', timeout=p.PROBE_TIMEOUT_S, tls=None):
+    async def go():
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(('GET %s HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n' % (path, host)).encode())
+            data = await reader.read()
+        finally:
+            writer.close()
+        head, _, body = data.partition(b'\\r\\n\\r\\n')
+        ok = head[9:12] == b'200'
+        return ok, (body.decode(errors='replace').strip()[:64] if ok else head[:40].decode(errors='replace'))
+    try:
+        return await asyncio.wait_for(go(), timeout)
+    except (TimeoutError, OSError, EOFError) as exc:
+        return False, type(exc).__name__
+p.readyz = _plain
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the prober requests through the VIP."""
+
+    port: int
+    path: str
+    tls: bool
+    label: str
+
+    def args(self) -> list[str]:
+        return ["--port", str(self.port), "--path", self.path]
+
+
+API_TARGET = Target(API_PORT, "/readyz", True, f"TLS GET /readyz on VIP:{API_PORT} (the API)")
+WHOAMI_TARGET = Target(WHOAMI_PORT, "/", False,
+                       f"HTTP GET / on VIP:{WHOAMI_PORT} (HAProxy's whoami; no API server behind the VIP)")
+
+
+class Vantage:
+    """Runs the prober and holder queries from one place outside the load balancers."""
+
+    def __init__(self, control: SshControl | None, node: ClusterHost | None, why: str = "") -> None:
+        self.control, self.node, self.why = control, node, why
+
+    @property
+    def name(self) -> str:
+        return self.node.name if self.node else "local (the machine running kubitect)"
+
+    def install(self) -> str | None:
+        """Uploads the prober to the vantage node; returns why it cannot run there, or None."""
+        if self.node is None:
+            return None
+        assert self.control is not None
+        if self.node.run("command -v python3").rc != 0:
+            return f"{self.node.name} has no python3 to run the prober"
+        src = Path(failover.__file__).read_bytes()
+        res = self.control.run(self.node.name, f"mkdir -p {REMOTE_DIR} && cat > {REMOTE_PROBER}", input=src)
+        if res.returncode != 0:
+            return f"uploading the prober to {self.node.name} failed: {res.stderr.decode(errors='replace')}"
+        return None
+
+    def _code_argv(self, code: str, *args: str) -> list[str]:
+        """argv running `code` with the prober importable as `p`, locally or on the vantage node."""
+        if self.node is None:
+            return [sys.executable, "-c", "import kubitect_core.failover as p\n" + code, *args]
+        assert self.control is not None
+        prelude = f"import sys; sys.path.insert(0, {REMOTE_DIR!r}); import kubitect_prober as p\n"
+        return self.control.argv(self.node.name, " ".join(["python3", "-c", _q(prelude + code), *args]))
+
+    def _python(self, code: str, timeout: float = 10) -> str:
+        """Runs a snippet at the vantage point (prober as `p`, asyncio imported); its stdout."""
+        res = subprocess.run(self._code_argv("import asyncio\n" + code), capture_output=True, text=True,
+                             timeout=timeout)
+        return res.stdout.strip()
+
+    def holder(self, vip: str) -> str | None:
+        """The load balancer that answers for the VIP (its whoami frontend), None if nobody does."""
+        out = self._python(f"print(asyncio.run(p.holder({vip!r})) or '')")
+        return out or None
+
+    def readyz(self, host: str, port: int = API_PORT, timeout: float = 2.0) -> tuple[bool, str]:
+        """One TLS GET /readyz through host:port: (HTTP 200, body or error)."""
+        out = self._python(f"import json; print(json.dumps(asyncio.run(p.readyz({host!r}, {port}, "
+                           f"timeout={timeout}))))", timeout=timeout + 10)
+        try:
+            ok, detail = json.loads(out.splitlines()[-1])
+        except (ValueError, IndexError):
+            return False, f"no answer from the vantage point ({out[-200:]!r})"
+        return bool(ok), str(detail)
+
+    def probe(self, vip: str, inject: Any, *, target: Target = API_TARGET, max_seconds: float = 15.0,
+              quiet: float | None = None) -> dict[str, Any]:
+        """Starts the prober, calls `inject()` once it sees the target, returns the prober's JSON result."""
+        args = ["probe", vip, *target.args(), "--max-seconds", str(max_seconds)]
+        if quiet is not None:
+            args += ["--quiet", str(quiet)]
+        code = ("" if target.tls else PLAIN_HTTP_PATCH) + "\nimport sys\nsys.exit(p.main(sys.argv[1:]))\n"
+        proc = subprocess.Popen(self._code_argv(code, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        try:
+            first = proc.stdout.readline().strip() if proc.stdout else ""
+            if first != "ready":
+                proc.kill()
+                raise RuntimeError(f"the prober at {self.name} did not see {vip}:{target.port} answer before "
+                                   f"the fault: {first!r} {proc.stderr.read() if proc.stderr else ''}")
+            time.sleep(0.2)  # a baseline of successes before the fault
+            inject()
+            out, err = proc.communicate(timeout=max_seconds + 15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"the prober at {self.name} printed no result: {out!r} {err!r}")
+        return json.loads(lines[-1])
+
+
+def _q(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def choose_vantage(control: SshControl, hosts: list[ClusterHost], wanted: str | None) -> Vantage:
+    """The vantage point, with why it was chosen (`wanted`: a node name, "local", or None = auto)."""
+    if wanted == "local":
+        return Vantage(None, None, "asked for (--failover-vantage local)")
+    outside = [h for h in hosts if h.role == "worker"] + [h for h in hosts if h.role == "master"]
+    if wanted:
+        outside = [h for h in hosts if h.name == wanted]
+        if not outside:
+            raise LookupError(f"--failover-vantage {wanted}: no such node")
+    reasons = []
+    for h in outside:
+        v = Vantage(control, h, f"a {h.role} outside the load balancers")
+        problem = v.install()
+        if problem is None:
+            return v
+        reasons.append(problem)
+    return Vantage(None, None, "no node outside the load balancers can run the prober (" +
+                   ("; ".join(reasons) or "there are no masters or workers") + ")")
+
+
+# --------------------------------------------------------------------------- holders
+
+
+def address_holders(lbs: list[ClusterHost], vip: str) -> list[str]:
+    """Load balancers whose interfaces carry the VIP right now (a crashed holder may still)."""
+    out = []
+    for lb in lbs:
+        res = lb.root("ip -4 -o addr show")
+        if f" {vip}/" in res.stdout:
+            out.append(lb.name)
+    return out
+
+
+@dataclass
+class HolderState:
+    by_address: list[str]
+    answering: str | None
+
+    @property
+    def single(self) -> str | None:
+        """The holder when exactly one LB carries the VIP and it is the one answering."""
+        if len(self.by_address) == 1 and self.answering == self.by_address[0]:
+            return self.answering
+        return None
+
+    def describe(self) -> str:
+        return (f"VIP on {', '.join(self.by_address) or 'no load balancer'} (ip addr), "
+                f"answering: {self.answering or 'nobody'}")
+
+
+def holder_state(lbs: list[ClusterHost], vantage: Vantage, vip: str) -> HolderState:
+    return HolderState(address_holders(lbs, vip), vantage.holder(vip))
+
+
+def wait_single_holder(lbs: list[ClusterHost], vantage: Vantage, vip: str, timeout: float,
+                       expected: str | None = None) -> HolderState:
+    """Polls until exactly one LB holds and answers for the VIP (and it is `expected`, if given)."""
+    deadline = time.monotonic() + timeout
+    state = holder_state(lbs, vantage, vip)
+    while time.monotonic() < deadline:
+        if state.single and (expected is None or state.single == expected):
+            return state
+        time.sleep(0.2)
+        state = holder_state(lbs, vantage, vip)
+    return state
+
+
+# --------------------------------------------------------------------------- budgets
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A gap the configuration allows, with the arithmetic that produced it (shown in reports)."""
+
+    ms: float
+    formula: str
+
+
+def budgets(settings: Any, backup_priority: int, margin_s: float) -> dict[str, Budget]:
+    """Gap budgets per case from the VRRP timers (peers-and-failover.md 5.1) plus `margin_s`.
+
+    The numbers come from `kubitect_core.failover.expected_budget`, which the load balancer
+    plugin's own tests use too; `holder_back` is one advert (the returning higher-priority
+    instance preempts on its first advert; with nopreempt nothing moves at all).
+    """
+    base = failover.expected_budget(settings, backup_priority=backup_priority, margin_s=margin_s)
+    advert = float(settings.advert_int)
+    version = int(getattr(settings, "vrrp_version", 2))
+    skew = failover.skew_s(advert, backup_priority, version)
+    m = f" + {margin_s:g} margin"
+    down = f"3 × {advert:g} advert + {skew:.2f} skew{m}"
+    return {
+        "keepalived_stopped": Budget(base["keepalived_stopped"], f"{skew:.2f} skew{m}"),
+        "haproxy_killed": Budget(base["haproxy_killed"], f"{settings.check_interval} check interval × "
+                                                         f"{settings.check_fall} fall + {skew:.2f} skew{m}"),
+        "keepalived_crashed": Budget(base["keepalived_crashed"], down),
+        "link_cut": Budget(base["link_cut"], down),
+        "holder_back": Budget(round((advert + margin_s) * 1000, 1), f"{advert:g} advert{m}"),
+    }
+
+
+def takeover_deadline_s(settings: Any, backup_priority: int) -> float:
+    """How long a settled placement may take after a change: checks must rise, then an election."""
+    advert = float(settings.advert_int)
+    version = int(getattr(settings, "vrrp_version", 2))
+    return (settings.check_rise * settings.check_interval + 3 * advert
+            + failover.skew_s(advert, backup_priority, version) + 3.0)

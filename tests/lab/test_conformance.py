@@ -1,0 +1,219 @@
+"""Lab tier: the verify stage's conformance suite and failover matrix against real keepalived + HAProxy.
+
+Two load balancers and a master are systemd-nspawn containers made by the nspawn provider, on a
+bridge inside a private lab namespace the test thread enters (so the verify stage's child pytest,
+its ssh processes and the prober all live there). The keepalived-haproxy plugin's own apply
+configures the load balancers. The master runs a stand-in API server (a TEST DOUBLE of
+kube-apiserver, which needs the internet: TLS, GET /readyz -> 200) and is the vantage point the
+prober measures from. Then the cluster is broken on purpose, twice, and the suite must say why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import sshd_lab
+from lb_lab import STANDIN_API
+from sshd_lab import LAB_MARK_ENV, entered_netns
+
+from kubitect_core import remote
+from kubitect_core.contracts import SshAccess, StageContext
+from kubitect_core.failover import readyz
+from kubitect_core.stage import StageError
+from kubitect_core.topology import DataDisk, Node, Topology
+
+pytestmark = pytest.mark.lab
+
+CACHE_HOME = Path(os.environ.get("KUBITECT_TEST_CACHE", "/var/tmp/kubitect-test-cache"))
+NET = "10.87.0"
+VIP = f"{NET}.200"
+VRRP_ID = "cluster.nodes.loadBalancer.vrrp"
+
+
+def _config():
+    return SimpleNamespace(
+        cluster=SimpleNamespace(
+            network=SimpleNamespace(cidr=f"{NET}.0/24", gateway=f"{NET}.1"),
+            node_template=SimpleNamespace(user="k8s", os=SimpleNamespace(network_interface=None)),
+            nodes=SimpleNamespace(load_balancer=SimpleNamespace(forward_ports=[])),
+        ),
+        hosts=[SimpleNamespace(name="localhost", provider="nspawn", connection=SimpleNamespace(type="local"))],
+    )
+
+
+def _topology(cluster: str) -> Topology:
+    def node(role, nid, ip, priority=None, disks=()):
+        return Node(role=role, id=nid, name=f"{cluster}-{role}-{nid}", host="localhost", ip=ip, mac=None,
+                    cpu=1, ram_gib=1, main_disk_gib=10, data_disks=disks, priority=priority)
+
+    return Topology(cluster=cluster, nodes=(node("lb", "1", f"{NET}.5", 200), node("lb", "2", f"{NET}.6", 100),
+                                            node("master", "1", f"{NET}.10", disks=(DataDisk("data", "main", 1),))),
+                    vip=VIP, endpoint=VIP, virtual_router_id=87)
+
+
+@pytest.fixture(scope="module")
+def rootfs():
+    sshd_lab.require_lab("systemd-nspawn", "nsenter", "openssl", "ssh")
+    from kubitect_plugins.nspawn.settings import ROOTFS_EXTRA_PACKAGES
+
+    from kubitect_core.images.rootfs import ensure_rootfs
+
+    return ensure_rootfs(CACHE_HOME, extra_packages=ROOTFS_EXTRA_PACKAGES)
+
+
+async def _ssh(ctx: StageContext, ip: str, cmd: str) -> str:
+    async with await remote.connect(ip, user="k8s", key=ctx.ssh.private_key,
+                                    known_hosts=ctx.ssh.known_hosts) as node:
+        return (await node.run(cmd, sudo=True, check=False, timeout=60)).stdout.strip()
+
+
+async def _standin_api(ctx: StageContext, master: Node, workdir: Path) -> None:
+    """TEST DOUBLE of kube-apiserver on the master (systemd unit), answering TLS /readyz."""
+    key, crt = workdir / "api.key", workdir / "api.crt"
+    sshd_lab.run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                 "-keyout", str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=kbt7-standin")
+    async with await remote.connect(master.ip, user="k8s", key=ctx.ssh.private_key,
+                                    known_hosts=ctx.ssh.known_hosts) as node:
+        await node.put(STANDIN_API, "/opt/standin/api.py", sudo=True)
+        await node.put(crt.read_bytes(), "/opt/standin/api.crt", sudo=True)
+        await node.put(key.read_bytes(), "/opt/standin/api.key", mode=0o600, sudo=True)
+        await node.run("systemd-run --unit=standin-api python3 /opt/standin/api.py "
+                       f"{master.name} /opt/standin/api.crt /opt/standin/api.key 6443", sudo=True)
+    for _ in range(100):
+        if (await readyz(master.ip, timeout=1))[0]:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the stand-in API server on the master never answered")
+
+
+def _registry():
+    from kubitect_conformance.plugin import kubitect_conformance_modules
+
+    return SimpleNamespace(conformance_modules=kubitect_conformance_modules)
+
+
+def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monkeypatch):
+    from kubitect_plugins.keepalived_haproxy import KeepalivedHaproxy, VrrpSettings
+    from kubitect_plugins.nspawn import NspawnProvider
+
+    from kubitect_core.verify import run_conformance
+
+    with sshd_lab.lab_netns("kbt7-") as ns:
+        monkeypatch.setenv(LAB_MARK_ENV, ns)
+        cluster = f"kbt7-{ns[-6:]}"
+        home = tmp_path / "home"
+        cdir = home / "clusters" / cluster
+        sshd_lab.write_keypair(cdir / "ssh" / "id_ed25519", comment=f"kubitect-{cluster}")
+        access = SshAccess(user="k8s", private_key=cdir / "ssh" / "id_ed25519",
+                           public_key=cdir / "ssh" / "id_ed25519.pub", known_hosts=cdir / "ssh" / "known_hosts")
+        base = StageContext(cluster=cluster, config=_config(), topology=_topology(cluster), cluster_dir=cdir,
+                            home=home, ssh=access, record={}, options={"nspawn_rootfs": str(rootfs)})
+        provider, plugin = NspawnProvider(), KeepalivedHaproxy()
+        records: dict = {"network": {}, "storage": {}, "vms": {}}
+        lb_record: dict = {}
+        settings = VrrpSettings()
+        lb_ctx = replace(base, record=lb_record, facts={"vms": records["vms"]},
+                         extensions={VRRP_ID: settings})
+        lbs = base.topology.load_balancers
+        progress: list[tuple[str, str]] = []
+        out: dict = {}
+
+        def verify_ctx(record: dict, vrrp=settings, **options) -> StageContext:
+            return replace(base, record=record, facts={"vms": {"nspawn": records["vms"]}, "loadbalancers": lb_record},
+                           extensions={VRRP_ID: vrrp}, options=options,
+                           progress=lambda s, m: progress.append((s, m)))
+
+        async def scenario():
+            for layer in ("network", "storage", "vms"):
+                await provider.apply(layer, replace(base, record=records[layer]), ["localhost"])
+            await _standin_api(lb_ctx, base.topology.masters[0], tmp_path)
+            await plugin.apply(lb_ctx)
+            # 1. the healthy cluster: every check and the whole failover matrix pass
+            out["record"] = {}
+            await run_conformance(verify_ctx(out["record"], junit=str(tmp_path / "junit.xml")), _registry())
+            out["report"] = json.loads((cdir / "reports" / "conformance.json").read_text())
+            # 2. no API server behind the VIP yet (as before the kubernetes stage): the endpoint check
+            #    is skipped with the reason and the matrix measures through HAProxy's whoami frontend
+            await _ssh(lb_ctx, base.topology.masters[0].ip, "systemctl stop standin-api")
+            await run_conformance(verify_ctx({}, checks="api_answers or keepalived_stopped"), _registry())
+            out["no_api_report"] = json.loads((cdir / "reports" / "conformance.json").read_text())
+            # 3. nopreempt (re-applied by the plugin): the old holder comes back and the VIP stays put
+            nopreempt = settings.model_copy(update={"preempt": False})
+            await plugin.apply(replace(lb_ctx, extensions={VRRP_ID: nopreempt}))
+            await run_conformance(verify_ctx({}, vrrp=nopreempt, checks="holder_back"), _registry())
+            out["nopreempt_report"] = json.loads((cdir / "reports" / "conformance.json").read_text())
+            # 4. broken on purpose: a second holder of the VIP (the backup claims the address too)
+            addrs = [await _ssh(lb_ctx, lb.ip, "ip -4 -o addr show dev host0") for lb in lbs]
+            other = next(lb for lb, a in zip(lbs, addrs, strict=True) if f" {VIP}/" not in a)
+            await _ssh(lb_ctx, other.ip, f"ip addr add {VIP}/32 dev host0")
+            try:
+                await run_conformance(verify_ctx({}, failover=False, checks="exactly_one_vip_holder"), _registry())
+            except StageError as exc:
+                out["two_holders"] = str(exc)
+            await _ssh(lb_ctx, other.ip, f"ip addr del {VIP}/32 dev host0")
+            # 5. broken on purpose: keepalived no longer tracks HAProxy (track_script removed)
+            for lb in lbs:
+                await _ssh(lb_ctx, lb.ip, "sed -i '/track_script {/,/}/d' /etc/keepalived/keepalived.conf && "
+                                          "systemctl reload keepalived")
+            try:
+                await run_conformance(verify_ctx({}, vrrp=nopreempt, checks="haproxy_killed"), _registry())
+            except StageError as exc:
+                out["untracked"] = str(exc)
+            out["untracked_report"] = json.loads((cdir / "reports" / "conformance.json").read_text())
+
+        with entered_netns(ns):
+            try:
+                asyncio.run(scenario())
+            finally:
+                for layer in ("vms", "storage", "network"):
+                    asyncio.run(provider.destroy(layer, replace(base, record=records[layer]), ["localhost"]))
+
+    report = out["report"]
+    table = next(m for s, m in progress if s == "report")
+    print("\n" + table, file=sys.stderr)
+    outcomes = {c["name"]: c["outcome"] for c in report["cases"]}
+    assert report["failed"] == 0, [c for c in report["cases"] if c["outcome"] == "failed"]
+    names = " ".join(outcomes)
+    for check in ("test_node_is_reachable_over_ssh", "test_node_identity_is_as_configured",
+                  "test_data_disk_is_present_at_its_size", "test_load_balancer_services_are_active_and_enabled",
+                  "test_load_balancer_configs_are_valid", "test_exactly_one_vip_holder",
+                  "test_api_answers_through_the_endpoint"):
+        assert check in names
+    assert outcomes[f"test_data_disk_is_present_at_its_size[{cluster}-master-1:data]"] == "passed"
+    assert outcomes[f"test_node_identity_is_as_configured[{cluster}-lb-2]"] == "passed"
+    assert {c["outcome"] for c in report["cases"] if "test_kubernetes" in (c["module"] or "")} == {"skipped"}
+    rows = {r["case"]: r for r in report["failover"]}
+    assert set(rows) == {"keepalived_stopped", "haproxy_killed", "keepalived_crashed", "link_cut", "holder_back"}
+    for row in rows.values():
+        assert row["result"] == "passed", row
+        assert row["gap_ms"] is not None and row["gap_ms"] <= row["budget_ms"], row
+        assert row["vantage"] == f"{cluster}-master-1"
+    assert rows["link_cut"]["holder_after"] == lbs[1].name
+    assert rows["holder_back"]["holder_after"] == lbs[0].name  # preempt: the priority-200 LB takes it back
+    assert out["record"]["failover"]["link_cut"]["gap_ms"] == rows["link_cut"]["gap_ms"]
+    assert "VIP failover" in table and "keepalived_crashed" in table
+    assert (tmp_path / "junit.xml").read_text().count('name="gap_ms"') == 5
+    no_api = out["no_api_report"]
+    assert [c["outcome"] for c in no_api["cases"] if "api_answers" in c["name"]] == ["skipped"]
+    assert "Kubernetes is not installed" in next(c["message"] for c in no_api["cases"] if "api_answers" in c["name"])
+    (whoami,) = no_api["failover"]
+    assert whoami["result"] == "passed" and "whoami" in whoami["target"] and whoami["gap_ms"] <= whoami["budget_ms"]
+    print(f"\nwithout an API server (probe: whoami): keepalived_stopped gap {whoami['gap_ms']} ms", file=sys.stderr)
+    (back,) = out["nopreempt_report"]["failover"]
+    assert back["result"] == "passed" and back["holder_after"] == lbs[1].name, back  # nopreempt: stays on lb-2
+    print(f"nopreempt holder_back: gap {back['gap_ms']} ms, VIP stays on {back['holder_after']}", file=sys.stderr)
+    print(f"two holders -> {out['two_holders']}\nuntracked HAProxy -> {out['untracked']}", file=sys.stderr)
+    # the broken clusters fail, and the message names the cause
+    assert "two VIP holders (split brain)" in out["two_holders"], out["two_holders"]
+    assert lbs[0].name in out["two_holders"] and lbs[1].name in out["two_holders"]
+    assert "test_failover_b_haproxy_killed" in out["untracked"]
+    assert "does not track HAProxy" in out["untracked"], out["untracked"]
+    untracked = out["untracked_report"]["failover"]
+    assert [r["case"] for r in untracked] == ["haproxy_killed"] and untracked[0]["result"] == "failed"
