@@ -31,29 +31,6 @@ REMOTE_DIR = "/tmp/kubitect-conformance"
 REMOTE_PROBER = f"{REMOTE_DIR}/kubitect_prober.py"
 WHOAMI_PORT = failover.WHOAMI_PORT
 
-# Plain-HTTP requests for the prober (module `p`), used when the target is HAProxy's own whoami
-# frontend: the same cadence, timeouts and outage arithmetic, only without TLS.
-PLAIN_HTTP_PATCH = """
-import asyncio
-async def _plain(host, port=6443, *, path='/readyz', timeout=p.PROBE_TIMEOUT_S, tls=None):
-    async def go():
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            writer.write(('GET %s HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n' % (path, host)).encode())
-            data = await reader.read()
-        finally:
-            writer.close()
-        head, _, body = data.partition(b'\\r\\n\\r\\n')
-        ok = head[9:12] == b'200'
-        return ok, (body.decode(errors='replace').strip()[:64] if ok else head[:40].decode(errors='replace'))
-    try:
-        return await asyncio.wait_for(go(), timeout)
-    except (TimeoutError, OSError, EOFError) as exc:
-        return False, type(exc).__name__
-p.readyz = _plain
-"""
-
-
 @dataclass(frozen=True)
 class Target:
     """What the prober requests through the VIP."""
@@ -64,7 +41,7 @@ class Target:
     label: str
 
     def args(self) -> list[str]:
-        return ["--port", str(self.port), "--path", self.path]
+        return ["--port", str(self.port), "--path", self.path, *([] if self.tls else ["--plain"])]
 
 
 API_TARGET = Target(API_PORT, "/readyz", True, f"TLS GET /readyz on VIP:{API_PORT} (the API)")
@@ -130,7 +107,7 @@ class Vantage:
         args = ["probe", vip, *target.args(), "--max-seconds", str(max_seconds)]
         if quiet is not None:
             args += ["--quiet", str(quiet)]
-        code = ("" if target.tls else PLAIN_HTTP_PATCH) + "\nimport sys\nsys.exit(p.main(sys.argv[1:]))\n"
+        code = "import sys\nsys.exit(p.main(sys.argv[1:]))\n"
         proc = subprocess.Popen(self._code_argv(code, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
         try:

@@ -108,9 +108,13 @@ def _tls_context() -> ssl.SSLContext:
 
 
 async def readyz(host: str, port: int = 6443, *, path: str = "/readyz", timeout: float = PROBE_TIMEOUT_S,
-                 tls: ssl.SSLContext | None = None) -> tuple[bool, str]:
-    """One request on a fresh TLS connection: (status was 200, body or error)."""
-    tls = tls or _tls_context()
+                 tls: ssl.SSLContext | None = None, plain: bool = False) -> tuple[bool, str]:
+    """One request on a fresh connection (TLS unless `plain`): (status was 200, body or error).
+
+    `plain` is for targets without TLS, such as HAProxy's whoami frontend when no API server
+    sits behind the VIP yet: the same cadence and outage arithmetic, only without the handshake.
+    """
+    tls = None if plain else (tls or _tls_context())
 
     async def go() -> tuple[bool, str]:
         reader, writer = await asyncio.open_connection(host, port, ssl=tls)
@@ -147,8 +151,8 @@ class Prober:
 
     def __init__(self, host: str, port: int = 6443, *, path: str = "/readyz",
                  interval: float = PROBE_INTERVAL_S, timeout: float = PROBE_TIMEOUT_S,
-                 max_in_flight: int = 64) -> None:
-        self.host, self.port, self.path = host, port, path
+                 max_in_flight: int = 64, plain: bool = False) -> None:
+        self.host, self.port, self.path, self.plain = host, port, path, plain
         self.interval, self.timeout, self.max_in_flight = interval, timeout, max_in_flight
         self.probes: list[Probe] = []
         self._mark: float | None = None
@@ -176,7 +180,8 @@ class Prober:
 
     async def _one(self) -> None:
         sent = time.monotonic()
-        ok, detail = await readyz(self.host, self.port, path=self.path, timeout=self.timeout, tls=self._tls)
+        ok, detail = await readyz(self.host, self.port, path=self.path, timeout=self.timeout, tls=self._tls,
+                                  plain=self.plain)
         self.probes.append(Probe(sent, time.monotonic(), ok, detail))
 
     async def _run(self) -> None:
@@ -233,21 +238,8 @@ class Prober:
 
 async def holder(vip: str, port: int = WHOAMI_PORT, timeout: float = 0.5) -> str | None:
     """Which load balancer answers for the VIP (its whoami frontend, bound to the VIP only)."""
-
-    async def go() -> str:
-        reader, writer = await asyncio.open_connection(vip, port)
-        try:
-            writer.write(f"GET / HTTP/1.0\r\nHost: {vip}\r\n\r\n".encode())
-            data = await reader.read()
-        finally:
-            writer.close()
-        head, _, body = data.partition(b"\r\n\r\n")
-        return body.decode().strip() if b" 200 " in head.split(b"\r\n")[0] + b" " else ""
-
-    try:
-        return (await asyncio.wait_for(go(), timeout)) or None
-    except (TimeoutError, OSError):
-        return None
+    ok, body = await readyz(vip, port, path="/", timeout=timeout, plain=True)
+    return (body or None) if ok else None
 
 
 def skew_s(advert_int: float, priority: int, vrrp_version: int) -> float:
@@ -290,7 +282,7 @@ def summary(gaps_ms: list[float]) -> dict[str, float]:
 
 async def _probe_main(args: argparse.Namespace) -> int:
     async with Prober(args.host, args.port, path=args.path, interval=args.interval,
-                      timeout=args.timeout) as prober:
+                      timeout=args.timeout, plain=args.plain) as prober:
         await prober.wait_ready(args.ready_timeout)
         print("ready", flush=True)
         prober.mark()
@@ -316,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=15.0)
     p.add_argument("--settle", type=float, default=0.3)
     p.add_argument("--quiet", type=float, default=None, help="stop after this long without a failure")
+    p.add_argument("--plain", action="store_true", help="plain HTTP instead of TLS")
     h = sub.add_parser("holder", help="print the load balancer answering for the VIP")
     h.add_argument("vip")
     h.add_argument("--port", type=int, default=WHOAMI_PORT)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kubitect_core.hookspecs import hookimpl
@@ -50,12 +51,12 @@ class RichProgress:
 
     @hookimpl
     def kubitect_stage_progress(self, cluster: str, stage: str, subject: str, message: str) -> None:
-        self.out.print(f"{self._stamp()}   {stage} [cyan]{subject}[/cyan]: {message}")
+        self.out.print(f"{self._stamp()}   {stage} [cyan]{escape(subject)}[/cyan]: {escape(message)}")
 
     @hookimpl
     def kubitect_stage_finished(self, cluster, stage, action, ok, seconds, changes, error) -> None:
         if ok and error:  # skipped, with the reason in `error`
-            self.out.print(f"{self._stamp()} [yellow]➜[/yellow] {stage} {action} {error}")
+            self.out.print(f"{self._stamp()} [yellow]➜[/yellow] {stage} {action} {escape(error)}")
             self.rows.append((stage, action, True, seconds, error))
             return
         if ok:
@@ -64,9 +65,10 @@ class RichProgress:
             if self.verbose or action == "plan":
                 for c in changes:
                     if getattr(c, "action", "") != "keep" or self.verbose:
-                        self.out.print(f"           {c}")
+                        self.out.print(f"           {escape(str(c))}")
         else:
-            self.out.print(f"{self._stamp()} [red]✘[/red] {stage} {action} failed after {seconds:.1f}s: {error}")
+            self.out.print(f"{self._stamp()} [red]✘[/red] {stage} {action} failed after {seconds:.1f}s: "
+                           f"{escape(str(error))}")
         self.rows.append((stage, action, ok, seconds, _change_summary(changes) if ok else (error or "")))
 
     def summary(self, title: str) -> None:
@@ -78,7 +80,7 @@ class RichProgress:
         for stage, action, ok, seconds, summary in self.rows:
             result = "[red]failed[/red]" if not ok else \
                 "[yellow]skipped[/yellow]" if summary.startswith("skipped") else "[green]ok[/green]"
-            table.add_row(stage, action, result, f"{seconds:.1f}s", summary)
+            table.add_row(stage, action, result, f"{seconds:.1f}s", escape(summary))
         self.out.print(table)
 
 
@@ -122,7 +124,7 @@ def error_box(title: str, lines: list[str]) -> None:
     err_console.print(f"[red]┌ {title}[/red]")
     for line in lines:
         for sub in str(line).splitlines() or [""]:
-            err_console.print(f"[red]│[/red] {sub}", soft_wrap=True)
+            err_console.print(f"[red]│[/red] {escape(sub)}", soft_wrap=True)
     err_console.print("[red]└[/red]")
 
 

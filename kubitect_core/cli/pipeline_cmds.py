@@ -218,6 +218,11 @@ def register(app: typer.Typer) -> None:
         failover: bool = typer.Option(True, "--failover/--no-failover", help="Run the VIP failover matrix."),
         junit: Path = typer.Option(None, "--junit", help="Also write JUnit XML here."),
         report: Path = typer.Option(None, "--report", help="Also write the JSON report here."),
+        vantage: str = typer.Option(None, "--failover-vantage",
+                                    help="Where the prober runs: a node name or 'local' "
+                                    "(default: the first worker, else the first master)."),
+        margin: float = typer.Option(None, "--failover-margin", help="Seconds added to each timer budget."),
+        checks: str = typer.Option(None, "--checks", "-k", help="Only checks matching this pytest -k expression."),
         output: str = typer.Option("text", "--output", "-o", help="text | json"),
         home: str = typer.Option(None, "--home", help=HOME_HELP),
     ) -> None:
@@ -226,7 +231,8 @@ def register(app: typer.Typer) -> None:
 
         engine, progress = _engine(home, output, auto_approve=True)
         flags = {"failover": failover, "junit": str(junit) if junit else None,
-                 "report": str(report) if report else None}
+                 "report": str(report) if report else None, "failover_vantage": vantage,
+                 "failover_margin": margin, "checks": checks}
         _event_log(engine, cluster)
         outcome = _handle(lambda: run_sync(engine.verify(cluster, Options(flags=flags))), output)
         if output == "text" and progress:
