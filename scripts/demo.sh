@@ -43,6 +43,8 @@ mkdir -p "$home"
 "$k" export preset --name lab > "$home/lab.yaml"
 "$k" lab exec "$lab" -- "$k" apply --config "$home/lab.yaml" --auto-approve
 echo
+"$k" export report --cluster "$cluster"
+echo
 echo "Lab '$cluster' is up in namespace kblab-$lab ($(( $(date +%s) - t0 )) s in all)."
 echo "  nodes:    $k lab exec $lab -- ssh -i $home/clusters/$cluster/ssh/id_ed25519 \\"
 echo "              -o UserKnownHostsFile=$home/clusters/$cluster/ssh/known_hosts k8s@172.30.0.21"

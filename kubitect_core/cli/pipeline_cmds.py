@@ -310,3 +310,20 @@ def register(app: typer.Typer) -> None:
             error_box("Error", [f"cluster '{cluster}' has no kubeconfig yet (the kubernetes stage has not run)"])
             raise typer.Exit(1)
         typer.echo(state.kubeconfig_path.read_text(), nl=False)
+
+
+@export_app.command("report", epilog="Example: kubitect export report --cluster kubitect-ha")
+def export_report(cluster: str = typer.Option(..., "--cluster", help="Cluster name."),
+                  output: str = typer.Option("text", "--output", "-o", help="text | json"),
+                  home: str = typer.Option(None, "--home", help=HOME_HELP)) -> None:
+    """Print the cluster's last conformance report (checks and measured failover gaps)."""
+    from kubitect_core.report import render_text
+    from kubitect_core.state import ClusterState
+
+    path = ClusterState(kubitect_home(home), cluster).reports_dir / "conformance.json"
+    if not path.exists():
+        error_box("Error", [f"cluster '{cluster}' has no conformance report yet: run `kubitect verify --cluster "
+                            f"{cluster}`"])
+        raise typer.Exit(1)
+    text = path.read_text()
+    typer.echo(text if output == "json" else render_text(json.loads(text)), nl=output != "json")

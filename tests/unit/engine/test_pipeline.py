@@ -174,6 +174,8 @@ def test_verify_reports_and_fails_naming_the_broken_check(cli, fake_env, fakes, 
     report = json.loads(report_path.read_text())
     assert (report["passed"], report["failed"]) == (1, 0)
     assert (tmp_path / "j.xml").read_text().count("<testcase") == 1
+    shown = cli("export", "report", "--cluster", "kubitect-ha")
+    assert shown.exit_code == 0 and "Conformance of cluster 'kubitect-ha': 1 passed, 0 failed" in shown.output
 
     hv = fake_env / "fake" / "hypervisor.json"
     objects = json.loads(hv.read_text())
