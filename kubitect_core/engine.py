@@ -192,7 +192,7 @@ class Engine:
                 ssh = self._ssh(state, loaded, create=False)
                 for stage in reversed(self.registry.stages):
                     entry = record.get("stages", {}).get(stage.name, {})
-                    if not entry.get("data") and entry.get("status", "never") in ("never", "destroyed") \
+                    if not entry.get("data") and entry.get("status", "never") in ("never", "destroyed", "skipped") \
                             and not stage.destroy_without_record:
                         continue  # nothing of it was ever made, and what it makes lives on the VMs
                     ctx = self._context(state, loaded, record, stage, ssh, opts,
