@@ -211,3 +211,11 @@ def test_destroy_skips_layers_that_never_ran_but_always_sweeps_machines(cli, fak
     destroyed = [c["stage"] for c in fakes.calls() if c["op"] == "call" and c["stage"].startswith("destroy-")]
     assert destroyed == ["destroy-vms", "destroy-storage", "destroy-network"]
     assert fakes.objects() == {}
+
+
+def test_a_plugin_that_fails_to_import_is_reported_by_name(cli, monkeypatch):
+    monkeypatch.setenv("KUBITECT_PLUGINS", "kubitect_fakes,kubitect_no_such_plugin")
+    result = cli("list", "stages")
+    assert result.exit_code == 0
+    assert "Plugin 'kubitect_no_such_plugin' failed to load and is ignored" in result.output
+    assert "ModuleNotFoundError" in result.output
