@@ -119,11 +119,16 @@ install -m 600 -o "$u" -g "$u" /etc/kubitect/authorized_keys "$home/.ssh/authori
 printf '%s ALL=(ALL) NOPASSWD:ALL\n' "$u" > /etc/sudoers.d/90-kubitect
 chmod 440 /etc/sudoers.d/90-kubitect
 cat /etc/kubitect/hosts > /etc/hosts
+# pam_nologin refuses every non-root login while /run/nologin exists, i.e. until
+# systemd-user-sessions runs at the end of the boot. The cluster user is how kubitect manages the
+# node, and the node is ready for it once this unit is done: do not make it wait for (or hang on)
+# unrelated boot jobs.
+rm -f /run/nologin
 """
 _SETUP_UNIT_TEXT = """\
 [Unit]
 Description=kubitect node setup: login user, cluster key, sudo, /etc/hosts
-After=systemd-sysusers.service local-fs.target
+After=systemd-sysusers.service local-fs.target systemd-tmpfiles-setup.service
 Before=ssh.service
 
 [Service]
@@ -249,7 +254,10 @@ async def _diagnose(leader: int) -> str:
                            "--no-pager", "-n", "25", "-u", SETUP_UNIT, "-u", "ssh.service", check=False,
                            timeout=15)
     _, addr, _ = await sh("nsenter", "-t", str(leader), "-n", "--", "ip", "-o", "addr", check=False)
-    return f"node journal (setup, ssh):\n{out or err}\nnode addresses:\n{addr}"
+    _, boot, _ = await sh("nsenter", "-t", str(leader), "-m", "-u", "-i", "-n", "-p", "--", "sh", "-c",
+                          "systemctl is-system-running; ls /run/nologin 2>&1; systemctl list-jobs --no-pager "
+                          "| head -15; systemctl --failed --no-pager | head -10", check=False, timeout=15)
+    return f"node journal (setup, ssh):\n{out or err}\nnode addresses:\n{addr}\nboot state:\n{boot}"
 
 
 async def _mac_of(pid: int) -> str | None:

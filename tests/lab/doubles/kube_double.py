@@ -254,8 +254,21 @@ def start_api_unit(primary_url, crt, key):
         sys.exit("kube double: the stand-in API server did not start\n" + journal)
 
 
-def register(endpoint_url, body):
-    code, text = http("POST", endpoint_url + "/kubitect-double/join", body)
+def register(endpoint_url, body, timeout=60):
+    """Joins through the endpoint; like kubeadm's discovery, retries while it cannot connect.
+
+    (Behind a load balancer the first API server becomes reachable only once HAProxy's health
+    check has seen it rise; real kubeadm keeps retrying then, so the double does too.)
+    """
+    deadline = time.time() + timeout
+    while True:
+        try:
+            code, text = http("POST", endpoint_url + "/kubitect-double/join", body)
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
     if code != 200:
         sys.exit(f"kube double: join refused by {endpoint_url}: {code} {text}")
     return json.loads(text)

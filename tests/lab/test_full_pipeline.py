@@ -1,0 +1,113 @@
+"""The whole pipeline through the real engine and the real plugins, on nspawn nodes in a lab namespace.
+
+network/storage/vms by the nspawn provider, loadbalancers by keepalived-haproxy (real keepalived
+and HAProxy), kubernetes by kubeadm, verify by the conformance suite. Only the Kubernetes binaries
+are TEST DOUBLES (tests/lab/doubles: they need the internet otherwise): installed on the nodes after
+the vms stage, they record their calls and serve /readyz over TLS on 6443, so the load balancers
+and verify work through the VIP exactly as they would with a real API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import pytest
+import sshd_lab
+import yaml
+from doubles.install import install_doubles
+from sshd_lab import LAB_MARK_ENV, entered_netns
+
+from kubitect_core.engine import Engine, Options
+from kubitect_core.plugins import load_registry
+from kubitect_core.state import ClusterState
+
+CACHE_HOME = Path(os.environ.get("KUBITECT_TEST_CACHE", "/var/tmp/kubitect-test-cache"))
+NET = "10.88.0"
+VIP = f"{NET}.100"
+VERSION = "v1.34.2"
+
+
+def _config(cluster: str) -> dict:
+    """Two load balancers with a VIP, one master, one worker: the smallest HA-shaped cluster."""
+    return {
+        "hosts": [{"name": "lab", "connection": {"type": "local"}, "provider": "nspawn"}],
+        "cluster": {
+            "name": cluster,
+            "network": {"mode": "bridge", "cidr": f"{NET}.0/24", "bridge": f"kb{cluster[-6:]}"},
+            "nodeTemplate": {"user": "k8s", "os": {"distro": "debian12", "networkInterface": "host0"}},
+            "nodes": {
+                "loadBalancer": {"vip": VIP, "instances": [{"id": 1, "ip": f"{NET}.11", "priority": 200},
+                                                           {"id": 2, "ip": f"{NET}.12"}]},
+                "master": {"instances": [{"id": 1, "ip": f"{NET}.21"}]},
+                "worker": {"instances": [{"id": 1, "ip": f"{NET}.31", "labels": {"tier": "app"}}]},
+            },
+        },
+        "kubernetes": {"version": VERSION, "manager": "kubeadm"},
+    }
+
+
+@pytest.fixture(scope="module")
+def rootfs():
+    sshd_lab.require_lab("systemd-nspawn", "nsenter", "keepalived", "haproxy", "openssl")
+    from kubitect_plugins.nspawn.settings import ROOTFS_EXTRA_PACKAGES
+
+    from kubitect_core.images.rootfs import ensure_rootfs
+
+    return ensure_rootfs(CACHE_HOME, extra_packages=ROOTFS_EXTRA_PACKAGES)
+
+
+def test_apply_then_verify_through_the_vip_then_destroy(rootfs, tmp_path, monkeypatch):
+    with sshd_lab.lab_netns("kbt8-") as ns:
+        monkeypatch.setenv(LAB_MARK_ENV, ns)
+        cluster = f"kbt8-{ns[-6:]}"
+        cfg = tmp_path / "cluster.yaml"
+        cfg.write_text(yaml.safe_dump(_config(cluster), sort_keys=False))
+        home = tmp_path / "home"
+        engine = Engine(home, load_registry())
+        flags = {"nspawn_rootfs": str(rootfs), "installer_source": "preinstalled", "ready_timeout": 60,
+                 "user_kubeconfig": str(tmp_path / "dot-kube" / "config"), "failover": False,
+                 # the kubectl double simulates nodes, not pods or DNS: those two checks need a real cluster
+                 "checks": "not system_pods_are_ready and not cluster_dns_resolves"}
+        state = ClusterState(home, cluster)
+        with entered_netns(ns):
+            try:
+                first = asyncio.run(engine.run_stages(cfg, ["network", "storage", "vms", "loadbalancers"],
+                                                      Options(flags=flags)))
+                assert [s for s, _, _ in first.stages] == ["validate", "network", "storage", "vms", "loadbalancers"]
+                record = state.load_record()
+                assert record["stages"]["loadbalancers"]["data"]["endpoint"] == VIP
+
+                loaded = engine.load(cfg)
+                k8s_nodes = [n for n in loaded.topology.nodes if n.role != "lb"]
+                ssh = engine._ssh(state, loaded, create=False)
+                asyncio.run(install_doubles(ssh, k8s_nodes, VERSION))
+
+                outcome = asyncio.run(engine.apply(cfg, Options(flags=flags)))
+                assert outcome.skipped == {}
+                stages = {name: changes for name, _, changes in outcome.stages}
+                assert list(stages) == ["validate", "network", "storage", "vms", "loadbalancers", "kubernetes",
+                                        "verify"]
+                assert all(c.action == "keep" for n in ("network", "storage", "vms", "loadbalancers")
+                           for c in stages[n]), "the second pass over the machine layers changed something"
+                assert state.applied_text() is not None
+
+                report = json.loads((state.reports_dir / "conformance.json").read_text())
+                outcomes = {c["name"].split("[")[0].split(" ")[0]: c["outcome"] for c in report["cases"]}
+                assert report["failed"] == 0, report
+                for check in ("test_api_answers_through_the_endpoint", "test_server_certificate_carries_the_vip",
+                              "test_every_node_is_ready", "test_exactly_one_vip_holder"):
+                    assert outcomes.get(check) == "passed", (check, outcomes)
+                kubeconfig = yaml.safe_load(state.kubeconfig_path.read_text())
+                assert kubeconfig["clusters"][0]["cluster"]["server"] == f"https://{VIP}:6443"
+                assert state.kubeconfig_path.stat().st_mode & 0o777 == 0o600
+
+                again = asyncio.run(engine.apply(cfg, Options(flags=flags)))
+                assert again.nothing_to_do and again.message == "No changes detected."
+            finally:
+                asyncio.run(engine.destroy(cluster, Options(flags=flags)))
+        assert not state.exists()
+        leftovers = sshd_lab.run("ip", "-n", ns, "-o", "link", "show", check=False).stdout
+        assert f"kb{cluster[-6:]}" not in leftovers
