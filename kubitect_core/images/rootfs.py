@@ -97,11 +97,7 @@ def finish_node_tree(root: Path) -> None:
     Why: the same tree boots many nodes; a baked-in hostname overrides nspawn's `--hostname`,
     shared host keys would make every node look like the same SSH server.
     """
-    (root / "etc/hostname").unlink(missing_ok=True)
-    (root / "etc/machine-id").write_text("")
-    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
-    for key in (root / "etc/ssh").glob("ssh_host_*"):
-        key.unlink()
+    strip_machine_identity(root)
     units = root / "etc/systemd/system"
     (units / KEYGEN_UNIT).write_text(_KEYGEN_UNIT_TEXT)
     wants = units / "multi-user.target.wants"
@@ -110,8 +106,30 @@ def finish_node_tree(root: Path) -> None:
     dropin = units / "ssh.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
     (dropin / "kubitect-keygen.conf").write_text(_SSH_DROPIN_TEXT)
-    for unit in NOT_ENABLED:
-        for link in units.glob(f"*.wants/{unit}"):
+    keep_disabled(root)
+
+
+def strip_machine_identity(root: Path) -> None:
+    """Removes what makes a built tree one machine: hostname, machine-id, SSH host keys.
+
+    Why: one tree (rootfs or VM image) boots many nodes; each must make its own identity on
+    first boot, or every node would look like the same host and the same SSH server.
+    """
+    (root / "etc/hostname").unlink(missing_ok=True)
+    (root / "etc/machine-id").write_text("")
+    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+
+
+def keep_disabled(root: Path, units: Sequence[str] = NOT_ENABLED) -> None:
+    """Removes the enablement links package installation made for `units` (default: the LB daemons).
+
+    Why: keepalived and HAProxy are preinstalled on every node but must only run where the
+    load-balancer plugin configures and enables them.
+    """
+    for unit in units:
+        for link in (root / "etc/systemd/system").glob(f"*.wants/{unit}"):
             link.unlink()
 
 

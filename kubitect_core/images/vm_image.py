@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubitect_core.images.cache import cached_build, recipe_hash, tree_size
-from kubitect_core.images.rootfs import SUITE, run_mmdebstrap
+from kubitect_core.images.rootfs import NOT_ENABLED, SUITE, keep_disabled, run_mmdebstrap, strip_machine_identity
 from kubitect_core.paths import images_dir
 
 # Bump when the build steps below change in a way that changes the result.
@@ -35,8 +35,8 @@ VM_PACKAGES: tuple[str, ...] = (
     "procps", "qemu-guest-agent", "ca-certificates", "curl",
 )
 LB_PACKAGES: tuple[str, ...] = ("keepalived", "haproxy")
-# Installed for the load-balancer plugin, which enables them on the nodes that need them.
-NOT_ENABLED = ("keepalived.service", "haproxy.service")
+# Installed for the load-balancer plugin, which enables them on the nodes that need them
+# (until then kept disabled: rootfs.NOT_ENABLED, keep_disabled).
 
 ROOT_LABEL = "rootfs"
 KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} rw console=ttyS0"
@@ -154,18 +154,12 @@ def finish_vm_tree(root: Path) -> None:
     and systemd do it on first boot), and without the NoCloud datasource list and a C.UTF-8
     locale cloud-init ends in error on these images.
     """
-    (root / "etc/hostname").unlink(missing_ok=True)
-    (root / "etc/machine-id").write_text("")
-    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
-    for key in (root / "etc/ssh").glob("ssh_host_*"):
-        key.unlink()
+    strip_machine_identity(root)
     cfg = root / "etc/cloud/cloud.cfg.d"
     cfg.mkdir(parents=True, exist_ok=True)
     (cfg / "99-kubitect.cfg").write_text(_CLOUD_CFG)
     (root / "etc/fstab").write_text(_FSTAB)
-    for unit in NOT_ENABLED:
-        for link in (root / "etc/systemd/system").glob(f"*.wants/{unit}"):
-            link.unlink()
+    keep_disabled(root, NOT_ENABLED)
 
 
 def _copy_boot_files(tree: Path, out: Path) -> tuple[Path, Path]:

@@ -13,10 +13,10 @@ import shlex
 from typing import Any
 
 from kubitect_plugins.k3s import args as k3s_args
-from kubitect_plugins.kubeadm import shared, sources
+from kubitect_plugins.kubeadm import shared
 
 from kubitect_core.contracts import Change, StageContext
-from kubitect_core.remote import NodePool, Remote, RemoteError
+from kubitect_core.remote import Remote
 from kubitect_core.stage import StageError
 from kubitect_core.topology import Node
 
@@ -28,9 +28,7 @@ TOKEN_FILE = "k3s.json"
 
 def internet_reason(ctx: StageContext) -> str | None:
     """None when the k3s release binary is reachable from this machine, else why not (bounded)."""
-    if shared.source(ctx) == shared.SOURCE_PREINSTALLED:
-        return None
-    return shared.unreachable_reason([k3s_args.binary_url(k3s_args.k3s_version(ctx))], shared.probe_timeout(ctx))
+    return shared.download_reason(ctx, lambda: [k3s_args.binary_url(k3s_args.k3s_version(ctx))])
 
 
 def _token(ctx: StageContext) -> str:
@@ -59,8 +57,7 @@ class K3sInstaller:
             same = rec.get("state") == "joined" and rec.get("version") == want
             changes.append(Change("keep" if same else ("change" if rec else "create"), "node", node.name, node.host,
                                   f"k3s {'server' if node.role == 'master' else 'agent'} {want}"))
-        changes.append(Change("keep" if ctx.record.get("kubeconfig") else "create", "file", "kubeconfig", None,
-                              str(ctx.cluster_dir / "kubeconfig")))
+        changes.append(shared.kubeconfig_plan(ctx))
         return changes
 
     async def apply(self, ctx: StageContext) -> list[Change]:
@@ -71,17 +68,11 @@ class K3sInstaller:
         if not masters:
             raise StageError("k3s needs at least one master node (the first server)")
         changes: list[Change] = []
-        async with NodePool.from_access(ctx.ssh, limit=int(ctx.options.get("parallel", 8))) as pool:
+        async with shared.node_pool(ctx) as pool:
             async def remote(node: Node) -> Remote:
                 return await pool.get(node.ip, name=node.name, wait=60)
 
-            first = await remote(masters[0])
-            if src == shared.SOURCE_UPSTREAM:
-                ctx.progress(masters[0].name, "checking that the k3s release is reachable")
-                reason = await shared.node_unreachable_reason(first, [k3s_args.binary_url(want)],
-                                                              shared.probe_timeout(ctx))
-                if reason:
-                    raise StageError(reason)
+            first = await shared.first_master(ctx, pool, "the k3s release", [k3s_args.binary_url(want)])
             ctx.record["installer"] = self.name
             nodes_rec: dict[str, dict[str, Any]] = ctx.record.setdefault("nodes", {})
             token = _token(ctx)
@@ -100,15 +91,13 @@ class K3sInstaller:
                 await converge(node)
             await pool.each(workers, converge)
 
-            changes += await self._restricted_labels(ctx, first)
-            changes += await self._cni(ctx, first)
-            names = [n.name for n in masters + workers]
-            ctx.progress(masters[0].name, f"waiting until {len(names)} node(s) are Ready")
-            await shared.wait_ready(first, KUBECTL, names, shared.ready_timeout(ctx), ctx.progress)
-            fetched = (await first.get(KUBECONFIG, sudo=True)).decode()
-        notes = shared.finish_kubeconfig(ctx, fetched)
-        changes.append(Change("change" if notes else "keep", "file", "kubeconfig", None,
-                              "; ".join(notes) or str(ctx.cluster_dir / "kubeconfig")))
+            changes += await shared.apply_restricted_labels(ctx, first, KUBECTL)
+            if not k3s_args.uses_flannel(ctx):  # k3s's own flannel needs no CNI install
+                changes += await shared.install_cni(ctx, first, KUBECTL, KUBECONFIG,
+                                                    (k3s_args.POD_CIDR_DEFAULT, k3s_args.SERVICE_CIDR_DEFAULT),
+                                                    announce=False)
+            fetched = await shared.ready_then_fetch(ctx, first, KUBECTL, KUBECONFIG)
+        changes.append(shared.kubeconfig_change(ctx, fetched))
         return changes
 
     async def _install_binary(self, node: Node, r: Remote, want: str, src: str) -> list[str]:
@@ -164,65 +153,23 @@ class K3sInstaller:
             raise StageError(f"{node.name}: k3s did not become ready within {timeout}s "
                              f"(see `journalctl -u {k3s_args.unit_name(node)}` on the node)")
 
-    async def _restricted_labels(self, ctx: StageContext, first: Remote) -> list[Change]:
-        changes = []
-        for node in shared.cluster_nodes(ctx):
-            _, later = shared.split_labels(node)
-            if later:
-                pairs = " ".join(shlex.quote(f"{k}={v}") for k, v in later.items())
-                await first.run(f"{KUBECTL} label node {shlex.quote(node.name)} --overwrite {pairs}", sudo=True,
-                                timeout=60)
-                changes.append(Change("keep" if ctx.record.get("labels", {}).get(node.name) == later else "change",
-                                      "labels", node.name, node.host, ", ".join(later)))
-                ctx.record.setdefault("labels", {})[node.name] = later
-        return changes
-
-    async def _cni(self, ctx: StageContext, first: Remote) -> list[Change]:
-        if k3s_args.uses_flannel(ctx):
-            return []
-        cni = sources.CNIS[ctx.config.kubernetes.network_plugin]
-        want = {"name": cni.name, "version": cni.version}
-        if ctx.record.get("cni") == want:
-            return [Change("keep", "cni", cni.name, None, cni.version)]
-        pod, _ = shared.pod_and_service_cidrs(ctx, k3s_args.POD_CIDR_DEFAULT, k3s_args.SERVICE_CIDR_DEFAULT)
-        for cmd in cni.commands(KUBECTL, KUBECONFIG, pod):
-            await first.run(cmd, sudo=True, timeout=600)
-        ctx.record["cni"] = want
-        ctx.checkpoint()
-        return [Change("create", "cni", cni.name, None, cni.version)]
-
     async def destroy(self, ctx: StageContext) -> list[Change]:
         """Stops and removes k3s on every reachable node (agents first), then kubeconfig and token."""
-        changes: list[Change] = []
         src = shared.source(ctx)
-        async with NodePool.from_access(ctx.ssh, limit=int(ctx.options.get("parallel", 8))) as pool:
-            async def remove(node: Node) -> Change:
-                unit = k3s_args.unit_name(node)
-                try:
-                    r = await pool.get(node.ip, name=node.name)
-                    res = await r.run(f"test -f /etc/systemd/system/{unit}.service", sudo=True, check=False)
-                    if not res.ok:
-                        return Change("keep", "node", node.name, node.host, "no k3s unit")
-                    ctx.progress(node.name, f"removing {unit}")
-                    binary = "" if src == shared.SOURCE_PREINSTALLED else f" {BINARY}"
-                    await r.run(f"systemctl disable --now {unit} >/dev/null 2>&1; "
-                                f"rm -f /etc/systemd/system/{unit}.service {k3s_args.env_file(node)}{binary}; "
-                                "systemctl daemon-reload; rm -rf /etc/rancher/k3s /var/lib/rancher/k3s",
-                                sudo=True, timeout=300)
-                    return Change("delete", "node", node.name, node.host, f"{unit} removed")
-                except RemoteError as exc:
-                    return Change("keep", "node", node.name, node.host, f"unreachable, skipped: {exc}")
-            changes += await pool.each(list(ctx.topology.workers), remove)
-            for node in reversed(ctx.topology.masters):
-                changes.append(await remove(node))
-        notes = shared.drop_kubeconfig(ctx)
-        if notes:
-            changes.append(Change("delete", "file", "kubeconfig", None, "; ".join(notes)))
-        token_file = shared.secrets_dir(ctx) / TOKEN_FILE
-        if token_file.exists():
-            token_file.unlink()
-            changes.append(Change("delete", "file", "k3s token", None, str(token_file)))
-        for key in ("nodes", "cni", "labels"):
-            ctx.record.pop(key, None)
-        ctx.checkpoint()
-        return changes
+
+        async def remove(node: Node, r: Remote) -> Change:
+            unit = k3s_args.unit_name(node)
+            res = await r.run(f"test -f /etc/systemd/system/{unit}.service", sudo=True, check=False)
+            if not res.ok:
+                return Change("keep", "node", node.name, node.host, "no k3s unit")
+            ctx.progress(node.name, f"removing {unit}")
+            binary = "" if src == shared.SOURCE_PREINSTALLED else f" {BINARY}"
+            await r.run(f"systemctl disable --now {unit} >/dev/null 2>&1; "
+                        f"rm -f /etc/systemd/system/{unit}.service {k3s_args.env_file(node)}{binary}; "
+                        "systemctl daemon-reload; rm -rf /etc/rancher/k3s /var/lib/rancher/k3s",
+                        sudo=True, timeout=300)
+            return Change("delete", "node", node.name, node.host, f"{unit} removed")
+
+        changes = await shared.remove_from_nodes(ctx, remove)
+        return changes + shared.forget_installation(ctx, shared.secrets_dir(ctx) / TOKEN_FILE, "k3s token",
+                                                    ("nodes", "cni", "labels"))

@@ -15,7 +15,6 @@ files that are deleted after use, and never put on a command line or into a Chan
 from __future__ import annotations
 
 import hashlib
-import shlex
 from typing import Any
 
 from cryptography import x509
@@ -24,7 +23,7 @@ from kubitect_plugins.kubeadm import nodeprep, render, shared, sources
 from kubitect_plugins.kubeadm.render import KubeadmSecrets
 
 from kubitect_core.contracts import Change, StageContext
-from kubitect_core.remote import NodePool, Remote, RemoteError
+from kubitect_core.remote import Remote
 from kubitect_core.stage import StageError
 from kubitect_core.topology import Node
 
@@ -54,9 +53,7 @@ def internet_reason(ctx: StageContext) -> str | None:
 
     Bounded (a few seconds). With installer_source=preinstalled nothing is downloaded: None.
     """
-    if shared.source(ctx) == shared.SOURCE_PREINSTALLED:
-        return None
-    return shared.unreachable_reason(sources.probe_urls(render.version(ctx)), shared.probe_timeout(ctx))
+    return shared.download_reason(ctx, lambda: sources.probe_urls(render.version(ctx)))
 
 
 def _load_secrets(ctx: StageContext) -> KubeadmSecrets:
@@ -96,8 +93,7 @@ class KubeadmInstaller:
         cni = sources.CNIS[ctx.config.kubernetes.network_plugin]
         done = ctx.record.get("cni") == {"name": cni.name, "version": cni.version}
         changes.append(Change("keep" if done else "create", "cni", cni.name, None, cni.version))
-        changes.append(Change("keep" if ctx.record.get("kubeconfig") else "create", "file", "kubeconfig", None,
-                              str(ctx.cluster_dir / "kubeconfig")))
+        changes.append(shared.kubeconfig_plan(ctx))
         return changes
 
     # ------------------------------------------------------------------ apply
@@ -109,14 +105,8 @@ class KubeadmInstaller:
         if not masters:
             raise StageError("kubeadm needs at least one master node")
         changes: list[Change] = []
-        async with NodePool.from_access(ctx.ssh, limit=int(ctx.options.get("parallel", 8))) as pool:
-            first = await pool.get(masters[0].ip, name=masters[0].name, wait=60)
-            if src == shared.SOURCE_UPSTREAM:  # before anything is written anywhere
-                ctx.progress(masters[0].name, "checking that the package repository is reachable")
-                reason = await shared.node_unreachable_reason(first, sources.probe_urls(want),
-                                                              shared.probe_timeout(ctx))
-                if reason:
-                    raise StageError(reason)
+        async with shared.node_pool(ctx) as pool:
+            first = await shared.first_master(ctx, pool, "the package repository", sources.probe_urls(want))
             ctx.record["installer"] = self.name
             nodes_rec: dict[str, dict[str, Any]] = ctx.record.setdefault("nodes", {})
             secrets = _load_secrets(ctx)
@@ -179,18 +169,14 @@ class KubeadmInstaller:
             await pool.each([n for n in joins if n.role == "worker"], join_worker)
 
             # 6. labels a kubelet may not set itself, CNI, certificate renewal, Ready, kubeconfig
-            changes += await self._restricted_labels(ctx, first)
-            changes += await self._cni(ctx, first)
+            changes += await shared.apply_restricted_labels(ctx, first, KUBECTL)
+            changes += await shared.install_cni(ctx, first, KUBECTL, ADMIN_CONF,
+                                                (render.POD_CIDR_DEFAULT, render.SERVICE_CIDR_DEFAULT))
             if ctx.config.kubernetes.other.auto_renew_certificates:
                 renewed = await pool.each(masters, lambda n: self._renew_timer(n, remote))
                 changes += [c for c in renewed if c]
-            names = [n.name for n in masters + workers]
-            ctx.progress(masters[0].name, f"waiting until {len(names)} node(s) are Ready")
-            await shared.wait_ready(first, KUBECTL, names, shared.ready_timeout(ctx), ctx.progress)
-            fetched = (await first.get(ADMIN_CONF, sudo=True)).decode()
-        notes = shared.finish_kubeconfig(ctx, fetched)
-        changes.append(Change("change" if notes else "keep", "file", "kubeconfig", None,
-                              "; ".join(notes) or str(ctx.cluster_dir / "kubeconfig")))
+            fetched = await shared.ready_then_fetch(ctx, first, KUBECTL, ADMIN_CONF)
+        changes.append(shared.kubeconfig_change(ctx, fetched))
         return changes
 
     async def _node_status(self, node: Node, remote, want: str) -> str:
@@ -244,33 +230,6 @@ class KubeadmInstaller:
         if not res.ok:
             raise StageError(f"{node.name}: the API server did not become ready within {timeout:g}s")
 
-    async def _restricted_labels(self, ctx: StageContext, first: Remote) -> list[Change]:
-        changes = []
-        for node in shared.cluster_nodes(ctx):
-            _, later = shared.split_labels(node)
-            if not later:
-                continue
-            pairs = " ".join(shlex.quote(f"{k}={v}") for k, v in later.items())
-            await first.run(f"{KUBECTL} label node {shlex.quote(node.name)} --overwrite {pairs}", sudo=True,
-                            timeout=60)
-            changes.append(Change("keep" if ctx.record.get("labels", {}).get(node.name) == later else "change",
-                                  "labels", node.name, node.host, ", ".join(later)))
-            ctx.record.setdefault("labels", {})[node.name] = later
-        return changes
-
-    async def _cni(self, ctx: StageContext, first: Remote) -> list[Change]:
-        cni = sources.CNIS[ctx.config.kubernetes.network_plugin]
-        want = {"name": cni.name, "version": cni.version}
-        if ctx.record.get("cni") == want:
-            return [Change("keep", "cni", cni.name, None, cni.version)]
-        ctx.progress(ctx.topology.masters[0].name, f"installing the CNI {cni.name} {cni.version}")
-        pod, _ = shared.pod_and_service_cidrs(ctx, render.POD_CIDR_DEFAULT, render.SERVICE_CIDR_DEFAULT)
-        for cmd in cni.commands(KUBECTL, ADMIN_CONF, pod):
-            await first.run(cmd, sudo=True, timeout=600)
-        ctx.record["cni"] = want
-        ctx.checkpoint()
-        return [Change("create", "cni", cni.name, None, cni.version)]
-
     async def _renew_timer(self, node: Node, remote) -> Change | None:
         """A systemd timer renewing control-plane certificates monthly (other.autoRenewCertificates)."""
         r = await remote(node)
@@ -295,33 +254,17 @@ class KubeadmInstaller:
         Works without a record (it asks each node); unreachable nodes are reported, not fatal:
         their VMs are about to be deleted by the vms stage anyway.
         """
-        changes: list[Change] = []
-        async with NodePool.from_access(ctx.ssh, limit=int(ctx.options.get("parallel", 8))) as pool:
-            async def reset(node: Node) -> Change:
-                try:
-                    r = await pool.get(node.ip, name=node.name)
-                    res = await r.run(f"test -f {KUBELET_CONF} -o -f {ADMIN_CONF} && command -v kubeadm",
-                                      sudo=True, check=False, timeout=30)
-                    if not res.ok:
-                        return Change("keep", "node", node.name, node.host, "not a member")
-                    ctx.progress(node.name, "kubeadm reset")
-                    await r.run("kubeadm reset -f", sudo=True, timeout=300)
-                    await r.run(f"rm -rf {CONFIG_DIR}", sudo=True, check=False)
-                    return Change("delete", "node", node.name, node.host, "kubeadm reset")
-                except RemoteError as exc:
-                    return Change("keep", "node", node.name, node.host, f"unreachable, skipped: {exc}")
-            changes += await pool.each(list(ctx.topology.workers), reset)
-            for node in reversed(ctx.topology.masters):
-                changes.append(await reset(node))
-        notes = shared.drop_kubeconfig(ctx)
-        if notes:
-            changes.append(Change("delete", "file", "kubeconfig", None, "; ".join(notes)))
-        secret_file = shared.secrets_dir(ctx) / SECRETS_FILE
-        if secret_file.exists():
-            secret_file.unlink()
-            changes.append(Change("delete", "file", "kubeadm secrets", None, str(secret_file)))
-        for key in ("nodes", "ca_cert_hash", "cni", "labels"):
-            ctx.record.pop(key, None)
-        ctx.checkpoint()
-        return changes
+        async def reset(node: Node, r: Remote) -> Change:
+            res = await r.run(f"test -f {KUBELET_CONF} -o -f {ADMIN_CONF} && command -v kubeadm",
+                              sudo=True, check=False, timeout=30)
+            if not res.ok:
+                return Change("keep", "node", node.name, node.host, "not a member")
+            ctx.progress(node.name, "kubeadm reset")
+            await r.run("kubeadm reset -f", sudo=True, timeout=300)
+            await r.run(f"rm -rf {CONFIG_DIR}", sudo=True, check=False)
+            return Change("delete", "node", node.name, node.host, "kubeadm reset")
+
+        changes = await shared.remove_from_nodes(ctx, reset)
+        return changes + shared.forget_installation(ctx, shared.secrets_dir(ctx) / SECRETS_FILE, "kubeadm secrets",
+                                                    ("nodes", "ca_cert_hash", "cni", "labels"))
 

@@ -16,15 +16,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubitect_core import kubeconfig
 from kubitect_core.config.versions import normalize, parse_version
-from kubitect_core.contracts import StageContext
-from kubitect_core.remote import Remote
+from kubitect_core.contracts import Change, StageContext
+from kubitect_core.remote import NodePool, Remote, RemoteError
 from kubitect_core.stage import StageError
 from kubitect_core.state import write_private
 from kubitect_core.topology import Node
@@ -282,6 +282,16 @@ def unreachable_reason(urls: list[str], timeout: float = PROBE_TIMEOUT) -> str |
     return None
 
 
+def download_reason(ctx: StageContext, urls: Callable[[], list[str]]) -> str | None:
+    """None when nothing is downloaded (installer_source=preinstalled) or every URL answers here.
+
+    `urls` is called only when downloading, so a preinstalled run never computes (or probes) them.
+    """
+    if source(ctx) == SOURCE_PREINSTALLED:
+        return None
+    return unreachable_reason(urls(), probe_timeout(ctx))
+
+
 async def node_unreachable_reason(node: Remote, urls: list[str], timeout: float = PROBE_TIMEOUT) -> str | None:
     """Same probe, run on a node with curl (the node downloads, so the node must reach it)."""
     for url in urls:
@@ -386,3 +396,122 @@ def drop_kubeconfig(ctx: StageContext) -> list[str]:
     ctx.record.pop("previous_context", None)
     ctx.record.pop("kubeconfig", None)
     return notes
+
+
+# --------------------------------------------------------------------------- installer steps
+# The steps both installers take the same way; each plugin keeps its own technology (packages and
+# kubeadm init/join, or the k3s binary and units) and calls these around it.
+
+
+def node_pool(ctx: StageContext) -> NodePool:
+    """The SSH pool an installer run uses, bounded by option `parallel` (default 8)."""
+    return NodePool.from_access(ctx.ssh, limit=int(ctx.options.get("parallel", 8)))
+
+
+def kubeconfig_plan(ctx: StageContext) -> Change:
+    """The plan's kubeconfig line: kept when apply already recorded it, else created."""
+    return Change("keep" if ctx.record.get("kubeconfig") else "create", "file", "kubeconfig", None,
+                  str(Path(ctx.cluster_dir) / "kubeconfig"))
+
+
+async def first_master(ctx: StageContext, pool: NodePool, what: str, urls: list[str]) -> Remote:
+    """Connects to the first master; when downloading, checks that it reaches `urls` first.
+
+    Why before anything else: a node that cannot download must fail the run before any node
+    was changed, naming the source (`what`) it cannot reach.
+    """
+    master = ctx.topology.masters[0]
+    first = await pool.get(master.ip, name=master.name, wait=60)
+    if source(ctx) == SOURCE_UPSTREAM:
+        ctx.progress(master.name, f"checking that {what} is reachable")
+        reason = await node_unreachable_reason(first, urls, probe_timeout(ctx))
+        if reason:
+            raise StageError(reason)
+    return first
+
+
+async def apply_restricted_labels(ctx: StageContext, first: Remote, kubectl: str) -> list[Change]:
+    """Sets with kubectl the labels a kubelet may not register itself, and records them.
+
+    Why: NodeRestriction refuses kubernetes.io labels from kubelets (see `kubelet_may_set`).
+    """
+    changes = []
+    for node in cluster_nodes(ctx):
+        _, later = split_labels(node)
+        if not later:
+            continue
+        pairs = " ".join(shlex.quote(f"{k}={v}") for k, v in later.items())
+        await first.run(f"{kubectl} label node {shlex.quote(node.name)} --overwrite {pairs}", sudo=True, timeout=60)
+        changes.append(Change("keep" if ctx.record.get("labels", {}).get(node.name) == later else "change",
+                              "labels", node.name, node.host, ", ".join(later)))
+        ctx.record.setdefault("labels", {})[node.name] = later
+    return changes
+
+
+async def install_cni(ctx: StageContext, first: Remote, kubectl: str, admin_kubeconfig: str,
+                      cidr_defaults: tuple[str, str], *, announce: bool = True) -> list[Change]:
+    """Installs the configured CNI once (recorded name + version), with a pod CIDR free of the node network.
+
+    `cidr_defaults` are the installer's (pod, service) defaults; `announce` reports the step.
+    """
+    from kubitect_plugins.kubeadm import sources  # here: sources imports this module
+
+    cni = sources.CNIS[ctx.config.kubernetes.network_plugin]
+    want = {"name": cni.name, "version": cni.version}
+    if ctx.record.get("cni") == want:
+        return [Change("keep", "cni", cni.name, None, cni.version)]
+    if announce:
+        ctx.progress(ctx.topology.masters[0].name, f"installing the CNI {cni.name} {cni.version}")
+    pod, _ = pod_and_service_cidrs(ctx, *cidr_defaults)
+    for cmd in cni.commands(kubectl, admin_kubeconfig, pod):
+        await first.run(cmd, sudo=True, timeout=600)
+    ctx.record["cni"] = want
+    ctx.checkpoint()
+    return [Change("create", "cni", cni.name, None, cni.version)]
+
+
+async def ready_then_fetch(ctx: StageContext, first: Remote, kubectl: str, admin_kubeconfig: str) -> str:
+    """Waits until every cluster node is Ready, then returns the admin kubeconfig from the first master."""
+    names = [n.name for n in cluster_nodes(ctx)]
+    ctx.progress(ctx.topology.masters[0].name, f"waiting until {len(names)} node(s) are Ready")
+    await wait_ready(first, kubectl, names, ready_timeout(ctx), ctx.progress)
+    return (await first.get(admin_kubeconfig, sudo=True)).decode()
+
+
+def kubeconfig_change(ctx: StageContext, fetched: str) -> Change:
+    """Stores (and merges) the fetched kubeconfig (`finish_kubeconfig`) as apply's last Change."""
+    notes = finish_kubeconfig(ctx, fetched)
+    return Change("change" if notes else "keep", "file", "kubeconfig", None,
+                  "; ".join(notes) or str(Path(ctx.cluster_dir) / "kubeconfig"))
+
+
+async def remove_from_nodes(ctx: StageContext, remove: Callable[[Node, Remote], Awaitable[Change]]) -> list[Change]:
+    """Runs `remove` on every reachable node: workers concurrently, then masters last-joined first.
+
+    Unreachable nodes are reported, not fatal: their VMs are about to be deleted anyway.
+    """
+    async with node_pool(ctx) as pool:
+        async def one(node: Node) -> Change:
+            try:
+                return await remove(node, await pool.get(node.ip, name=node.name))
+            except RemoteError as exc:
+                return Change("keep", "node", node.name, node.host, f"unreachable, skipped: {exc}")
+        changes = await pool.each(list(ctx.topology.workers), one)
+        for node in reversed(ctx.topology.masters):
+            changes.append(await one(node))
+    return changes
+
+
+def forget_installation(ctx: StageContext, secret_file: Path, what: str, keys: Iterable[str]) -> list[Change]:
+    """Destroy's local half: the kubeconfig (and its merge), the secrets file, the record `keys`."""
+    changes = []
+    notes = drop_kubeconfig(ctx)
+    if notes:
+        changes.append(Change("delete", "file", "kubeconfig", None, "; ".join(notes)))
+    if secret_file.exists():
+        secret_file.unlink()
+        changes.append(Change("delete", "file", what, None, str(secret_file)))
+    for key in keys:
+        ctx.record.pop(key, None)
+    ctx.checkpoint()
+    return changes

@@ -156,6 +156,32 @@ def download(url: str, cache: Path, progress: Progress | None = None) -> Path:
     return final
 
 
+def _stream_into(conn: libvirt.virConnect, vol: libvirt.virStorageVol, size: int,
+                 send: Callable[[libvirt.virStream], None]) -> bool:
+    """Opens an upload stream of `size` bytes into `vol`, lets `send` fill it, and finishes it.
+
+    False (nothing sent) when the driver cannot upload; on any failure the stream is aborted,
+    so libvirt does not keep a half-written upload open, and the error is raised.
+    """
+    stream = conn.newStream(0)
+    try:
+        vol.upload(stream, 0, size, 0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return False
+        raise
+    try:
+        send(stream)
+        stream.finish()
+    except BaseException:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass
+        raise
+    return True
+
+
 def upload(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: Path,
            progress: Progress | None = None) -> bool:
     """Streams a local file into a volume (`virStorageVolUpload`); works over qemu+ssh.
@@ -165,13 +191,6 @@ def upload(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: Path,
     """
     say = progress or (lambda _m: None)
     size = path.stat().st_size
-    stream = conn.newStream(0)
-    try:
-        vol.upload(stream, 0, size, 0)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
-            return False
-        raise
     sent = [0, -1]
 
     def feed(_stream: libvirt.virStream, nbytes: int, fh) -> bytes:
@@ -183,39 +202,21 @@ def upload(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: Path,
             sent[1] = pct
         return data
 
-    try:
+    def send(stream: libvirt.virStream) -> None:
         with open(path, "rb") as fh:
             stream.sendAll(feed, fh)
-        stream.finish()
-    except BaseException:
-        try:
-            stream.abort()
-        except libvirt.libvirtError:
-            pass
-        raise
-    return True
+
+    return _stream_into(conn, vol, size, send)
 
 
 def upload_bytes(conn: libvirt.virConnect, vol: libvirt.virStorageVol, data: bytes) -> bool:
     """Streams bytes (a seed ISO) into a volume; False when the driver cannot upload."""
-    stream = conn.newStream(0)
-    try:
-        vol.upload(stream, 0, len(data), 0)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
-            return False
-        raise
     view = memoryview(data)
-    offset = 0
-    try:
+
+    def send(stream: libvirt.virStream) -> None:
+        offset = 0
         while offset < len(data):
             offset += stream.send(bytes(view[offset:offset + CHUNK]))
-        stream.finish()
-    except BaseException:
-        try:
-            stream.abort()
-        except libvirt.libvirtError:
-            pass
-        raise
-    return True
+
+    return _stream_into(conn, vol, len(data), send)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import libvirt
 from kubitect_plugins.libvirt.connection import lookup
-from kubitect_plugins.libvirt.ownership import cluster_networks, metadata_of
+from kubitect_plugins.libvirt.ownership import add_recorded, cluster_networks, metadata_of
 from kubitect_plugins.libvirt.render import render, spec_hash
 from kubitect_plugins.libvirt.spec import METADATA_NS, METADATA_PREFIX, NetSpec
 
@@ -148,13 +148,7 @@ def destroy(conn: libvirt.virConnect, *, cluster: str, host: str,
             recorded: list[str]) -> list[Change]:
     """Removes the cluster's networks: every one tagged for it, plus recorded ones if still tagged."""
     changes = []
-    found = cluster_networks(conn, cluster)
-    for name in recorded:
-        obj = lookup(conn.networkLookupByName, name)
-        if obj is not None and name not in found:
-            tag = metadata_of(obj.XMLDesc(0))
-            if tag is None or tag.get("name") == cluster:
-                found[name] = obj
+    found = add_recorded(cluster_networks(conn, cluster), recorded, conn.networkLookupByName, cluster)
     for name, obj in sorted(found.items()):
         _remove(obj)
         changes.append(Change("delete", "network", name, host))

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import libvirt
+from kubitect_plugins.libvirt.connection import lookup
 from kubitect_plugins.libvirt.spec import METADATA_NS, Names
 
 _TAG = f"{{{METADATA_NS}}}cluster"
@@ -58,6 +61,23 @@ def cluster_networks(conn: libvirt.virConnect, cluster: str) -> dict[str, libvir
         if tag is not None and tag.get("name") == cluster:
             out[net.name()] = net
     return out
+
+
+def add_recorded(found: dict[str, Any], recorded: Iterable[str], find: Callable[[str], Any],
+                 cluster: str) -> dict[str, Any]:
+    """Adds to `found` each recorded name that still exists, is tagged for `cluster` or is untagged.
+
+    Why: destroy must also remove what the record names but the tag search missed (a tag lost
+    or never written), yet never an object another cluster's tag claims. `find` is libvirt's
+    lookup-by-name for the kind (e.g. `conn.networkLookupByName`).
+    """
+    for name in recorded:
+        obj = lookup(find, name)
+        if obj is not None and name not in found:
+            tag = metadata_of(obj.XMLDesc(0))
+            if tag is None or tag.get("name") == cluster:
+                found[name] = obj
+    return found
 
 
 def known_clusters(conn: libvirt.virConnect) -> set[str]:

@@ -19,7 +19,13 @@ import libvirt
 from kubitect_plugins.libvirt import images
 from kubitect_plugins.libvirt.cloudinit import SeedFiles, build_iso, render_seed
 from kubitect_plugins.libvirt.connection import lookup
-from kubitect_plugins.libvirt.ownership import cluster_domains, cluster_pools, cluster_volumes, metadata_of
+from kubitect_plugins.libvirt.ownership import (
+    add_recorded,
+    cluster_domains,
+    cluster_pools,
+    cluster_volumes,
+    metadata_of,
+)
 from kubitect_plugins.libvirt.render import render, spec_hash
 from kubitect_plugins.libvirt.spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id
 from kubitect_plugins.libvirt.storage_layer import volume_xml
@@ -191,13 +197,7 @@ def destroy(conn: libvirt.virConnect, *, cluster: str, host: str, recorded: list
     """Removes the cluster's domains (by tag, plus recorded names still tagged for it or untagged)
     and their cloud-init seed volumes; disks are left to the storage layer's destroy."""
     changes = []
-    found = cluster_domains(conn, cluster)
-    for name in recorded:
-        dom = lookup(conn.lookupByName, name)
-        if dom is not None and name not in found:
-            tag = metadata_of(dom.XMLDesc(0))
-            if tag is None or tag.get("name") == cluster:
-                found[name] = dom
+    found = add_recorded(cluster_domains(conn, cluster), recorded, conn.lookupByName, cluster)
     for name, dom in sorted(found.items()):
         remove_domain(dom)
         changes.append(Change("delete", "domain", name, host))

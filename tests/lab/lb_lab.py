@@ -25,6 +25,7 @@ from pathlib import Path
 
 from kubitect_plugins.keepalived_haproxy.render import ForwardPort, Layout, render_node
 from kubitect_plugins.keepalived_haproxy.settings import VrrpSettings
+from sshd_lab import marked_pids
 
 from kubitect_core.topology import Node, Topology
 
@@ -157,21 +158,6 @@ def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
         pass
 
 
-def _marked_pids(lab_id: str) -> list[int]:
-    found = []
-    needle = f"{MARKER}={lab_id}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in env.split(b"\0"):
-            found.append(int(entry.name))
-    return found
-
-
 def teardown(lab_id: str, pids: list[int], namespaces: list[str]) -> None:
     """Kill by PID (and process group), then whatever each namespace holds, then delete them."""
     for pid in pids:
@@ -180,7 +166,7 @@ def teardown(lab_id: str, pids: list[int], namespaces: list[str]) -> None:
         res = _run("ip", "netns", "pids", ns, check=False)
         for pid in res.stdout.split():
             _kill_group(int(pid))
-    for pid in _marked_pids(lab_id):
+    for pid in marked_pids(lab_id, env=MARKER):
         _kill_group(pid)
     for ns in namespaces:
         _run("ip", "netns", "del", ns, check=False)

@@ -56,6 +56,29 @@ def require_lab(*binaries: str) -> None:
             pytest.skip(f"lab test: '{name}' is not installed")
 
 
+# Module marks for tests of the lab harness itself (kubitect_core.lab): root and iproute2, or skip.
+HARNESS_MARKS = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (network namespaces)"),
+    pytest.mark.skipif(shutil.which("ip") is None, reason="lab tests need iproute2 (`ip`)"),
+]
+
+
+@contextlib.contextmanager
+def harness_prefix(tag: str = "kbt2") -> Iterator[str]:
+    """A kubitect_core.lab prefix no other test run uses; every lab with it is removed afterwards.
+
+    Why the sweep: a failing test may leave labs (namespaces, marked processes) behind.
+    """
+    from kubitect_core.lab import lab_down_all
+
+    prefix = unique_name(f"{tag}-") + "-"
+    try:
+        yield prefix
+    finally:
+        lab_down_all(prefix=prefix, grace=1.0)
+
+
 def run(*argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
     """Runs a command, raising with its stderr when it fails (check=True)."""
     proc = subprocess.run(argv, capture_output=True, text=True, input=input)
@@ -143,9 +166,12 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def marked_pids(mark: str) -> list[int]:
-    """PIDs of processes whose environment carries `LAB_MARK_ENV=mark`."""
-    needle = f"{LAB_MARK_ENV}={mark}".encode()
+def marked_pids(mark: str, env: str = LAB_MARK_ENV) -> list[int]:
+    """PIDs of other processes whose environment carries `env=mark` (default `LAB_MARK_ENV`).
+
+    Why: a process left in a deleted namespace is found only by the marker it was started with.
+    """
+    needle = f"{env}={mark}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

@@ -12,85 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
+import nodes_lab
 import pytest
 import sshd_lab
-from lb_lab import STANDIN_API
+from nodes_lab import lab_context, lb_config, lb_topology, start_standin_api
+from nodes_lab import ssh as node_ssh
 from sshd_lab import LAB_MARK_ENV, entered_netns
 
-from kubitect_core import remote
-from kubitect_core.contracts import SshAccess, StageContext
-from kubitect_core.failover import readyz
+from kubitect_core.contracts import StageContext
 from kubitect_core.stage import StageError
-from kubitect_core.topology import DataDisk, Node, Topology
+from kubitect_core.topology import DataDisk
 
 pytestmark = pytest.mark.lab
 
-CACHE_HOME = Path(os.environ.get("KUBITECT_TEST_CACHE", "/var/tmp/kubitect-test-cache"))
 NET = "10.87.0"
 VIP = f"{NET}.200"
 VRRP_ID = "cluster.nodes.loadBalancer.vrrp"
 
 
-def _config():
-    return SimpleNamespace(
-        cluster=SimpleNamespace(
-            network=SimpleNamespace(cidr=f"{NET}.0/24", gateway=f"{NET}.1"),
-            node_template=SimpleNamespace(user="k8s", os=SimpleNamespace(network_interface=None)),
-            nodes=SimpleNamespace(load_balancer=SimpleNamespace(forward_ports=[])),
-        ),
-        hosts=[SimpleNamespace(name="localhost", provider="nspawn", connection=SimpleNamespace(type="local"))],
-    )
-
-
-def _topology(cluster: str) -> Topology:
-    def node(role, nid, ip, priority=None, disks=()):
-        return Node(role=role, id=nid, name=f"{cluster}-{role}-{nid}", host="localhost", ip=ip, mac=None,
-                    cpu=1, ram_gib=1, main_disk_gib=10, data_disks=disks, priority=priority)
-
-    return Topology(cluster=cluster, nodes=(node("lb", "1", f"{NET}.5", 200), node("lb", "2", f"{NET}.6", 100),
-                                            node("master", "1", f"{NET}.10", disks=(DataDisk("data", "main", 1),))),
-                    vip=VIP, endpoint=VIP, virtual_router_id=87)
-
-
 @pytest.fixture(scope="module")
 def rootfs():
-    sshd_lab.require_lab("systemd-nspawn", "nsenter", "openssl", "ssh")
-    from kubitect_plugins.nspawn.settings import ROOTFS_EXTRA_PACKAGES
-
-    from kubitect_core.images.rootfs import ensure_rootfs
-
-    return ensure_rootfs(CACHE_HOME, extra_packages=ROOTFS_EXTRA_PACKAGES)
-
-
-async def _ssh(ctx: StageContext, ip: str, cmd: str) -> str:
-    async with await remote.connect(ip, user="k8s", key=ctx.ssh.private_key,
-                                    known_hosts=ctx.ssh.known_hosts) as node:
-        return (await node.run(cmd, sudo=True, check=False, timeout=60)).stdout.strip()
-
-
-async def _standin_api(ctx: StageContext, master: Node, workdir: Path) -> None:
-    """TEST DOUBLE of kube-apiserver on the master (systemd unit), answering TLS /readyz."""
-    key, crt = workdir / "api.key", workdir / "api.crt"
-    sshd_lab.run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=kbt7-standin")
-    async with await remote.connect(master.ip, user="k8s", key=ctx.ssh.private_key,
-                                    known_hosts=ctx.ssh.known_hosts) as node:
-        await node.put(STANDIN_API, "/opt/standin/api.py", sudo=True)
-        await node.put(crt.read_bytes(), "/opt/standin/api.crt", sudo=True)
-        await node.put(key.read_bytes(), "/opt/standin/api.key", mode=0o600, sudo=True)
-        await node.run("systemd-run --unit=standin-api python3 /opt/standin/api.py "
-                       f"{master.name} /opt/standin/api.crt /opt/standin/api.key 6443", sudo=True)
-    for _ in range(100):
-        if (await readyz(master.ip, timeout=1))[0]:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the stand-in API server on the master never answered")
+    return nodes_lab.nspawn_rootfs("openssl", "ssh")
 
 
 def _registry():
@@ -108,13 +54,9 @@ def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monke
     with sshd_lab.lab_netns("kbt7-") as ns:
         monkeypatch.setenv(LAB_MARK_ENV, ns)
         cluster = f"kbt7-{ns[-6:]}"
-        home = tmp_path / "home"
-        cdir = home / "clusters" / cluster
-        sshd_lab.write_keypair(cdir / "ssh" / "id_ed25519", comment=f"kubitect-{cluster}")
-        access = SshAccess(user="k8s", private_key=cdir / "ssh" / "id_ed25519",
-                           public_key=cdir / "ssh" / "id_ed25519.pub", known_hosts=cdir / "ssh" / "known_hosts")
-        base = StageContext(cluster=cluster, config=_config(), topology=_topology(cluster), cluster_dir=cdir,
-                            home=home, ssh=access, record={}, options={"nspawn_rootfs": str(rootfs)})
+        topology = lb_topology(cluster, NET, 87, master_disks=(DataDisk("data", "main", 1),))
+        base = lab_context(tmp_path / "home", cluster, lb_config(NET), topology, nspawn_rootfs=str(rootfs))
+        cdir = base.cluster_dir
         provider, plugin = NspawnProvider(), KeepalivedHaproxy()
         records: dict = {"network": {}, "storage": {}, "vms": {}}
         lb_record: dict = {}
@@ -133,7 +75,7 @@ def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monke
         async def scenario():
             for layer in ("network", "storage", "vms"):
                 await provider.apply(layer, replace(base, record=records[layer]), ["localhost"])
-            await _standin_api(lb_ctx, base.topology.masters[0], tmp_path)
+            await start_standin_api(lb_ctx, base.topology.masters[0], tmp_path, "kbt7-standin")
             await plugin.apply(lb_ctx)
             # 1. the healthy cluster: every check and the whole failover matrix pass
             out["record"] = {}
@@ -141,7 +83,7 @@ def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monke
             out["report"] = json.loads((cdir / "reports" / "conformance.json").read_text())
             # 2. no API server behind the VIP yet (as before the kubernetes stage): the endpoint check
             #    is skipped with the reason and the matrix measures through HAProxy's whoami frontend
-            await _ssh(lb_ctx, base.topology.masters[0].ip, "systemctl stop standin-api")
+            await node_ssh(lb_ctx, base.topology.masters[0].ip, "systemctl stop standin-api")
             await run_conformance(verify_ctx({}, checks="api_answers or keepalived_stopped"), _registry())
             out["no_api_report"] = json.loads((cdir / "reports" / "conformance.json").read_text())
             # 3. nopreempt (re-applied by the plugin): the old holder comes back and the VIP stays put
@@ -150,18 +92,18 @@ def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monke
             await run_conformance(verify_ctx({}, vrrp=nopreempt, checks="holder_back"), _registry())
             out["nopreempt_report"] = json.loads((cdir / "reports" / "conformance.json").read_text())
             # 4. broken on purpose: a second holder of the VIP (the backup claims the address too)
-            addrs = [await _ssh(lb_ctx, lb.ip, "ip -4 -o addr show dev host0") for lb in lbs]
+            addrs = [await node_ssh(lb_ctx, lb.ip, "ip -4 -o addr show dev host0") for lb in lbs]
             other = next(lb for lb, a in zip(lbs, addrs, strict=True) if f" {VIP}/" not in a)
-            await _ssh(lb_ctx, other.ip, f"ip addr add {VIP}/32 dev host0")
+            await node_ssh(lb_ctx, other.ip, f"ip addr add {VIP}/32 dev host0")
             try:
                 await run_conformance(verify_ctx({}, failover=False, checks="exactly_one_vip_holder"), _registry())
             except StageError as exc:
                 out["two_holders"] = str(exc)
-            await _ssh(lb_ctx, other.ip, f"ip addr del {VIP}/32 dev host0")
+            await node_ssh(lb_ctx, other.ip, f"ip addr del {VIP}/32 dev host0")
             # 5. broken on purpose: keepalived no longer tracks HAProxy (track_script removed)
             for lb in lbs:
-                await _ssh(lb_ctx, lb.ip, "sed -i '/track_script {/,/}/d' /etc/keepalived/keepalived.conf && "
-                                          "systemctl reload keepalived")
+                await node_ssh(lb_ctx, lb.ip, "sed -i '/track_script {/,/}/d' /etc/keepalived/keepalived.conf && "
+                                              "systemctl reload keepalived")
             try:
                 await run_conformance(verify_ctx({}, vrrp=nopreempt, checks="haproxy_killed"), _registry())
             except StageError as exc:

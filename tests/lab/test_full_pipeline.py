@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from pathlib import Path
 
+import nodes_lab
 import pytest
 import sshd_lab
 import yaml
@@ -24,7 +23,6 @@ from kubitect_core.engine import Engine, Options
 from kubitect_core.plugins import load_registry
 from kubitect_core.state import ClusterState
 
-CACHE_HOME = Path(os.environ.get("KUBITECT_TEST_CACHE", "/var/tmp/kubitect-test-cache"))
 NET = "10.88.0"
 VIP = f"{NET}.100"
 VERSION = "v1.34.2"
@@ -51,12 +49,7 @@ def _config(cluster: str) -> dict:
 
 @pytest.fixture(scope="module")
 def rootfs():
-    sshd_lab.require_lab("systemd-nspawn", "nsenter", "keepalived", "haproxy", "openssl")
-    from kubitect_plugins.nspawn.settings import ROOTFS_EXTRA_PACKAGES
-
-    from kubitect_core.images.rootfs import ensure_rootfs
-
-    return ensure_rootfs(CACHE_HOME, extra_packages=ROOTFS_EXTRA_PACKAGES)
+    return nodes_lab.nspawn_rootfs("keepalived", "haproxy", "openssl")
 
 
 def test_apply_then_verify_through_the_vip_then_destroy(rootfs, tmp_path, monkeypatch):

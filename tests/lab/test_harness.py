@@ -5,7 +5,6 @@ Needs root and iproute2. Labs here are named `kbt2-<random>-...` and removed in 
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import signal
@@ -16,26 +15,20 @@ import time
 from pathlib import Path
 
 import pytest
+from sshd_lab import HARNESS_MARKS, harness_prefix
 
 from kubitect_core.lab import MARKER_ENV, Lab, lab_down, lab_down_all, lab_status, lab_up, netns, procs
 from kubitect_core.lab import libvirtd as lab_libvirtd
 from kubitect_core.lab.safety import diff_snapshots, snapshot_netns, snapshot_root_netns
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (network namespaces)"),
-    pytest.mark.skipif(shutil.which("ip") is None, reason="lab tests need iproute2 (`ip`)"),
-]
+pytestmark = HARNESS_MARKS
 
 
 @pytest.fixture
 def prefix():
     """A prefix no other test run uses; everything with it is removed afterwards."""
-    p = f"kbt2-{secrets.token_hex(3)}-"
-    try:
+    with harness_prefix() as p:
         yield p
-    finally:
-        lab_down_all(prefix=p, grace=1.0)
 
 
 def _alive(pids):

@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from sshd_lab import HARNESS_MARKS, harness_prefix
 
-from kubitect_core.lab import Lab, lab_down_all, netns, procs
+from kubitect_core.lab import Lab, netns, procs
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0, reason="lab tests need root (network namespaces)"),
-    pytest.mark.skipif(shutil.which("ip") is None, reason="lab tests need iproute2 (`ip`)"),
-]
+pytestmark = HARNESS_MARKS
 
 KUBITECT = [str(Path(sys.executable).with_name("kubitect"))]
 
 
 @pytest.fixture
 def prefix():
-    p = f"kbt2-{secrets.token_hex(3)}-"
-    try:
+    """A prefix no other test run uses; everything with it is removed afterwards."""
+    with harness_prefix() as p:
         yield p
-    finally:
-        lab_down_all(prefix=p, grace=1.0)
 
 
 def kubitect(*args: str) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
 import re
 import shlex
 import stat
@@ -27,6 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import nodes_lab
 import pytest
 import sshd_lab
 import yaml
@@ -44,7 +44,6 @@ from kubitect_core.stage import StageError
 
 pytestmark = pytest.mark.lab
 
-CACHE_HOME = Path(os.environ.get("KUBITECT_TEST_CACHE", "/var/tmp/kubitect-test-cache"))
 NET = "10.66.0"
 VIP = f"{NET}.100"
 OTHER_CLUSTER = {
@@ -77,12 +76,7 @@ def lab_raw(cluster: str, manager: str) -> dict:
 
 @pytest.fixture(scope="module")
 def rootfs():
-    sshd_lab.require_lab("systemd-nspawn", "nsenter")
-    from kubitect_plugins.nspawn.settings import ROOTFS_EXTRA_PACKAGES
-
-    from kubitect_core.images.rootfs import ensure_rootfs
-
-    return ensure_rootfs(CACHE_HOME, extra_packages=ROOTFS_EXTRA_PACKAGES)
+    return nodes_lab.nspawn_rootfs()
 
 
 class Lab:

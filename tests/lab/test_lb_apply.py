@@ -11,97 +11,43 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
+import nodes_lab
 import pytest
 import sshd_lab
-from lb_lab import STANDIN_API
+from nodes_lab import lab_context, lb_config, lb_topology, start_standin_api
+from nodes_lab import ssh as node_ssh
 from sshd_lab import LAB_MARK_ENV, entered_netns
 
-from kubitect_core import remote
-from kubitect_core.contracts import SshAccess, StageContext
+from kubitect_core.contracts import StageContext
 from kubitect_core.failover import Prober, expected_budget, holder, readyz
-from kubitect_core.topology import Node, Topology
 
 pytestmark = pytest.mark.lab
 
-CACHE_HOME = Path(os.environ.get("KUBITECT_TEST_CACHE", "/var/tmp/kubitect-test-cache"))
 NET = "10.89.0"
 VIP = f"{NET}.200"
 MANAGED = ("/etc/haproxy/haproxy.cfg", "/etc/keepalived/keepalived.conf", "/etc/keepalived/check_haproxy.sh",
            "/etc/sysctl.d/90-kubitect-loadbalancer.conf")
 
 
-def _config(forward_ports=()):
-    return SimpleNamespace(
-        cluster=SimpleNamespace(
-            network=SimpleNamespace(cidr=f"{NET}.0/24", gateway=f"{NET}.1"),
-            node_template=SimpleNamespace(user="k8s", os=SimpleNamespace(network_interface=None)),
-            nodes=SimpleNamespace(load_balancer=SimpleNamespace(forward_ports=list(forward_ports))),
-        ),
-        hosts=[SimpleNamespace(name="localhost", connection=SimpleNamespace(type="local"))],
-    )
-
-
-def _topology(cluster: str) -> Topology:
-    def node(role, nid, ip, priority=None):
-        return Node(role=role, id=nid, name=f"{cluster}-{role}-{nid}", host="localhost", ip=ip, mac=None,
-                    cpu=1, ram_gib=1, main_disk_gib=10, priority=priority)
-
-    return Topology(cluster=cluster, nodes=(node("lb", "1", f"{NET}.5", 200), node("lb", "2", f"{NET}.6", 100),
-                                            node("master", "1", f"{NET}.10")),
-                    vip=VIP, endpoint=VIP, virtual_router_id=89)
-
-
 @pytest.fixture(scope="module")
 def rootfs():
-    sshd_lab.require_lab("systemd-nspawn", "nsenter", "openssl")
-    from kubitect_plugins.nspawn.settings import ROOTFS_EXTRA_PACKAGES
-
-    from kubitect_core.images.rootfs import ensure_rootfs
-
-    return ensure_rootfs(CACHE_HOME, extra_packages=ROOTFS_EXTRA_PACKAGES)
-
-
-async def _ssh(ctx: StageContext, ip: str, cmd: str) -> str:
-    async with await remote.connect(ip, user="k8s", key=ctx.ssh.private_key,
-                                    known_hosts=ctx.ssh.known_hosts) as node:
-        return (await node.run(cmd, sudo=True, check=False, timeout=60)).stdout.strip()
-
-
-async def _standin_api(ctx: StageContext, master: Node, workdir: Path) -> None:
-    key, crt = workdir / "api.key", workdir / "api.crt"
-    sshd_lab.run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=kbt4-standin")
-    async with await remote.connect(master.ip, user="k8s", key=ctx.ssh.private_key,
-                                    known_hosts=ctx.ssh.known_hosts) as node:
-        await node.put(STANDIN_API, "/opt/standin/api.py", sudo=True)
-        await node.put(crt.read_bytes(), "/opt/standin/api.crt", sudo=True)
-        await node.put(key.read_bytes(), "/opt/standin/api.key", mode=0o600, sudo=True)
-        await node.run("systemd-run --unit=standin-api python3 /opt/standin/api.py "
-                       f"{master.name} /opt/standin/api.crt /opt/standin/api.key 6443", sudo=True)
-    for _ in range(100):
-        ok, _body = await readyz(master.ip, timeout=1)
-        if ok:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the stand-in API server on the master never answered")
+    return nodes_lab.nspawn_rootfs("openssl")
 
 
 async def _service_pids(ctx: StageContext, lbs) -> dict[str, str]:
     out = {}
     for lb in lbs:
-        out[lb.name] = await _ssh(ctx, lb.ip, "systemctl show -p MainPID --value haproxy keepalived | tr '\\n' ' '")
+        out[lb.name] = await node_ssh(ctx, lb.ip, "systemctl show -p MainPID --value haproxy keepalived | tr '\\n' ' '")
     return out
 
 
 async def _holders(ctx: StageContext, lbs) -> list[str]:
-    return [lb.name for lb in lbs if f"{VIP}/32" in await _ssh(ctx, lb.ip, "ip -4 -o addr show")]
+    return [lb.name for lb in lbs if f"{VIP}/32" in await node_ssh(ctx, lb.ip, "ip -4 -o addr show")]
 
 
 async def _wait_holder(ctx: StageContext, lbs, name: str, timeout: float = 20) -> None:
@@ -121,13 +67,8 @@ def test_apply_converges_load_balancers_and_a_second_run_restarts_nothing(tmp_pa
     with sshd_lab.lab_netns("kbt4-") as ns:
         monkeypatch.setenv(LAB_MARK_ENV, ns)
         cluster = f"kbt4-{ns[-6:]}"
-        home = tmp_path / "home"
-        cdir = home / "clusters" / cluster
-        sshd_lab.write_keypair(cdir / "ssh" / "id_ed25519", comment=f"kubitect-{cluster}")
-        access = SshAccess(user="k8s", private_key=cdir / "ssh" / "id_ed25519",
-                           public_key=cdir / "ssh" / "id_ed25519.pub", known_hosts=cdir / "ssh" / "known_hosts")
-        base = StageContext(cluster=cluster, config=_config(), topology=_topology(cluster), cluster_dir=cdir,
-                            home=home, ssh=access, record={}, options={"nspawn_rootfs": str(rootfs)})
+        base = lab_context(tmp_path / "home", cluster, lb_config(NET), lb_topology(cluster, NET, 89),
+                           nspawn_rootfs=str(rootfs))
         provider, plugin = NspawnProvider(), KeepalivedHaproxy()
         records = {"network": {}, "storage": {}, "vms": {}}
         lb_record: dict = {}
@@ -143,7 +84,7 @@ def test_apply_converges_load_balancers_and_a_second_run_restarts_nothing(tmp_pa
         async def scenario():
             for layer in ("network", "storage", "vms"):
                 await provider.apply(layer, ctx_for(layer), ["localhost"])
-            await _standin_api(lb_ctx, base.topology.masters[0], tmp_path)
+            await start_standin_api(lb_ctx, base.topology.masters[0], tmp_path, "kbt4-standin")
             out["plan_before"] = await plugin.plan(lb_ctx)
             out["first"] = await plugin.apply(lb_ctx)
             out["record"] = copy.deepcopy(lb_record)
@@ -153,26 +94,26 @@ def test_apply_converges_load_balancers_and_a_second_run_restarts_nothing(tmp_pa
             out["second"] = await plugin.apply(lb_ctx)
             out["plan_after"] = await plugin.plan(lb_ctx)
             out["pids_after"] = await _service_pids(lb_ctx, lbs)
-            out["sysctl"] = await _ssh(lb_ctx, lbs[1].ip, "sysctl -n net.ipv4.ip_nonlocal_bind; "
-                                                          "cat /etc/sysctl.d/90-kubitect-loadbalancer.conf")
+            out["sysctl"] = await node_ssh(lb_ctx, lbs[1].ip, "sysctl -n net.ipv4.ip_nonlocal_bind; "
+                                                              "cat /etc/sysctl.d/90-kubitect-loadbalancer.conf")
             # a real failover on real systemd: stop keepalived on the holder
             async with Prober(VIP) as prober:
                 await prober.wait_ready()
                 prober.mark()
-                await _ssh(lb_ctx, lbs[0].ip, "systemctl stop keepalived")
+                await node_ssh(lb_ctx, lbs[0].ip, "systemctl stop keepalived")
                 out["failover"] = await prober.wait_recovered(15, quiet=3)
             out["holder_after_stop"] = await holder(VIP)
             out["heal"] = await plugin.apply(lb_ctx)  # keepalived is started again
             await _wait_holder(lb_ctx, lbs, lbs[0].name)
             # a config change is validated, uploaded and reloaded, not restarted
-            changed_ctx = replace(lb_ctx, config=_config([SimpleNamespace(name="http", port=8080, target_port=None,
-                                                                          target="masters")]))
+            http = SimpleNamespace(name="http", port=8080, target_port=None, target="masters")
+            changed_ctx = replace(lb_ctx, config=lb_config(NET, [http]))
             out["pids_before_change"] = await _service_pids(lb_ctx, lbs)
             out["changed"] = await plugin.apply(changed_ctx)
             out["pids_after_change"] = await _service_pids(lb_ctx, lbs)
             out["destroyed"] = await plugin.destroy(changed_ctx)
-            out["after_destroy"] = await _ssh(lb_ctx, lbs[0].ip, "systemctl is-active haproxy keepalived; "
-                                                                 f"ls {' '.join(MANAGED)} 2>/dev/null")
+            out["after_destroy"] = await node_ssh(lb_ctx, lbs[0].ip, "systemctl is-active haproxy keepalived; "
+                                                                     f"ls {' '.join(MANAGED)} 2>/dev/null")
 
         with entered_netns(ns):
             try:

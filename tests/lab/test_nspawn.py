@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import nodes_lab
 import pytest
 import sshd_lab
 from kubitect_plugins.nspawn import NspawnProvider, kubitect_vm_providers
@@ -27,7 +28,6 @@ from kubitect_core.topology import DataDisk, Node, Topology
 
 pytestmark = pytest.mark.lab
 
-CACHE_HOME = Path(os.environ.get("KUBITECT_TEST_CACHE", "/var/tmp/kubitect-test-cache"))
 NET = "10.88.0"
 
 
@@ -68,12 +68,7 @@ def _context(tmp_path: Path, cluster: str, rootfs: Path | None = None, hosts_typ
 
 @pytest.fixture(scope="module")
 def rootfs():
-    sshd_lab.require_lab("systemd-nspawn", "nsenter")
-    from kubitect_plugins.nspawn.settings import ROOTFS_EXTRA_PACKAGES
-
-    from kubitect_core.images.rootfs import ensure_rootfs
-
-    return ensure_rootfs(CACHE_HOME, extra_packages=ROOTFS_EXTRA_PACKAGES)
+    return nodes_lab.nspawn_rootfs()
 
 
 class Layers:
