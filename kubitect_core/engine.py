@@ -188,13 +188,17 @@ class Engine:
         with state.lock(opts.wait_lock):
             if text is not None:
                 loaded = self.load_raw(text, str(state.config_path))
+                record_lost = not state.record_path.exists()
                 record = state.load_record()
                 ssh = self._ssh(state, loaded, create=False)
                 for stage in reversed(self.registry.stages):
                     entry = record.get("stages", {}).get(stage.name, {})
-                    if not entry.get("data") and entry.get("status", "never") in ("never", "destroyed", "skipped") \
-                            and not stage.destroy_without_record:
-                        continue  # nothing of it was ever made, and what it makes lives on the VMs
+                    never_made = not entry.get("data") and \
+                        entry.get("status", "never") in ("never", "destroyed", "skipped")
+                    if never_made and not (stage.destroy_without_record and record_lost):
+                        # Nothing of it was ever made. Only a lost record makes the machine layers
+                        # sweep their hosts by tag anyway.
+                        continue
                     ctx = self._context(state, loaded, record, stage, ssh, opts,
                                         save=lambda r=record: state.save_record(r))
                     t0 = time.monotonic()

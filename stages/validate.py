@@ -23,8 +23,9 @@ class ValidateStage(Stage):
 
         loaded = SimpleNamespace(config=ctx.config, source=None)  # preflight reads only these two
         problems = [f"{p.path}: {p.message}" for p in preflight(loaded)]
-        for provider, hosts in hosts_by_provider(ctx, registry, "validate").items():
-            problems += await provider.preflight(ctx, hosts)
+        if not problems:  # with a missing key file, contacting the hosts would only fail again
+            for provider, hosts in hosts_by_provider(ctx, registry, "validate").items():
+                problems += await provider.preflight(ctx, hosts)
         if problems:
             raise StageError("preflight found problems:\n  - " + "\n  - ".join(problems))
         return []

@@ -8,10 +8,12 @@ run in order, different hosts run concurrently, and the asyncio loop never block
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -42,6 +44,7 @@ class HostConnection:
     def _open(self) -> libvirt.virConnect:
         if self._conn is None:
             quiet_libvirt()
+            _probe_ssh_endpoint(self.host, self.uri)
             try:
                 self._conn = libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
@@ -123,3 +126,22 @@ def lookup(fn: Callable[[str], Any], name: str) -> Any | None:
         if is_missing(exc):
             return None
         raise
+
+
+SSH_PROBE_TIMEOUT_S = 8.0
+
+
+def _probe_ssh_endpoint(host: str, uri: str, timeout: float = SSH_PROBE_TIMEOUT_S) -> None:
+    """Fails fast, naming the host, when a qemu+ssh host's SSH port does not answer.
+
+    libvirt's ssh transport waits for the TCP stack's own timeout (minutes) on an address that
+    drops packets; a bounded TCP connect first turns that into a clear error within seconds.
+    """
+    parsed = urlsplit(uri)
+    if not parsed.scheme.endswith("+ssh") or not parsed.hostname:
+        return
+    try:
+        socket.create_connection((parsed.hostname, parsed.port or 22), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"host {host}: {parsed.hostname}:{parsed.port or 22} does not answer SSH "
+                              f"({exc or 'timed out'}); check hosts[].connection") from exc

@@ -219,3 +219,18 @@ def test_a_plugin_that_fails_to_import_is_reported_by_name(cli, monkeypatch):
     assert result.exit_code == 0
     assert "Plugin 'kubitect_no_such_plugin' failed to load and is ignored" in result.output
     assert "ModuleNotFoundError" in result.output
+
+
+def test_destroy_after_a_failed_validate_contacts_no_host(cli, fake_env, fakes, monkeypatch):
+    (fake_env / ".ssh" / "id_rsa_ha").unlink()
+    assert cli("apply", str(fake_env / "ha.yaml")).exit_code == 1  # preflight: the key file is missing
+    assert cli("destroy", "--cluster", "kubitect-ha", "-y").exit_code == 0
+    assert [c for c in fakes.calls() if c["op"] == "call"] == []
+
+
+def test_destroy_with_a_lost_record_still_sweeps_the_machines(cli, fake_env, fakes, tmp_path):
+    assert cli("apply", str(fake_env / "ha.yaml")).exit_code == 0
+    (tmp_path / "home/clusters/kubitect-ha/record.json").unlink()
+    assert cli("destroy", "--cluster", "kubitect-ha", "-y").exit_code == 0
+    machine_kinds = ("network/", "pool/", "volume/", "domain/")
+    assert [k for k in fakes.objects() if k.startswith(machine_kinds)] == []
