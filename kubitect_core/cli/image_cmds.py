@@ -33,7 +33,7 @@ def _mib(n: int | None) -> str:
     return f"{(n or 0) / 2**20:.0f} MiB"
 
 
-@image_app.command("build")
+@image_app.command("build", epilog="Example: kubitect image build --kind all")
 def build(
     kind: Kind = typer.Option(Kind.all, "--kind", help="Which image: rootfs, vm or all."),
     with_lb: bool = typer.Option(
@@ -95,7 +95,7 @@ def build(
         console.print("Use the VM image in a config as  nodeTemplate.os.source: <qcow2 path above>")
 
 
-@image_app.command("list")
+@image_app.command("list", epilog="Example: kubitect image list")
 def list_images(home: str | None = typer.Option(None, "--home", help=HOME_HELP)) -> None:
     """Show the cached images with their size and build time."""
     entries = list_entries(images_dir(kubitect_home(home)))

@@ -30,7 +30,7 @@ def _need_root() -> None:
         raise typer.Exit(2)
 
 
-@lab_app.command("up")
+@lab_app.command("up", epilog="Example: kubitect lab up demo --libvirt")
 def up(
     name: str = typer.Argument("main", help="Lab name (namespace <prefix><name>)."),
     libvirt: bool = typer.Option(False, "--libvirt", help="Also start virtlogd and libvirtd inside."),
@@ -49,7 +49,8 @@ def up(
     console.print(f"  remove it:  kubitect lab down {name}")
 
 
-@lab_app.command("exec", context_settings={"ignore_unknown_options": True})
+@lab_app.command("exec", epilog="Example: kubitect lab exec demo -- kubitect apply --config lab.yaml",
+                 context_settings={"ignore_unknown_options": True})
 def exec_(
     name: str = typer.Argument(..., help="Lab name."),
     command: list[str] = typer.Argument(..., help="The command (after --)."),
@@ -65,7 +66,7 @@ def exec_(
     os.execvpe(argv[0], argv, harness.lab_env(ns))
 
 
-@lab_app.command("down")
+@lab_app.command("down", epilog="Example: kubitect lab down demo")
 def down(
     name: str = typer.Argument(None, help="Lab name (omit with --all)."),
     all_: bool = typer.Option(False, "--all", help="Remove every lab with the prefix."),
@@ -88,7 +89,7 @@ def down(
                   f"{len(pids)} processes stopped")
 
 
-@lab_app.command("status")
+@lab_app.command("status", epilog="Example: kubitect lab status")
 def status(prefix: str = typer.Option(harness.DEFAULT_PREFIX, "--prefix", help=PREFIX_HELP)) -> None:
     """List the labs, their processes and daemons."""
     labs = harness.lab_status(prefix)
