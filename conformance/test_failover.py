@@ -45,7 +45,7 @@ pytestmark = pytest.mark.failover
 
 DROPIN_DIR = "/run/systemd/system/haproxy.service.d"
 DROPIN = f"{DROPIN_DIR}/50-kubitect-failover.conf"
-POLL_RESOLUTION_MS = 300  # one holder query at the vantage point (ssh + python start), measured ~0.2 s
+POLL_RESOLUTION_MS = 300  # floor of the takeover-time resolution; the real one is measured per case
 
 
 def kill_group(unit: str) -> str:
@@ -158,14 +158,23 @@ def _measure(record_property, matrix: Matrix, case: str, holder: str, backup: st
     def inject_and_watch() -> None:
         inject()
         t0 = time.monotonic()
+        slowest = 0.0
         while takeover_by and time.monotonic() - t0 < limit:
-            if matrix.vantage.holder(matrix.vip) == takeover_by:
+            asked = time.monotonic()
+            answer = matrix.vantage.holder(matrix.vip)
+            slowest = max(slowest, time.monotonic() - asked)
+            # The takeover happened before this query ended, at most one query's time earlier:
+            # the resolution is the slowest query seen (ssh + python at the vantage point; ~0.2 s on
+            # containers, ~1 s on emulated VMs), not a fixed guess.
+            takeover["resolution_ms"] = max(POLL_RESOLUTION_MS, round(slowest * 1000, 1))
+            if answer == takeover_by:
                 takeover["ms"] = round((time.monotonic() - t0) * 1000, 1)
                 break
 
     result = matrix.vantage.probe(matrix.vip, inject_and_watch, target=matrix.target, max_seconds=limit,
                                   quiet=quiet)
     result["takeover_ms"] = takeover.get("ms")
+    result["takeover_resolution_ms"] = takeover.get("resolution_ms", POLL_RESOLUTION_MS)
     gap = result.get("gap_ms")
     if takeover_by:
         record_property("takeover_ms", "none" if takeover.get("ms") is None else takeover["ms"])
@@ -250,10 +259,11 @@ def test_failover_c_keepalived_crashed(matrix, record_property):
         assert not left, f"keepalived processes on {holder} survived SIGKILL of the group: {left}"
         _judge("keepalived_crashed", "a keepalived crash (SIGKILL of the whole group)", result, budget, matrix,
                holder)
-        took = result["takeover_ms"]
-        assert took is not None and took <= budget.ms + POLL_RESOLUTION_MS, (
+        took, resolution = result["takeover_ms"], result["takeover_resolution_ms"]
+        assert took is not None and took <= budget.ms + resolution, (
             f"keepalived_crashed: {backup} took over {'after ' + format(took, '.0f') + ' ms' if took else 'never'}"
-            f", over the budget of {budget.ms:.0f} ms ({budget.formula}) + {POLL_RESOLUTION_MS} ms poll resolution")
+            f", over the budget of {budget.ms:.0f} ms ({budget.formula}) + {resolution:.0f} ms poll resolution "
+            "(the slowest holder query measured)")
         state = holder_state(matrix.lbs, matrix.vantage, matrix.vip)
         record_property("holder_after", state.answering or "nobody")
         assert state.answering == backup, (f"keepalived_crashed: {backup} should answer for the VIP; "

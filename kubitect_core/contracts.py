@@ -73,7 +73,9 @@ class StageContext:
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     progress: ProgressFn = lambda subject, message: None
     extensions: dict[str, Any] = field(default_factory=dict)  # validated plugin config extensions
-    options: dict[str, Any] = field(default_factory=dict)  # CLI flags (e.g. "failover": True)
+    # CLI flags (e.g. "failover": True); during `kubitect destroy`, "machines_deleted" is True: the
+    # machine layers delete every VM after the layers above them, which may skip per-node cleanup.
+    options: dict[str, Any] = field(default_factory=dict)
     # Saves `record` now. Call it right after creating each object, so an interrupted apply
     # leaves a record of what exists and the re-run neither duplicates nor forgets it.
     checkpoint: Callable[[], None] = lambda: None

@@ -185,6 +185,9 @@ class Engine:
         if not self.confirm(f"Cluster '{cluster}' will be destroyed. Continue?"):
             raise Aborted("User aborted.")
         text = state.config_text() or state.applied_text()
+        # Layers that live on the machines (services, Kubernetes) need no teardown of their own
+        # when the machines themselves are deleted next; plugins read this flag.
+        opts.flags.setdefault("machines_deleted", True)
         with state.lock(opts.wait_lock):
             if text is not None:
                 loaded = self.load_raw(text, str(state.config_path))

@@ -175,7 +175,14 @@ class KeepalivedHaproxy:
     # ------------------------------------------------------------------ destroy
 
     async def destroy(self, ctx: StageContext) -> list[Change]:
-        """Stop and disable HAProxy and keepalived and delete kubitect's files on every reachable LB."""
+        """Stop and disable HAProxy and keepalived and delete kubitect's files on every reachable LB.
+
+        When the whole cluster is being destroyed (`machines_deleted`), the load balancer machines
+        are deleted right after this stage: nothing is run on them, the record is just dropped.
+        """
+        if ctx.options.get("machines_deleted"):
+            ctx.record.clear()
+            return []
         topo = resolved_topology(ctx)
         paths = [self.layout.haproxy_cfg, self.layout.keepalived_conf, self.layout.check_script,
                  node_ops.SYSCTL_FILE]

@@ -488,8 +488,12 @@ def kubeconfig_change(ctx: StageContext, fetched: str) -> Change:
 async def remove_from_nodes(ctx: StageContext, remove: Callable[[Node, Remote], Awaitable[Change]]) -> list[Change]:
     """Runs `remove` on every reachable node: workers concurrently, then masters last-joined first.
 
-    Unreachable nodes are reported, not fatal: their VMs are about to be deleted anyway.
+    Unreachable nodes are reported, not fatal: their VMs are about to be deleted anyway. When the
+    whole cluster is being destroyed (`machines_deleted`), the machines go right after this stage,
+    so resetting each node would only cost time: nothing is run on them.
     """
+    if ctx.options.get("machines_deleted"):
+        return []
     async with node_pool(ctx) as pool:
         async def one(node: Node) -> Change:
             try:

@@ -4,7 +4,6 @@ import socket
 import time
 
 import pytest
-
 from kubitect_plugins.libvirt.connection import _probe_ssh_endpoint
 
 
