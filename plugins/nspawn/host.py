@@ -232,3 +232,17 @@ async def stop_process(pid: int, *, grace: float = 10.0) -> bool:
             break
         await asyncio.sleep(0.1)
     return True
+
+
+_REMOVE_CGROUP_SCRIPT = r"""m=$1
+for root in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do
+  [ -d "$root/kubitect/$m" ] && find "$root/kubitect/$m" -depth -type d -exec rmdir {} + 2>/dev/null
+done
+true
+"""
+
+
+async def remove_cgroups(name: str) -> None:
+    """Removes a stopped node's own cgroups (empty directories; a live one is left alone)."""
+    await sh(*nspawn_prefix(), "sh", "-c", _REMOVE_CGROUP_SCRIPT, "kubitect-nspawn", name, check=False,
+             timeout=30)

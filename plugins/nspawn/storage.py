@@ -22,7 +22,7 @@ import asyncssh
 from kubitect_core.contracts import Change, StageContext
 from kubitect_core.topology import Node
 
-from .host import NspawnError, cluster_id, find_nodes, stop_process
+from .host import NspawnError, cluster_id, find_nodes, remove_cgroups, stop_process
 from .settings import my_nodes, nodes_dir
 
 GIB = 1024**3
@@ -132,6 +132,7 @@ async def apply(ctx: StageContext, hosts: list[str]) -> list[Change]:
         if name in running:  # a node leaving the cluster: stop it before its disks go
             ctx.progress(name, "stopping container: the node was removed from the config")
             await stop_process(running[name])
+            await remove_cgroups(name)
         shutil.rmtree(node_dir(ctx, name), ignore_errors=True)
         record.pop(name, None)
         changes.append(Change("delete", "node-dir", name))
