@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from kubitect_stages.machines import hosts_by_provider
 
 from kubitect_core.contracts import Change, StageContext
@@ -19,10 +17,9 @@ class ValidateStage(Stage):
 
     async def apply(self, ctx: StageContext, registry) -> list[Change]:
         """Runs every preflight check and fails with all problems at once, before anything changes."""
-        from kubitect_core.config.preflight import preflight
+        from kubitect_core.config.preflight import preflight_config
 
-        loaded = SimpleNamespace(config=ctx.config, source=None)  # preflight reads only these two
-        problems = [f"{p.path}: {p.message}" for p in preflight(loaded)]
+        problems = [f"{p.path}: {p.message}" for p in preflight_config(ctx.config)]
         if not problems:  # with a missing key file, contacting the hosts would only fail again
             for provider, hosts in hosts_by_provider(ctx, registry, "validate").items():
                 problems += await provider.preflight(ctx, hosts)

@@ -14,38 +14,47 @@ from kubitect_core.config.loader import LoadedConfig
 from kubitect_core.config.yamlmarks import parse
 
 
-def _key_issue(loaded: LoadedConfig, loc: tuple, path: str, what: str, marks) -> ConfigIssue | None:
+def _key_issue(source: Path | None, loc: tuple, path: str, what: str, marks) -> ConfigIssue | None:
     expanded = Path(os.path.expanduser(path))
     if expanded.is_file():
         return None
     line, col = marks.position(loc) if marks else (None, None)
     reason = "is a directory" if expanded.is_dir() else "does not exist"
-    source = str(loaded.source) if loaded.source else "<config>"
+    source = str(source) if source else "<config>"
     return ConfigIssue(format_path(loc), f"{what} '{expanded}' {reason}; it must be an existing file.",
                        source, line, col)
 
 
 def preflight(loaded: LoadedConfig) -> list[ConfigIssue]:
-    """Key files named by the config exist (`~` expanded): host keyfiles, privateKeyPath and .pub."""
+    """Key files named by a loaded config exist; issues carry the file's lines."""
+    return preflight_config(loaded.config, loaded.source)
+
+
+def preflight_config(config, source: Path | None = None) -> list[ConfigIssue]:
+    """Key files named by the config exist (`~` expanded): host keyfiles, privateKeyPath and .pub.
+
+    Takes the resolved config alone (plus the file, for line numbers), so the validate stage,
+    which holds no LoadedConfig, checks exactly what `kubitect validate --preflight` checks.
+    """
     marks = None
-    if loaded.source is not None:
+    if source is not None:
         try:
-            marks = parse(loaded.source.read_text(encoding="utf-8"))
+            marks = parse(source.read_text(encoding="utf-8"))
         except Exception:  # the file changed since it was validated; report without lines
             marks = None
     issues: list[ConfigIssue] = []
-    for i, host in enumerate(loaded.config.hosts):
+    for i, host in enumerate(config.hosts):
         keyfile = host.connection.ssh.keyfile
         if keyfile and not host.connection.is_local:
-            issue = _key_issue(loaded, ("hosts", i, "connection", "ssh", "keyfile"), keyfile,
+            issue = _key_issue(source, ("hosts", i, "connection", "ssh", "keyfile"), keyfile,
                                f"the SSH key of host '{host.name}'", marks)
             if issue:
                 issues.append(issue)
-    private = loaded.config.cluster.node_template.ssh.private_key_path
+    private = config.cluster.node_template.ssh.private_key_path
     if private:
         loc = ("cluster", "nodeTemplate", "ssh", "privateKeyPath")
         for path, what in ((private, "the node private key"), (private + ".pub", "its public key")):
-            issue = _key_issue(loaded, loc, path, what, marks)
+            issue = _key_issue(source, loc, path, what, marks)
             if issue:
                 issues.append(issue)
     return issues
