@@ -150,12 +150,16 @@ class LbDefault(Resources):
     """Defaults for every load balancer instance."""
 
 
-class NodeDefault(Resources):
-    """Defaults merged into every instance of the role (the instance wins on a clash)."""
+class KubernetesNodeFields(Model):
+    """What masters and workers carry beyond resources, at role default and instance level."""
 
     labels: dict[str, LabelValue] = Field(default_factory=dict)
     taints: list[Taint] = Field(default_factory=list)
     data_disks: list[DataDisk] = Field(default_factory=list)
+
+
+class NodeDefault(KubernetesNodeFields, Resources):
+    """Defaults merged into every instance of the role (the instance wins on a clash)."""
 
 
 class Instance(Resources):
@@ -173,12 +177,8 @@ class LbInstance(Instance):
     priority: Uint8 = Field(10, description="keepalived priority; the highest becomes MASTER.")
 
 
-class NodeInstance(Instance):
+class NodeInstance(KubernetesNodeFields, Instance):
     """One Kubernetes node VM."""
-
-    labels: dict[str, LabelValue] = Field(default_factory=dict)
-    taints: list[Taint] = Field(default_factory=list)
-    data_disks: list[DataDisk] = Field(default_factory=list)
 
 
 class ForwardPort(Model):
