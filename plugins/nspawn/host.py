@@ -234,12 +234,32 @@ async def stop_process(pid: int, *, grace: float = 10.0) -> bool:
     return True
 
 
-_REMOVE_CGROUP_SCRIPT = r"""m=$1
-for root in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do
+# With --keep-unit and no registration, systemd-nspawn hands the container the cgroup it was
+# started in. Started side by side from one cgroup, the nodes' systemds would all manage the
+# same cgroup tree and remove each other's unit cgroups ("status=219/CGROUP": a unit, e.g. the
+# setup unit or systemd-user-sessions, fails at random under load). So each node lives in a
+# cgroup of its own, kubitect/<node>, in every hierarchy systemd uses (named by _CGROUP_ROOTS).
+_CGROUP_ROOTS = r"""roots() {
+  for r in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified; do [ -d "$r" ] && echo "$r"; done
+  [ -f /sys/fs/cgroup/cgroup.controllers ] && echo /sys/fs/cgroup
+}
+m=$1; shift
+"""
+_OWN_CGROUP_SCRIPT = _CGROUP_ROOTS + r"""for root in $(roots); do
+  mkdir -p "$root/kubitect/$m" && echo $$ > "$root/kubitect/$m/cgroup.procs"
+done
+exec "$@"
+"""
+_REMOVE_CGROUP_SCRIPT = _CGROUP_ROOTS + r"""for root in $(roots); do
   [ -d "$root/kubitect/$m" ] && find "$root/kubitect/$m" -depth -type d -exec rmdir {} + 2>/dev/null
 done
 true
 """
+
+
+def own_cgroup_argv(name: str) -> list[str]:
+    """argv prefix that moves the command into the node's own cgroups, then execs it."""
+    return ["sh", "-c", _OWN_CGROUP_SCRIPT, "kubitect-nspawn", name]
 
 
 async def remove_cgroups(name: str) -> None:

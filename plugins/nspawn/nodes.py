@@ -36,6 +36,7 @@ from .host import (
     marker,
     node_process,
     nspawn_prefix,
+    own_cgroup_argv,
     remove_cgroups,
     root_netns_refusal,
     sh,
@@ -77,7 +78,7 @@ def nspawn_argv(ctx: StageContext, node: Node, spec: dict[str, Any]) -> list[str
     key = storage.host_key_path(ctx, node.name)
     boot = ndir / "boot"
     argv = [
-        *nspawn_prefix(), "sh", "-c", _OWN_CGROUP_SCRIPT, "kubitect-nspawn", node.name,
+        *nspawn_prefix(), *own_cgroup_argv(node.name),
         "systemd-nspawn", "--boot", "--register=no", "--keep-unit",
         "--console=passive", f"--machine={node.name}", f"--hostname={node.name}",
         f"--network-bridge={spec['bridge']}", "--capability=CAP_NET_ADMIN",
@@ -96,20 +97,6 @@ def nspawn_argv(ctx: StageContext, node: Node, spec: dict[str, Any]) -> list[str
     return argv
 
 
-# With --keep-unit and no registration, systemd-nspawn hands the container the cgroup it was
-# started in. Started side by side from one cgroup, the nodes' systemds would all manage the
-# same cgroup tree and remove each other's unit cgroups ("status=219/CGROUP": a unit, e.g. the
-# setup unit or systemd-user-sessions, fails at random under load). So each node is moved into
-# a cgroup of its own, kubitect/<node>, in every cgroup hierarchy systemd uses, before the exec.
-_OWN_CGROUP_SCRIPT = r"""m=$1; shift
-for root in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified; do
-  [ -d "$root" ] && mkdir -p "$root/kubitect/$m" && echo $$ > "$root/kubitect/$m/cgroup.procs"
-done
-if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
-  mkdir -p "/sys/fs/cgroup/kubitect/$m" && echo $$ > "/sys/fs/cgroup/kubitect/$m/cgroup.procs"
-fi
-exec "$@"
-"""
 def _net_script(spec: dict[str, Any]) -> str:
     steps = []
     if spec["mac"]:
