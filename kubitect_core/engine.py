@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kubitect_core.changes import ChangeEvent, evaluate
 from kubitect_core.contracts import Change, StageContext
 from kubitect_core.keys import ensure_cluster_key
@@ -97,9 +95,9 @@ class Engine:
         return load_config(path, context=validation_context(self.registry))
 
     def load_raw(self, text: str, source: str):
-        from kubitect_core.config import validate_raw
+        from kubitect_core.config import parse_yaml, validate_raw
 
-        return validate_raw(yaml.safe_load(text) or {}, source=source, text=text,
+        return validate_raw(parse_yaml(text, source) or {}, source=source, text=text,
                             context=validation_context(self.registry))
 
     # commands ----------------------------------------------------------------------------
@@ -232,13 +230,13 @@ class Engine:
 
     # internals ---------------------------------------------------------------------------
     def _check_changes(self, state: ClusterState, applied_text: str, loaded, action: str) -> list[ChangeEvent]:
-        from kubitect_core.config import ConfigError
+        from kubitect_core.config import ConfigError, parse_yaml
 
         try:
             old = resolved_dump(self.load_raw(applied_text, str(state.applied_path)))
         except ConfigError:
             # The applied config no longer validates (e.g. a version range moved): compare raw.
-            old = yaml.safe_load(applied_text) or {}
+            old = parse_yaml(applied_text, str(state.applied_path)) or {}
             events = evaluate(old, loaded.raw, action)
         else:
             events = evaluate(old, resolved_dump(loaded), action)

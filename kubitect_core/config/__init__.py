@@ -1,7 +1,8 @@
 """The Kubitect config: models, validation with located errors, defaults, topology, schema, presets.
 
 Everything other parts need is exported here:
-`load_config`, `validate_raw`, `LoadedConfig`, `Config`, `ConfigIssue`, `ConfigError`,
+`read_config_file`, `load_config_text`, `load_config`, `parse_yaml`, `validate_raw`,
+`LoadedConfig`, `Config`, `ConfigIssue`, `ConfigError`,
 `ValidationContext`, `InstallerInfo`, `default_context`, `resolve_topology`, `json_schema`,
 `list_presets`, `preset_text`, `preflight`.
 """
@@ -16,7 +17,14 @@ from kubitect_core.config.context import (
     default_context,
 )
 from kubitect_core.config.errors import ConfigError, ConfigIssue, format_path
-from kubitect_core.config.loader import LoadedConfig, load_config, validate_raw
+from kubitect_core.config.loader import (
+    LoadedConfig,
+    load_config,
+    load_config_text,
+    parse_yaml,
+    read_config_file,
+    validate_raw,
+)
 from kubitect_core.config.models import Config
 from kubitect_core.config.preflight import preflight
 from kubitect_core.config.presets import list_presets, preset_text
@@ -35,5 +43,6 @@ __all__ = [
     "DEFAULT_MANAGER", "DEFAULT_PROVIDER", "DEFAULT_SUPPORTED_VERSIONS", "DISTRO_PRESETS", "Config",
     "ConfigError", "ConfigIssue", "InstallerInfo", "LoadedConfig", "ValidationContext", "classify",
     "default_context", "default_virtual_router_id", "format_path", "json_schema", "list_presets",
-    "load_config", "parse_version", "preflight", "preset_text", "resolve_topology", "validate_raw",
+    "load_config", "load_config_text", "parse_version", "parse_yaml", "read_config_file",
+    "preflight", "preset_text", "resolve_topology", "validate_raw",
 ]

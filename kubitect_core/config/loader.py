@@ -33,28 +33,52 @@ class LoadedConfig:
     source: Path | None = None
 
 
-def load_config(path: str | Path, *, context: ValidationContext | None = None) -> LoadedConfig:
-    """Reads and validates a config file; raises ConfigError listing every problem found."""
+def read_config_file(path: str | Path) -> str:
+    """The config file's text, read exactly once.
+
+    Why one function: the bytes validated must be the bytes applied and stored; every command
+    that takes a config reads it here and passes the text on (`load_config_text`).
+    """
     path = Path(path)
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([ConfigIssue("", f"file '{name}' does not exist.", file=name)]) from None
     except IsADirectoryError:
         raise ConfigError([ConfigIssue("", f"'{name}' is a directory, not a config file.", file=name)]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue("", f"cannot read '{name}': {exc}", file=name)]) from None
-    loaded = _validate_text(text, name, context)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parses config text (e.g. a stored applied config) into plain data; raises ConfigError."""
+    return _parse(text, source).data
+
+
+def load_config_text(text: str, source: str, *, context: ValidationContext | None = None,
+                     path: Path | None = None) -> LoadedConfig:
+    """Validates config text already read (see `read_config_file`); raises ConfigError."""
+    loaded = _validate_text(text, source, context)
     loaded.source = path
     return loaded
+
+
+def load_config(path: str | Path, *, context: ValidationContext | None = None) -> LoadedConfig:
+    """Reads and validates a config file; raises ConfigError listing every problem found."""
+    path = Path(path)
+    return load_config_text(read_config_file(path), str(path), context=context, path=path)
 
 
 def _validate_text(text: str, source: str, context: ValidationContext | None) -> LoadedConfig:
     if not text.strip():
         raise ConfigError([ConfigIssue("", f"config file '{source}' is empty.", file=source)])
+    return _validate(_parse(text, source), source, context)
+
+
+def _parse(text: str, source: str) -> MarkedYaml:
     try:
-        marked = parse(text)
+        return parse(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
@@ -62,7 +86,6 @@ def _validate_text(text: str, source: str, context: ValidationContext | None) ->
         raise ConfigError([ConfigIssue("", f"not valid YAML: {problem}.", source, line, col)]) from None
     except RecursionError:
         raise ConfigError([ConfigIssue("", "not valid YAML: nested too deeply.", source)]) from None
-    return _validate(marked, source, context)
 
 
 def validate_raw(raw: dict, *, source: str = "<config>", text: str | None = None,
