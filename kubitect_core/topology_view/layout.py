@@ -348,7 +348,7 @@ def title_lines(view: TopologyView) -> tuple[str, str]:
                                                                 ("worker", "worker"))
                        if (count := sum(1 for n in view.nodes if n.role == role)))
     return (f"cluster {view.cluster}",
-            f"Kubernetes {view.kubernetes} · {counts} on {plural(len(view.hosts), 'host')}")
+            f"Kubernetes {view.kubernetes.summary} · {counts} on {plural(len(view.hosts), 'host')}")
 
 
 LEGEND = (("lb", "load balancer"), ("master", "master (control plane)"), ("worker", "worker"),

@@ -100,9 +100,20 @@ class NetworkView:
 
 
 @dataclass(frozen=True)
+class KubernetesView:
+    version: str
+    manager: str
+    network_plugin: str
+
+    @property
+    def summary(self) -> str:
+        return f"{self.version} · {self.manager} · {self.network_plugin}"
+
+
+@dataclass(frozen=True)
 class TopologyView:
     cluster: str
-    kubernetes: str  # "v1.28.6 · kubeadm · calico"
+    kubernetes: KubernetesView
     network: NetworkView
     vip: str | None
     virtual_router_id: int | None
@@ -121,7 +132,7 @@ class TopologyView:
         return {
             "format": VIEW_FORMAT,
             "cluster": self.cluster,
-            "kubernetes": self.kubernetes,
+            "kubernetes": vars(self.kubernetes),
             "network": {"mode": self.network.mode, "cidr": self.network.cidr, "gateway": self.network.gateway,
                         "bridge": self.network.bridge},
             "vip": self.vip,
@@ -168,7 +179,8 @@ def build_view(loaded: LoadedConfig) -> TopologyView:
     all_nodes = tuple(n for h in hosts for n in h.nodes)
     return TopologyView(
         cluster=topo.cluster,
-        kubernetes=f"{k8s.version} · {k8s.manager} · {k8s.network_plugin}",
+        kubernetes=KubernetesView(version=str(k8s.version), manager=str(k8s.manager),
+                                  network_plugin=k8s.network_plugin),
         network=NetworkView(mode=net.mode, cidr=net.cidr, gateway=str(net.gateway), bridge=net.bridge),
         vip=topo.vip, virtual_router_id=topo.virtual_router_id, endpoint=topo.endpoint,
         forward_ports=ports, hosts=tuple(hosts), nodes=all_nodes, totals=totals_of(all_nodes),

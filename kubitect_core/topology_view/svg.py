@@ -90,9 +90,12 @@ class _Canvas:
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(self.root, encoding="unicode") + "\n"
 
 
-def render_svg(view: TopologyView) -> str:
-    """The whole picture: title and legend, network and endpoint, hosts with node cards, totals."""
-    lay = L.compute_layout(view)
+def render_svg(view: TopologyView, lay: L.Layout | None = None) -> str:
+    """The whole picture: title and legend, network and endpoint, hosts with node cards, totals.
+
+    Pass the `lay` already computed (its width and height size the PNG) to avoid a second layout.
+    """
+    lay = lay or L.compute_layout(view)
     title, subtitle = L.title_lines(view)
     c = _Canvas(lay.width, lay.height, f"{title}: {subtitle}")
     c.el(None, "rect", x=0, y=0, width=lay.width, height=lay.height, fill="#ffffff")

@@ -49,7 +49,7 @@ def host_label(host: HostView) -> Text:
 
 def build_tree(view: TopologyView) -> Tree:
     """Cluster at the root; network and VIP; then each host with its nodes and their data disks."""
-    root = Tree(_text(("cluster ", "dim"), (view.cluster, "bold"), f"  kubernetes {view.kubernetes}"))
+    root = Tree(_text(("cluster ", "dim"), (view.cluster, "bold"), f"  kubernetes {view.kubernetes.summary}"))
     root.add(_text(("network ", "dim"), view.network.summary))
     if view.vip:
         lbs = ", ".join(n.name for n in view.load_balancers) or "no load balancer"
