@@ -27,7 +27,7 @@ ROW_GAP = 64  # between the bottom of a row of hosts and the top of the next one
 BUS_ABOVE_ROW = 22  # the network bus of a row runs this far above its hosts
 LANE_ABOVE_BUS = 14  # the VIP lane runs this far above the bus
 
-CARD_MIN_W, CARD_MAX_W = 220, 340
+CARD_MIN_W, CARD_MAX_W = 220, 700  # 700 fits a 63-character node name (the hostname limit)
 CARD_PAD = 12
 CARD_LINE = 17
 CARD_GAP = 10
@@ -129,6 +129,7 @@ class Layout:
     network_box: Box
     endpoint_box: Box  # the VIP badge, or the plain endpoint when there is no VIP
     forwards_at: Point  # where the forwarded-ports note starts (right of the endpoint badge)
+    forwards_room: float  # its width; a longer list is shortened, in full in its tooltip
     legend_at: Point
     footer_y: float
     vip_lines: list[tuple[Point, Point]] = field(default_factory=list)  # straight segments of the VIP lane
@@ -253,6 +254,7 @@ def _layout(view: TopologyView, per_column: int) -> Layout:
         top += row_h + ROW_GAP
 
     footer_y = rows[-1].bottom + 34
+    forwards_w = min(forwards_w, max(content_w, MAX_WIDTH / 2, endpoint_box.right + 200) - endpoint_box.right - MARGIN)
     width = max(content_w, network_box.right + MARGIN, endpoint_box.right + forwards_w + MARGIN,
                 2 * MARGIN + text_width(totals_label(view), FONT_SIZES["small"], True),
                 2 * MARGIN + title_w + (32 + legend_w if legend_top else 0), 2 * MARGIN + legend_w)
@@ -260,7 +262,8 @@ def _layout(view: TopologyView, per_column: int) -> Layout:
     height = footer_y + (3 if not legend_top else 2) * FOOTER_LINE
     lay = Layout(width=math.ceil(width), height=math.ceil(height), card_w=card_w, hosts=places, rows=rows,
                  network_box=network_box, endpoint_box=endpoint_box,
-                 forwards_at=(endpoint_box.right + 12, endpoint_box.y + 17), legend_at=legend_at, footer_y=footer_y)
+                 forwards_at=(endpoint_box.right + 12, endpoint_box.y + 17), forwards_room=forwards_w - 12,
+                 legend_at=legend_at, footer_y=footer_y)
     if view.vip:
         _route_vip(lay)
     return lay

@@ -58,7 +58,6 @@ def svg_to_png(svg_text: str, width: float, height: float, out: Path, *, scale: 
     if max(w, h) * scale > MAX_PIXELS_SIDE:
         raise PngError(f"the picture is {w}×{h} px (×{scale:g}), larger than a PNG screenshot allows "
                        f"({MAX_PIXELS_SIDE} px a side); use --svg, or a smaller --scale.")
-    out = out.resolve()
     with tempfile.TemporaryDirectory(prefix="kubitect-topology-") as tmp:
         svg = Path(tmp) / "topology.svg"
         svg.write_text(svg_text, encoding="utf-8")
@@ -66,8 +65,7 @@ def svg_to_png(svg_text: str, width: float, height: float, out: Path, *, scale: 
         _run(chromium_command(binary, svg, produced, Path(tmp) / "profile", w, h, scale))
         if not produced.is_file() or produced.stat().st_size == 0:
             raise PngError(f"{binary} exited without writing a screenshot.")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(produced), out)
+        shutil.copyfile(produced, out)  # an OSError here names `out` (e.g. its folder does not exist)
 
 
 def _run(command: list[str]) -> None:

@@ -145,7 +145,7 @@ def _network_band(c: _Canvas, view: TopologyView, lay: L.Layout) -> None:
     c.text(g, ep.x + 14, ep.y + 17, L.vip_label(view), "on-dark" if vip else "small bold")
     forwards = L.forwards_label(view)
     if forwards:
-        c.text(g, *lay.forwards_at, forwards, "small muted")
+        c.text(g, *lay.forwards_at, forwards, "small muted", max_width=lay.forwards_room)
 
 
 def _network_wiring(c: _Canvas, lay: L.Layout) -> None:
