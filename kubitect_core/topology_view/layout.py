@@ -123,7 +123,6 @@ Point = tuple[float, float]
 class Layout:
     width: float
     height: float
-    card_w: float
     hosts: list[HostPlace]
     rows: list[Row]
     network_box: Box
@@ -260,7 +259,7 @@ def _layout(view: TopologyView, per_column: int) -> Layout:
                 2 * MARGIN + title_w + (32 + legend_w if legend_top else 0), 2 * MARGIN + legend_w)
     legend_at = (width - MARGIN - legend_w, MARGIN + 6) if legend_top else (MARGIN, footer_y + 2 * FOOTER_LINE)
     height = footer_y + (3 if not legend_top else 2) * FOOTER_LINE
-    lay = Layout(width=math.ceil(width), height=math.ceil(height), card_w=card_w, hosts=places, rows=rows,
+    lay = Layout(width=math.ceil(width), height=math.ceil(height), hosts=places, rows=rows,
                  network_box=network_box, endpoint_box=endpoint_box,
                  forwards_at=(endpoint_box.right + 12, endpoint_box.y + 17), forwards_room=forwards_w - 12,
                  legend_at=legend_at, footer_y=footer_y)

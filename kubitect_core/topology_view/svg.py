@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from kubitect_core.topology import Node
 from kubitect_core.topology_view import layout as L
 from kubitect_core.topology_view.model import TopologyView, gib, resources_line
 
@@ -221,8 +220,3 @@ def _disk_icon(c: _Canvas, g: ET.Element, x: float, y: float) -> None:
     """A small cylinder, the usual sign for a disk."""
     c.el(g, "path", d=f"M{x:g} {y + 2.5:g} v8 a5 2.5 0 0 0 10 0 v-8", class_="disk")
     c.el(g, "ellipse", cx=x + 5, cy=y + 2.5, rx=5, ry=2.5, class_="disk")
-
-
-def node_text(node: Node) -> list[str]:
-    """What a card says, line by line (for tests and tooltips)."""
-    return [t for t, _, _ in L.node_lines(node)]

@@ -28,7 +28,7 @@ def _text(*parts: str | tuple[str, str]) -> Text:
     return Text.assemble(*parts)
 
 
-def node_label(node: Node, vip: str | None) -> Text:
+def node_label(node: Node) -> Text:
     label = _text((f"{ROLE_TAGS[node.role]:6} ", ROLE_STYLES[node.role]), (node.name, "bold"), "  ",
                   (node.ip or "DHCP", "cyan" if node.ip else "magenta"), "  ",
                   f"{resources_line(node.cpu, node.ram_gib)} · {gib(node.main_disk_gib)} disk")
@@ -52,9 +52,9 @@ def build_tree(view: TopologyView) -> Tree:
     root = Tree(_text(("cluster ", "dim"), (view.cluster, "bold"), f"  kubernetes {view.kubernetes.summary}"))
     root.add(_text(("network ", "dim"), view.network.summary))
     if view.vip:
-        lbs = ", ".join(n.name for n in view.load_balancers) or "no load balancer"
+        lbs = ", ".join(n.name for n in view.load_balancers) or "none"
         vip = root.add(_text(("VIP ", "bold magenta"), (view.vip, "magenta"),
-                             f"  VRID {view.virtual_router_id} · floats between {lbs}"))
+                             f"  VRRP id {view.virtual_router_id} · held by one of: {lbs}"))
         for p in view.forward_ports:
             vip.add(_text(("forwards ", "dim"), f"{p.name} :{p.port} → {p.target} :{p.target_port}"))
     else:
@@ -64,7 +64,7 @@ def build_tree(view: TopologyView) -> Tree:
         if not host.nodes:
             branch.add(Text("no nodes", style="dim italic"))
         for node in host.nodes:
-            leaf = branch.add(node_label(node, view.vip))
+            leaf = branch.add(node_label(node))
             for d in node.data_disks:
                 leaf.add(_text(("disk ", "dim"), (d.name, "bold"), f"  {gib(d.size_gib)} in pool {d.pool}"))
     t = view.totals
