@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from kubitect_core.config.context import ValidationContext, default_context
@@ -16,7 +15,9 @@ from kubitect_core.config.messages import translate
 from kubitect_core.config.models import Config
 from kubitect_core.config.resolve import fill_defaults, resolve_topology
 from kubitect_core.config.rules import run_rules
-from kubitect_core.config.yamlmarks import MarkedYaml, parse
+from kubitect_core.config.source import read_config_file
+from kubitect_core.config.typed import as_typed
+from kubitect_core.config.yamlmarks import MarkedYaml, YamlProblem, parse
 from kubitect_core.topology import Topology
 
 
@@ -31,24 +32,6 @@ class LoadedConfig:
     notices: list[str] = field(default_factory=list)
     extensions: dict[str, BaseModel] = field(default_factory=dict)  # "<path>.<key>" -> model
     source: Path | None = None
-
-
-def read_config_file(path: str | Path) -> str:
-    """The config file's text, read exactly once.
-
-    Why one function: the bytes validated must be the bytes applied and stored; every command
-    that takes a config reads it here and passes the text on (`load_config_text`).
-    """
-    path = Path(path)
-    name = str(path)
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([ConfigIssue("", f"file '{name}' does not exist.", file=name)]) from None
-    except IsADirectoryError:
-        raise ConfigError([ConfigIssue("", f"'{name}' is a directory, not a config file.", file=name)]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigIssue("", f"cannot read '{name}': {exc}", file=name)]) from None
 
 
 def parse_yaml(text: str, source: str) -> Any:
@@ -79,13 +62,9 @@ def _validate_text(text: str, source: str, context: ValidationContext | None) ->
 def _parse(text: str, source: str) -> MarkedYaml:
     try:
         return parse(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([ConfigIssue("", f"not valid YAML: {problem}.", source, line, col)]) from None
-    except RecursionError:
-        raise ConfigError([ConfigIssue("", "not valid YAML: nested too deeply.", source)]) from None
+    except YamlProblem as exc:
+        raise ConfigError([ConfigIssue("", f"not valid YAML: {exc.message}", source, exc.line,
+                                       exc.column)]) from None
 
 
 def validate_raw(raw: dict, *, source: str = "<config>", text: str | None = None,
@@ -97,9 +76,11 @@ def validate_raw(raw: dict, *, source: str = "<config>", text: str | None = None
     marked = MarkedYaml(data=raw)
     if text is not None:
         try:
-            marked.marks = parse(text).marks
-        except yaml.YAMLError:
+            parsed = parse(text)
+        except YamlProblem:
             pass
+        else:
+            marked.marks, marked.texts = parsed.marks, parsed.texts
     return _validate(marked, source, context)
 
 
@@ -118,8 +99,9 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
                                      f"kubernetes and addons (actual: {type(raw).__name__}).")])
     errors: list[ConfigIssue] = [issue(loc, f"duplicate key `{loc[-1]}`; each key may appear only once "
                                             "in a mapping.") for loc in marked.duplicates]
-    data = copy.deepcopy(raw)
-    extensions, ext_errors, ext_keys = _split_extensions(data, context)
+    typed = as_typed(raw, Config, marked.texts)  # read as Kubitect's typed decoder reads it
+    data = copy.deepcopy(typed)
+    extensions, ext_errors, ext_keys = _split_extensions(data, context, marked.texts)
     errors += [issue(loc, msg) for loc, msg in ext_errors]
     config = None
     try:
@@ -128,7 +110,7 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
         errors += [issue(tuple(e["loc"]), translate(e, ext_keys)) for e in exc.errors()]
     except RecursionError:
         errors.append(issue((), "the config is nested too deeply."))
-    findings = run_rules(raw, context, tolerant=config is None or bool(errors))
+    findings = run_rules(typed, context, tolerant=config is None or bool(errors))
     errors += [issue(f.loc, f.message) for f in findings.items if f.severity == "error"]
     warnings = [issue(f.loc, f.message, "warning") for f in findings.items if f.severity == "warning"]
     if errors or config is None:
@@ -148,7 +130,7 @@ def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
     return out
 
 
-def _split_extensions(data: dict, context: ValidationContext) -> tuple[dict, list, dict]:
+def _split_extensions(data: dict, context: ValidationContext, texts: dict) -> tuple[dict, list, dict]:
     """Pops each plugin extension key from `data` and validates it with the plugin's model.
 
     A missing key validates `{}` (the model's defaults), so an original config still loads.
@@ -165,7 +147,8 @@ def _split_extensions(data: dict, context: ValidationContext) -> tuple[dict, lis
         value = container.pop(ext.key, None) if isinstance(container, dict) else None
         try:
             name = f"{ext.path}.{ext.key}" if ext.path else ext.key
-            models[name] = ext.model.model_validate({} if value is None else value, by_alias=True, by_name=False)
+            value = {} if value is None else as_typed(value, ext.model, texts, (*base, ext.key))
+            models[name] = ext.model.model_validate(value, by_alias=True, by_name=False)
         except ValidationError as exc:
             for e in exc.errors():
                 loc = (*base, ext.key, *e["loc"])

@@ -21,6 +21,7 @@ from kubitect_core.config.context import (
     InstallerInfo,
     ValidationContext,
 )
+from kubitect_core.config.fieldtypes import VERSION_RE
 
 ROLES = (("lb", "loadBalancer"), ("master", "master"), ("worker", "worker"))
 RESERVED_LB_PORTS = {6443: "the load balancers serve the Kubernetes API on it",
@@ -370,8 +371,8 @@ def _host_of(inst: Inst, default_host: str | None) -> Any:
     return default_host if host is None else host
 
 
-_LABEL_KEY = re.compile(r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+_LABEL_KEY = re.compile(r"([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
 
 
 def _check_labels(v: RawView, out: Findings) -> None:
@@ -383,10 +384,10 @@ def _check_labels(v: RawView, out: Findings) -> None:
     for loc, labels in places:
         for key, value in labels.items():
             text = str(value).lower() if isinstance(value, bool) else value
-            if isinstance(key, str) and not _LABEL_KEY.match(key):
+            if isinstance(key, str) and not _LABEL_KEY.fullmatch(key):
                 out.warn((*loc, key), f"'{key}' is not a valid Kubernetes label key ([prefix/]name, name up "
                                       "to 63 letters, digits, '-', '_', '.'); the node will not get it.")
-            elif isinstance(text, str | int | float) and not _LABEL_VALUE.match(str(text)):
+            elif isinstance(text, str | int | float) and not _LABEL_VALUE.fullmatch(str(text)):
                 out.warn((*loc, key), f"'{text}' is not a valid Kubernetes label value (up to 63 letters, "
                                       "digits, '-', '_', '.', starting and ending alphanumeric); the node "
                                       "will not get it.")
@@ -430,7 +431,7 @@ def check_kubernetes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
     raw_version = k8s.get("version")
     version = raw_version if raw_version is not None else versions.DEFAULT_KUBERNETES_VERSION
     if not isinstance(version, str) or versions.parse_version(version) is None \
-            or not re.match(r"^v?\d+\.\d+\.\d+$", version):
+            or not VERSION_RE.fullmatch(version):
         return  # the format error comes from the model
     verdict = versions.classify(version, info.supported, info.maintained_from)
     by = f"installer '{manager}'" if manager in ctx.installers else "the default range"

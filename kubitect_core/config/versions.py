@@ -21,7 +21,7 @@ def parse_version(text: str, *, upper: bool = False) -> tuple[float, float, floa
     """
     if not isinstance(text, str):
         return None
-    match = VERSION_RE.match(text)
+    match = VERSION_RE.fullmatch(text)
     if match:
         return tuple(float(p) for p in match.groups())  # type: ignore[return-value]
     parts = text.removeprefix("v").split(".")

@@ -183,7 +183,9 @@ CASES = [
      "v1.99.0 is not supported by installer 'kubeadm'; supported: v1.28.0 - v1.35.x", "version: 1.99.0"),
     ("version-below-range", _set("kubernetes.version", "v1.27.16"), "kubernetes.version",
      "is not supported", "version: v1.27.16"),
-    ("version-float", _set("kubernetes.version", 1.28), "kubernetes.version", "must be a string", "version: 1.28"),
+    # `version: 1.28` is the text "1.28" to Kubitect's typed decoder, not a float: a version-format error.
+    ("version-float", _set("kubernetes.version", 1.28), "kubernetes.version",
+     "must be a Kubernetes version such as v1.34.2 (vMAJOR.MINOR.PATCH) (actual: 1.28)", "version: 1.28"),
     ("manager-unknown", _set("kubernetes.manager", "rke2"), "kubernetes.manager",
      "installed installers: [k3s|kubeadm]", "manager: rke2"),
     ("network-plugin-enum", _set("kubernetes.networkPlugin", "weave"), "kubernetes.networkPlugin",
