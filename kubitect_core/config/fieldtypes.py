@@ -107,8 +107,11 @@ def _taint(value: str) -> str:
 
 
 def _non_empty(value: str) -> str:
+    """Paths and URLs: not blank, and on one line (they reach XML, URIs and command lines)."""
     if not value.strip():
         raise _fail("non_empty", "must not be empty", value)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise _fail("one_line", "must be one line without tabs or control characters", value)
     return value
 
 

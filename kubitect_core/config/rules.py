@@ -21,6 +21,7 @@ from kubitect_core.config.context import (
     InstallerInfo,
     ValidationContext,
 )
+from kubitect_core.config.errors import short_value
 from kubitect_core.config.fieldtypes import VERSION_RE
 
 ROLES = (("lb", "loadBalancer"), ("master", "master"), ("worker", "worker"))
@@ -54,6 +55,13 @@ def _m(value: Any) -> dict:
 
 def _l(value: Any) -> list:
     return value if isinstance(value, list) else []
+
+
+def _truthy(value: Any) -> bool:
+    """True as the model reads a boolean (true, or text such as "yes"/"on", as Kubitect does)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "on", "y", "t", "1")
+    return value is True or (type(value) is int and value == 1)
 
 
 def _s(value: Any) -> str | None:
@@ -185,6 +193,14 @@ def check_hosts(v: RawView, ctx: ValidationContext, out: Findings) -> None:
             if name == "main":
                 out.error(loc, "the name 'main' is reserved for the host's main resource pool; "
                                "choose another pool name.")
+        paths = [(("hosts", i, "mainResourcePoolPath"), h.get("mainResourcePoolPath"))]
+        paths += [(("hosts", i, "dataResourcePools", j, "path"), _m(p).get("path"))
+                  for j, p in enumerate(_l(h.get("dataResourcePools")))]
+        for loc, path in paths:
+            if isinstance(path, str) and path.strip() and not path.startswith("/"):
+                out.error(loc, "must be an absolute directory on the host, starting with '/' (libvirt would "
+                               "resolve a relative path against its own working directory, and '~' is not "
+                               f"expanded there) (actual: {short_value(path)}).")
         provider = h.get("provider", DEFAULT_PROVIDER)
         if isinstance(provider, str) and provider not in ctx.providers:
             out.error(("hosts", i, "provider"),
@@ -376,21 +392,25 @@ _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
 
 
 def _check_labels(v: RawView, out: Findings) -> None:
-    """Kubernetes rejects malformed labels at node registration; say so before anything is built."""
+    """Kubernetes refuses a malformed label when the node registers, late in apply: refuse it here.
+
+    A label written without a value (`node-role.kubernetes.io/node:`) is "" (valid), as in Kubitect.
+    """
     places = [(("cluster", "nodes", k, "default", "labels"), _m(_m(v.section(k).get("default")).get("labels")))
               for k in ("master", "worker")]
     places += [(inst.loc + ("labels",), _m(inst.data.get("labels"))) for inst in v.instances()
                if inst.role != "lb"]
     for loc, labels in places:
         for key, value in labels.items():
-            text = str(value).lower() if isinstance(value, bool) else value
             if isinstance(key, str) and not _LABEL_KEY.fullmatch(key):
-                out.warn((*loc, key), f"'{key}' is not a valid Kubernetes label key ([prefix/]name, name up "
-                                      "to 63 letters, digits, '-', '_', '.'); the node will not get it.")
-            elif isinstance(text, str | int | float) and not _LABEL_VALUE.fullmatch(str(text)):
-                out.warn((*loc, key), f"'{text}' is not a valid Kubernetes label value (up to 63 letters, "
-                                      "digits, '-', '_', '.', starting and ending alphanumeric); the node "
-                                      "will not get it.")
+                out.error((*loc, key), f"'{short_value(key)}' is not a valid Kubernetes label key ([prefix/]name: "
+                                       "the name up to 63 letters, digits, '-', '_' or '.', starting and ending "
+                                       "with a letter or digit; the prefix a DNS name); Kubernetes would refuse "
+                                       "the node's labels.")
+            elif isinstance(value, str) and not _LABEL_VALUE.fullmatch(value):
+                out.error((*loc, key), f"'{short_value(value)}' is not a valid Kubernetes label value (up to 63 "
+                                       "letters, digits, '-', '_' or '.', starting and ending with a letter or "
+                                       "digit, or empty); Kubernetes would refuse the node's labels.")
 
 
 def _check_nat_spread(v: RawView, out: Findings) -> None:
@@ -440,7 +460,19 @@ def check_kubernetes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
         out.error(("kubernetes", "version"),
                   f"{prefix}{versions.normalize(version)} is not supported by {by}; supported: "
                   f"{versions.describe_range(info.supported)} (actual: {version}).")
-    elif verdict == "eol":
+        return
+    status, newest = versions.release_status(version)
+    as_of = versions.release_history().as_of
+    if status == "unreleased":
+        out.error(("kubernetes", "version"),
+                  f"{versions.normalize(version)} is not a released Kubernetes version: the newest patch of its "
+                  f"minor is {newest} (kubitect's list of Kubernetes releases, as of {as_of}) (actual: {version}).")
+        return
+    if status == "unknown":
+        out.warn(("kubernetes", "version"),
+                 f"{versions.normalize(version)} is newer than kubitect's list of Kubernetes releases (which "
+                 f"ends at {newest}, as of {as_of}); make sure this release exists.")
+    if verdict == "eol":
         out.warn(("kubernetes", "version"),
                  f"{versions.normalize(version)} is past its upstream end of life (maintained from "
                  f"{versions.normalize(info.maintained_from)}); {by} can still install it, but consider "
@@ -454,12 +486,10 @@ def check_addons(v: RawView, ctx: ValidationContext, out: Findings) -> None:
         out.notices.append(f"addons.kubespray is kept for compatibility but not applied: the '{manager}' "
                            "installer does not run Kubespray.")
     rook = _m(addons.get("rook"))
-    if rook.get("enabled") is True:
-        disks = any(_l(inst.data.get("dataDisks")) for inst in v.instances())
-        disks = disks or any(_l(_m(v.section(k).get("default")).get("dataDisks")) for k in ("master", "worker"))
-        if not disks:
-            out.warn(("addons", "rook", "enabled"),
-                     "Rook needs raw data disks, but no node has dataDisks; add some to the workers.")
+    if _truthy(rook.get("enabled")):
+        out.error(("addons", "rook", "enabled"),
+                  "the Rook addon is not implemented in kubitect yet, so enabling it would be silently "
+                  "ignored; remove `addons.rook` (or set enabled: false) and install Rook after apply.")
 
 
 RULES = (check_hosts, check_cluster, check_nodes, check_kubernetes, check_addons)

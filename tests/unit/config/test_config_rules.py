@@ -238,9 +238,13 @@ def test_taint_format(seed, load_data):
         load_data(seed)
 
 
-def test_bad_label_values_warn(seed, load_data):
-    S(seed, f"{W}[0].labels", {"custom": "has spaces", "ok": "fine", "bad key!": "x"})
-    warnings = {w.path: w.message for w in load_data(seed).warnings}
-    assert "not a valid Kubernetes label value" in warnings[f"{W}[0].labels.custom"]
-    assert "not a valid Kubernetes label key" in warnings[f"{W}[0].labels.bad key!"]
-    assert f"{W}[0].labels.ok" not in warnings
+def test_bad_labels_are_rejected_at_validate(seed, load_data):
+    """Kubernetes refuses them when the node registers, late in apply: validate refuses them first."""
+    S(seed, f"{W}[0].labels", {"custom": "has spaces", "ok": "fine", "bad key!": "x", "empty": ""})
+    with pytest.raises(ConfigError) as info:
+        load_data(seed)
+    errors = {i.path: i.message for i in info.value.issues}
+    assert "not a valid Kubernetes label value" in errors[f"{W}[0].labels.custom"]
+    assert "not a valid Kubernetes label key" in errors[f"{W}[0].labels.bad key!"]
+    assert f"{W}[0].labels.ok" not in errors and f"{W}[0].labels.empty" not in errors
+    assert all(i.severity == "error" for i in info.value.issues)
