@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kubitect_core.cli.groups import export_app, list_app
@@ -54,7 +55,7 @@ def _engine(home: str | None, output: str, *, auto_approve: bool):
             return True
         return typer.confirm(question, default=False)
 
-    say = (lambda m: None) if output == "json" else console.print
+    say = (lambda m: None) if output == "json" else (lambda m: console.print(escape(m)))
     return Engine(kubitect_home(home), registry, confirm=confirm, say=say), progress
 
 
@@ -101,8 +102,8 @@ def _print_config_error(exc) -> None:
 def _print_events(events) -> None:
     colours = {"error": "red", "warn": "yellow", "allow": "green"}
     for e in events:
-        text = f"[{colours[e.severity]}]{e.severity:5}[/{colours[e.severity]}] {e.describe()}"
-        console.print(text + (f"\n        {e.message}" if e.message else ""))
+        text = f"[{colours[e.severity]}]{e.severity:5}[/{colours[e.severity]}] {escape(e.describe())}"
+        console.print(text + (f"\n        {escape(e.message)}" if e.message else ""))
 
 
 def _load_cluster_name(engine, path: Path) -> str:
@@ -142,11 +143,11 @@ def register(app: typer.Typer) -> None:
             if outcome.events:
                 _print_events(outcome.events)
             if outcome.nothing_to_do:
-                console.print(outcome.message)
+                console.print(escape(outcome.message))
             elif progress:
                 progress.summary(f"Cluster '{outcome.cluster}' applied")
             for stage_name, reason in outcome.skipped.items():
-                console.print(f"[yellow]Stage '{stage_name}' was skipped: {reason}[/yellow]\n"
+                console.print(f"[yellow]Stage '{stage_name}' was skipped: {escape(reason)}[/yellow]\n"
                               "The config is not marked as applied: run apply again once that is resolved.",
                               soft_wrap=True)
 
@@ -262,7 +263,7 @@ def register(app: typer.Typer) -> None:
             return
         table = Table("cluster", "status", "directory")
         for r in rows:
-            table.add_row(r["name"], r["status"], r["dir"])
+            table.add_row(escape(r["name"]), escape(r["status"]), escape(r["dir"]))
         console.print(table)
 
     @list_app.command("plugins", epilog="Example: kubitect list plugins")

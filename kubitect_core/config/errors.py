@@ -58,7 +58,7 @@ def format_path(loc: tuple | list) -> str:
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + short_value(str(part), 80)
     return out
 
 

@@ -32,6 +32,7 @@ class LoadedConfig:
     notices: list[str] = field(default_factory=list)
     extensions: dict[str, BaseModel] = field(default_factory=dict)  # "<path>.<key>" -> model
     source: Path | None = None
+    marked: MarkedYaml | None = field(default=None, repr=False, compare=False)  # lines of the text validated
 
 
 def parse_yaml(text: str, source: str) -> Any:
@@ -117,7 +118,7 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
         raise ConfigError(_dedupe(errors))
     fill_defaults(config)
     return LoadedConfig(raw=raw, config=config, topology=resolve_topology(config), warnings=warnings,
-                        notices=findings.notices, extensions=extensions)
+                        notices=findings.notices, extensions=extensions, marked=marked)
 
 
 def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
