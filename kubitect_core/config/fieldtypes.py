@@ -10,7 +10,7 @@ import ipaddress
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from kubitect_core.config.errors import short_value
@@ -150,6 +150,8 @@ InstanceId = Annotated[
 LabelValue = Annotated[
     str, BeforeValidator(_scalar_to_str), WithJsonSchema({"type": ["string", "number", "boolean"]})
 ]
-Port = Annotated[int, Field(ge=1, le=65535)]
-Uint8 = Annotated[int, Field(ge=0, le=255)]
-Positive = Annotated[int, Field(ge=1)]
+# Numbers must be YAML numbers, as in Kubitect (yaml.v3 refuses `port: "22"` for an int field):
+# strict, so "22\n" or " 22" is not quietly turned into 22.
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+Uint8 = Annotated[StrictInt, Field(ge=0, le=255)]
+Positive = Annotated[StrictInt, Field(ge=1)]

@@ -77,6 +77,8 @@ def translate(error: dict, extra_keys: dict[tuple, list[str]] | None = None,
         return f"is required.{described}"
     if kind == "literal_error":
         return f"must be one of the following values: {_expected(ctx)} (actual: {short_value(value)})."
+    if kind in ("int_type", "int_parsing", "int_from_float") and isinstance(value, str):
+        return f"must be a whole number, written without quotes (actual: {short_value(value)!r})."
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"must be a whole number (actual: {short_value(value)})."
     if kind in ("bool_type", "bool_parsing"):
