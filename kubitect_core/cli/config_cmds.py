@@ -62,9 +62,17 @@ def _err() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+MAX_SHOWN_ISSUES = 50  # a file with 10,000 duplicate hosts gets 50 boxes and a count, not 10,000
+
+
 def print_issues(issues: list[ConfigIssue], console: Console | None = None) -> None:
-    """One box per issue: path as title, then file:line:column and the message."""
+    """One box per issue: path as title, then file:line:column and the message (at most 50 boxes)."""
     console = console or _err()
+    if len(issues) > MAX_SHOWN_ISSUES:
+        rest = len(issues) - MAX_SHOWN_ISSUES
+        print_issues(issues[:MAX_SHOWN_ISSUES], console)
+        console.print(Text(f"... and {rest} more issue{'s' if rest != 1 else ''} like these, not shown."))
+        return
     for issue in issues:
         style = "red" if issue.severity == "error" else "yellow"
         title = f"{issue.severity.capitalize()}: {issue.path or '(file)'}"

@@ -91,10 +91,14 @@ def _handle(fn, output: str = "text") -> Any:
 
 
 def _print_config_error(exc) -> None:
-    for issue in exc.issues:
+    from kubitect_core.cli.config_cmds import MAX_SHOWN_ISSUES
+
+    for issue in exc.issues[:MAX_SHOWN_ISSUES]:
         where = f"{issue.file}:{issue.line}:{issue.column}" if issue.line else (issue.file or "")
         error_box("Invalid configuration", [f"Config path: {issue.path}", f"Location:    {where}",
                                             f"Error:       {issue.message}"])
+    if len(exc.issues) > MAX_SHOWN_ISSUES:
+        console.print(f"... and {len(exc.issues) - MAX_SHOWN_ISSUES} more errors like these, not shown.")
     err = "1 error" if len(exc.issues) == 1 else f"{len(exc.issues)} errors"
     console.print(f"[red]invalid configuration file ({err})[/red]")
 

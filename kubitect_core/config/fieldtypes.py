@@ -20,8 +20,8 @@ from kubitect_core.config.errors import short_value
 _ALNUM_HYP = re.compile(r"[a-zA-Z0-9-]+")
 _ALNUM_HYP_US = re.compile(r"[a-zA-Z0-9_-]+")
 _MAC = re.compile(r"([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}")
-VERSION_RE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
-STRICT_VERSION_RE = re.compile(r"v(\d+)\.(\d+)\.(\d+)")
+VERSION_RE = re.compile(r"v?(\d{1,9})\.(\d{1,9})\.(\d{1,9})")
+STRICT_VERSION_RE = re.compile(r"v(\d{1,9})\.(\d{1,9})\.(\d{1,9})")
 _TAINT = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?(=[A-Za-z0-9._-]*)?:"
                     r"(NoSchedule|PreferNoSchedule|NoExecute)")
 IFNAMSIZ = 16  # Linux: names are at most 15 characters plus the terminating NUL

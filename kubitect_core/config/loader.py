@@ -20,6 +20,8 @@ from kubitect_core.config.typed import as_typed
 from kubitect_core.config.yamlmarks import MarkedYaml, YamlProblem, parse
 from kubitect_core.topology import Topology
 
+MAX_MESSAGE = 2000
+
 
 @dataclass
 class LoadedConfig:
@@ -64,7 +66,7 @@ def _parse(text: str, source: str) -> MarkedYaml:
     try:
         return parse(text)
     except YamlProblem as exc:
-        raise ConfigError([ConfigIssue("", f"not valid YAML: {exc.message}", source, exc.line,
+        raise ConfigError([ConfigIssue(format_path(exc.path), f"not valid YAML: {exc.message}", source, exc.line,
                                        exc.column)]) from None
 
 
@@ -91,6 +93,8 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
 
     def issue(loc: tuple, message: str, severity: str = "error") -> ConfigIssue:
         line, col = marked.position(loc)
+        if len(message) > MAX_MESSAGE:  # a safety net: messages quote values through short_value
+            message = message[:MAX_MESSAGE - 3] + "..."
         return ConfigIssue(format_path(loc), message, source, line, col, severity)  # type: ignore[arg-type]
 
     if raw is None:

@@ -158,7 +158,7 @@ def _duplicates(entries: list[tuple[tuple, Any]], what: str, scope: str, out: Fi
             continue
         k = key(value)
         if k in seen:
-            out.error(loc, f"{what} '{value}' is already used by {_where(seen[k])}; "
+            out.error(loc, f"{what} '{short_value(value)}' is already used by {_where(seen[k])}; "
                            f"each {what} must be unique {scope}.")
         else:
             seen[k] = loc[:-1]
@@ -204,7 +204,7 @@ def check_hosts(v: RawView, ctx: ValidationContext, out: Findings) -> None:
         provider = h.get("provider", DEFAULT_PROVIDER)
         if isinstance(provider, str) and provider not in ctx.providers:
             out.error(("hosts", i, "provider"),
-                      f"unknown VM provider '{provider}'; installed providers: {_choices(ctx.providers)}.")
+                      f"unknown VM provider '{short_value(provider)}'; installed providers: {_choices(ctx.providers)}.")
 
 
 # -------------------------------------------------------------------------------------- cluster
@@ -230,10 +230,10 @@ def check_cluster(v: RawView, ctx: ValidationContext, out: Findings) -> None:
         if keypath.endswith(".pub"):
             out.error(("cluster", "nodeTemplate", "ssh", "privateKeyPath"),
                       "must name the private key, not the public one: <path>.pub is read next to it "
-                      f"(actual: {keypath}).")
+                      f"(actual: {short_value(keypath)}).")
         elif keypath.endswith("/"):
             out.error(("cluster", "nodeTemplate", "ssh", "privateKeyPath"),
-                      f"must be the path of a key file, not a directory (actual: {keypath}).")
+                      f"must be the path of a key file, not a directory (actual: {short_value(keypath)}).")
 
 
 def _check_address(v: RawView, loc: tuple, ip: ipaddress.IPv4Address, out: Findings,
@@ -269,7 +269,8 @@ def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
     impl = lb.get("implementation")
     if isinstance(impl, str) and impl not in ctx.load_balancers:
         out.error(("cluster", "nodes", "loadBalancer", "implementation"),
-                  f"unknown load balancer implementation '{impl}'; installed: {_choices(ctx.load_balancers)}.")
+                  f"unknown load balancer implementation '{short_value(impl)}'; "
+                  f"installed: {_choices(ctx.load_balancers)}.")
     if lbs > 1 and lb.get("vip") is None:
         out.error(("cluster", "nodes", "loadBalancer", "vip"),
                   f"a virtual IP (VIP) is required when several load balancer instances are configured "
@@ -283,7 +284,7 @@ def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
         host = inst.data.get("host")
         if isinstance(host, str) and host not in hosts:
             out.error(inst.loc + ("host",), f"must name one of the configured hosts: {_choices(hosts)} "
-                                            f"(actual: {host}).")
+                                            f"(actual: {short_value(host)}).")
         ip = _ipv4(inst.data.get("ip"))
         if ip is not None:
             _check_address(v, inst.loc + ("ip",), ip, out)
@@ -291,7 +292,7 @@ def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
         if cluster_name and node_id:
             node_name = f"{cluster_name}-{inst.role}-{node_id}"
             if len(node_name) > HOSTNAME_MAX:
-                out.error(inst.loc + ("id",), f"the node name '{node_name}' is longer than {HOSTNAME_MAX} "
+                out.error(inst.loc + ("id",), f"the node name '{short_value(node_name)}' is longer than {HOSTNAME_MAX} "
                                               "characters (the hostname limit); shorten cluster.name or the id.")
     ips = [(inst.loc + ("ip",), str(ip)) for inst in v.instances() if (ip := _ipv4(inst.data.get("ip")))]
     _duplicates(ips, "IP address", "across all node instances", out)
@@ -373,12 +374,13 @@ def _check_data_disks(v: RawView, out: Findings) -> None:
                 reported.add((loc, host))
                 whom = f" (for {_where(inst.loc)})" if loc[:len(dloc)] == dloc else ""
                 if not pools:
-                    out.error(loc + ("pool",), f"points to data resource pool '{pool}', but host '{host}' "
+                    out.error(loc + ("pool",), f"points to data resource pool '{short_value(pool)}', but host "
+                                               f"'{short_value(host)}' "
                                                f"has no dataResourcePools; use 'main' or add the pool to the "
                                                f"host{whom}.")
                 else:
-                    out.error(loc + ("pool",), f"must be 'main' or one of the pools of host '{host}': "
-                                               f"{_choices(['main', *pools])} (actual: {pool}){whom}.")
+                    out.error(loc + ("pool",), f"must be 'main' or one of the pools of host '{short_value(host)}': "
+                                               f"{_choices(['main', *pools])} (actual: {short_value(pool)}){whom}.")
 
 
 def _host_of(inst: Inst, default_host: str | None) -> Any:
@@ -441,12 +443,13 @@ def check_kubernetes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
     raw_manager = k8s.get("manager")
     installed = sorted(ctx.installers)
     if isinstance(raw_manager, str) and raw_manager in LEGACY_MANAGERS:
-        out.notices.append(f"kubernetes.manager '{raw_manager}' is served by the '{manager}' installer "
+        out.notices.append(f"kubernetes.manager '{short_value(raw_manager)}' is served by the "
+                           f"'{short_value(manager)}' installer "
                            "(what Kubespray runs underneath).")
     if manager is not None and manager not in ctx.installers:
         what = "the default installer" if raw_manager is None else "unknown installer"
         out.error(("kubernetes", "manager"),
-                  f"{what} '{manager}' is not installed; installed installers: {_choices(installed)}.")
+                  f"{what} '{short_value(manager)}' is not installed; installed installers: {_choices(installed)}.")
     info = ctx.installers.get(manager or "", InstallerInfo())
     raw_version = k8s.get("version")
     version = raw_version if raw_version is not None else versions.DEFAULT_KUBERNETES_VERSION
@@ -454,19 +457,20 @@ def check_kubernetes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
             or not VERSION_RE.fullmatch(version):
         return  # the format error comes from the model
     verdict = versions.classify(version, info.supported, info.maintained_from)
-    by = f"installer '{manager}'" if manager in ctx.installers else "the default range"
+    by = f"installer '{short_value(manager)}'" if manager in ctx.installers else "the default range"
     if verdict == "unsupported":
         prefix = "" if raw_version is not None else "the default version "
         out.error(("kubernetes", "version"),
                   f"{prefix}{versions.normalize(version)} is not supported by {by}; supported: "
-                  f"{versions.describe_range(info.supported)} (actual: {version}).")
+                  f"{versions.describe_range(info.supported)} (actual: {short_value(version)}).")
         return
     status, newest = versions.release_status(version)
     as_of = versions.release_history().as_of
     if status == "unreleased":
         out.error(("kubernetes", "version"),
                   f"{versions.normalize(version)} is not a released Kubernetes version: the newest patch of its "
-                  f"minor is {newest} (kubitect's list of Kubernetes releases, as of {as_of}) (actual: {version}).")
+                  f"minor is {newest} (kubitect's list of Kubernetes releases, as of {as_of}) "
+                  f"(actual: {short_value(version)}).")
         return
     if status == "unknown":
         out.warn(("kubernetes", "version"),
@@ -483,7 +487,7 @@ def check_addons(v: RawView, ctx: ValidationContext, out: Findings) -> None:
     addons = _m(v.raw.get("addons"))
     if addons.get("kubespray") is not None:
         manager = effective_manager(_m(v.raw.get("kubernetes")).get("manager")) or DEFAULT_MANAGER
-        out.notices.append(f"addons.kubespray is kept for compatibility but not applied: the '{manager}' "
+        out.notices.append(f"addons.kubespray is kept for compatibility but not applied: the '{short_value(manager)}' "
                            "installer does not run Kubespray.")
     rook = _m(addons.get("rook"))
     if _truthy(rook.get("enabled")):

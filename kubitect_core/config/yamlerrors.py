@@ -15,11 +15,12 @@ from ruamel.yaml.error import MarkedYAMLError
 class YamlProblem(Exception):
     """The text is not a usable YAML config; `line`/`column` (1-based) say where, when known."""
 
-    def __init__(self, message: str, line: int | None = None, column: int | None = None):
+    def __init__(self, message: str, line: int | None = None, column: int | None = None, path: tuple = ()):
         super().__init__(message)
         self.message = message
         self.line = line
         self.column = column
+        self.path = path  # where in the config, when known ("addons", "kubespray", "self")
 
 
 @dataclass
@@ -32,8 +33,13 @@ class QuotedSpan:
     quote: str
 
 
-def explain(exc: MarkedYAMLError, lines: list[str], last_quoted: QuotedSpan | None) -> YamlProblem:
-    """The parser's error as a YamlProblem on the line to fix."""
+def explain(exc: MarkedYAMLError, lines: list[str], last_quoted: QuotedSpan | None,
+            open_flow: tuple[tuple[int, int], str] | None = None) -> YamlProblem:
+    """The parser's error as a YamlProblem on the line to fix.
+
+    `last_quoted`: the last quoted value that ran over several lines; `open_flow`: the innermost
+    `[`/`{` not yet closed (mark and bracket) when the parser stopped.
+    """
     problem = (exc.problem or "").strip()
     context = (exc.context or "").strip()
     pm, cm = exc.problem_mark, exc.context_mark
@@ -52,7 +58,14 @@ def explain(exc: MarkedYAMLError, lines: list[str], last_quoted: QuotedSpan | No
         closing = "]" if bracket == "[" else "}"
         return YamlProblem(f"the '{bracket}' opened here is not closed with '{closing}' before line {p_line}"
                            f"{said}.", c_line, c_col)
+    if "flow" in context and open_flow is not None and open_flow[0][0] != p_line:
+        (line, col), bracket = open_flow
+        closing = "]" if bracket == "[" else "}"
+        return YamlProblem(f"the '{bracket}' opened here is not closed with '{closing}'{said}.", line, col)
     if "simple key" in context and c_line is not None:
+        if len(lines[c_line - 1]) > 1024 if c_line <= len(lines) else False:
+            return YamlProblem(f"this key is longer than the 1024 characters YAML allows for a key{said}.",
+                               c_line, c_col)
         return YamlProblem(f"this key is missing its ':'{said}.", c_line, c_col)
     if "mapping values are not allowed" in problem and p_line is not None:
         prev = _previous_content_line(lines, p_line)

@@ -65,13 +65,15 @@ def parser_kind() -> str:
 def parse(text: str, *, pure: bool = False) -> MarkedYaml:
     """Parses one YAML document; raises YamlProblem (with line and column) for unusable text."""
     _precheck(text)
-    lines = text.splitlines()
     composer = _Composer()
     try:
         for event in _events(text, pure):
             composer.feed(event)
+    except YamlProblem as exc:  # found while composing: the path is where the composer stands
+        exc.path = exc.path or composer.current_path()
+        raise
     except MarkedYAMLError as exc:
-        raise explain(exc, lines, composer.last_quoted) from None
+        raise explain(exc, text.splitlines(), composer.last_quoted, composer.open_flow()) from None
     except YAMLError as exc:  # e.g. a reader error without marks
         raise YamlProblem(f"{exc}".strip().rstrip(".") + ".") from None
     if composer.root is None:
@@ -185,35 +187,66 @@ class _Composer:
         self.open: set[int] = set()
         self.documents = 0
         self.last_quoted: QuotedSpan | None = None
+        self.flows: list[tuple[int, tuple[int, int], str]] = []  # open `[`/`{`: (node id, mark, bracket)
+
+    def current_path(self) -> tuple:
+        """The config path of the value being composed: keys of the open mappings, list indexes."""
+        path: list = []
+        for node in self.stack:
+            if isinstance(node, _Seq):
+                path.append(len(node.items))
+            elif node.pending is not None and isinstance(node.pending, _Scalar | _Alias):
+                key = node.pending.target if isinstance(node.pending, _Alias) else node.pending
+                if not isinstance(key, _Scalar):
+                    break
+                path.append(key.text)
+            else:
+                break
+        return tuple(path)
+
+    def open_flow(self) -> tuple[tuple[int, int], str] | None:
+        """The innermost `[` or `{` still open, for errors that surface at the end of the file."""
+        return self.flows[-1][1:] if self.flows else None  # type: ignore[return-value]
 
     def feed(self, event) -> None:
-        if isinstance(event, ev.ScalarEvent):
-            self._attach(self._anchor(event, self._scalar(event)))
-        elif isinstance(event, ev.AliasEvent):
+        kind = type(event)
+        if kind is ev.ScalarEvent:
+            node = self._scalar(event)
+            if event.anchor is not None:
+                self.anchors[event.anchor] = node
+            self._attach_scalar(node)
+        elif kind is ev.AliasEvent:
             self._attach(self._alias(event))
-        elif isinstance(event, ev.SequenceStartEvent | ev.MappingStartEvent):
+        elif kind is ev.SequenceStartEvent or kind is ev.MappingStartEvent:
             self._open(event)
-        elif isinstance(event, ev.SequenceEndEvent | ev.MappingEndEvent):
+        elif kind is ev.SequenceEndEvent or kind is ev.MappingEndEvent:
             node = self.stack.pop()
             self.open.discard(id(node))
+            if self.flows and self.flows[-1][0] == id(node):
+                self.flows.pop()
             if isinstance(node, _Map) and node.pending is not None:  # pragma: no cover - parser guarantees
                 raise YamlProblem("a mapping key has no value.", *node.pending.mark)
             self._attach(node)
-        elif isinstance(event, ev.DocumentStartEvent):
+        elif kind is ev.DocumentStartEvent:
             self.documents += 1
             if self.documents > 1:
                 raise YamlProblem("the file holds more than one YAML document ('---'); a config is one "
                                   "document.", *_mark(event))
 
     def _scalar(self, event) -> _Scalar:
-        text, tag, mark = event.value, event.tag, _mark(event)
-        if event.style in ('"', "'") and event.end_mark.line > event.start_mark.line:
-            self.last_quoted = QuotedSpan(mark[0], mark[1], event.end_mark.line + 1, event.style)
+        text, tag, style = event.value, event.tag, event.style
+        start = event.start_mark
+        mark = (start.line + 1, start.column + 1)
+        if style == '"' or style == "'":
+            if event.end_mark.line > start.line:
+                self.last_quoted = QuotedSpan(mark[0], mark[1], event.end_mark.line + 1, style)
         try:
-            sc.check_text(text)
+            if style == '"':  # only escapes ("\0", "\ud800") can bring what the raw-text check refused
+                sc.check_text(text)
             if tag is None:
                 plain = bool(event.implicit and event.implicit[0])
-                return _Scalar(mark, sc.resolve_plain(text) if plain else text, text, plain)
+                return _Scalar(mark, sc.resolve_plain(text) if plain and text else (None if plain else text),
+                               text, plain)
             if tag == sc.MERGE:
                 return _Scalar(mark, "<<", "<<", True)
             if tag == "!":
@@ -232,11 +265,6 @@ class _Composer:
                               "an alias can only repeat a finished value.", *mark)
         return _Alias(mark, target, name)
 
-    def _anchor(self, event, node: _Node) -> _Node:
-        if event.anchor is not None:
-            self.anchors[event.anchor] = node
-        return node
-
     def _open(self, event) -> None:
         is_seq = isinstance(event, ev.SequenceStartEvent)
         tag = event.tag
@@ -246,9 +274,30 @@ class _Composer:
         if len(self.stack) >= MAX_DEPTH:
             raise YamlProblem(f"lists or mappings are nested more than {MAX_DEPTH} levels deep.", *_mark(event))
         node = _Seq(_mark(event)) if is_seq else _Map(_mark(event))
-        self._anchor(event, node)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = node
         self.open.add(id(node))
         self.stack.append(node)
+        if event.flow_style:
+            self.flows.append((id(node), node.mark, "[" if is_seq else "{"))
+
+    def _attach_scalar(self, node: _Scalar) -> None:
+        """The common case, kept short: a scalar adds one value and no depth."""
+        stack = self.stack
+        if not stack:
+            self.root = node
+            return
+        parent = stack[-1]
+        parent.size += 1
+        if parent.size > MAX_VALUES:
+            self._too_many(node)
+        if type(parent) is _Seq:
+            parent.items.append(node)
+        elif parent.pending is None:
+            parent.pending = node
+        else:
+            parent.pairs.append((parent.pending, node))
+            parent.pending = None
 
     def _attach(self, node: _Node) -> None:
         if not self.stack:
@@ -261,9 +310,7 @@ class _Composer:
         parent.size += node.size
         parent.height = max(parent.height, node.height + 1)
         if parent.size > MAX_VALUES:
-            what = f"alias *{node.name}" if isinstance(node, _Alias) else "this value"
-            raise YamlProblem(f"{what} makes the document larger than {MAX_VALUES} values once aliases are "
-                              "expanded (an alias bomb?); a config needs a few hundred.", *node.mark)
+            self._too_many(node)
         if isinstance(parent, _Seq):
             parent.items.append(node)
         elif parent.pending is None:
@@ -271,6 +318,14 @@ class _Composer:
         else:
             parent.pairs.append((parent.pending, node))
             parent.pending = None
+
+    @staticmethod
+    def _too_many(node: _Node) -> None:
+        if isinstance(node, _Alias):
+            raise YamlProblem(f"alias *{node.name} makes the document larger than {MAX_VALUES} values once "
+                              "aliases are expanded (an alias bomb?); a config needs a few hundred.", *node.mark)
+        raise YamlProblem(f"the document holds more than {MAX_VALUES} values; a cluster config needs a few "
+                          "hundred.", *node.mark)
 
 
 # ------------------------------------------------------------------------------ constructing
@@ -303,7 +358,11 @@ class _Builder:
             if _is_merge(key_node):
                 merges.append(value_node)
                 continue
-            key = _key_text(key_node)
+            try:
+                key = _key_text(key_node)
+            except YamlProblem as exc:
+                exc.path = loc
+                raise
             child = (*loc, key)
             if key in result and not in_alias:
                 self.out.duplicates.append(child)
@@ -311,7 +370,12 @@ class _Builder:
                 self.out.marks[child] = key_node.mark
             result[key] = self.build(value_node, child, in_alias)
         for source in merges:
-            for mapping in self._merge_sources(source):
+            try:
+                sources = self._merge_sources(source)
+            except YamlProblem as exc:
+                exc.path = (*loc, "<<")
+                raise
+            for mapping in sources:
                 merged = MarkedYaml(data=None)
                 for key, value in _Builder(merged).build(mapping, loc, True).items():
                     if key in result:
