@@ -1,4 +1,4 @@
-"""The bounds every config input is held to, in one place (documented in docs/config-limits.md).
+"""The bounds every config input is held to, in one place (and in the README).
 
 Why bounds at all: a config is read before anything else runs, often from a file someone else
 wrote. Without them a 2.6 KB alias bomb grows to gigabytes, a FIFO blocks forever and a 50 MB
