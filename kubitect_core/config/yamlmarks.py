@@ -289,6 +289,8 @@ class _Composer:
             return
         parent = stack[-1]
         parent.size += 1
+        if not parent.height:
+            parent.height = 1
         if parent.size > MAX_VALUES:
             self._too_many(node)
         if type(parent) is _Seq:
