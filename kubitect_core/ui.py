@@ -75,7 +75,7 @@ class RichProgress:
     def summary(self, title: str) -> None:
         if not self.rows:
             return
-        table = Table(title=title, title_justify="left")
+        table = Table(title=escape(title), title_justify="left")
         for col in ("stage", "action", "result", "time", "changes"):
             table.add_column(col)
         for stage, action, ok, seconds, summary in self.rows:
