@@ -293,13 +293,7 @@ class _Composer:
             parent.height = 1
         if parent.size > MAX_VALUES:
             self._too_many(node)
-        if type(parent) is _Seq:
-            parent.items.append(node)
-        elif parent.pending is None:
-            parent.pending = node
-        else:
-            parent.pairs.append((parent.pending, node))
-            parent.pending = None
+        _place(parent, node)
 
     def _attach(self, node: _Node) -> None:
         if not self.stack:
@@ -313,13 +307,7 @@ class _Composer:
         parent.height = max(parent.height, node.height + 1)
         if parent.size > MAX_VALUES:
             self._too_many(node)
-        if isinstance(parent, _Seq):
-            parent.items.append(node)
-        elif parent.pending is None:
-            parent.pending = node
-        else:
-            parent.pairs.append((parent.pending, node))
-            parent.pending = None
+        _place(parent, node)
 
     @staticmethod
     def _too_many(node: _Node) -> None:
@@ -328,6 +316,17 @@ class _Composer:
                               "aliases are expanded (an alias bomb?); a config needs a few hundred.", *node.mark)
         raise YamlProblem(f"the document holds more than {MAX_VALUES} values; a cluster config needs a few "
                           "hundred.", *node.mark)
+
+
+def _place(parent: _Seq | _Map, node: _Node) -> None:
+    """Appends a list item, or a mapping key (then its value) in the order the parser gives them."""
+    if type(parent) is _Seq:
+        parent.items.append(node)
+    elif parent.pending is None:
+        parent.pending = node
+    else:
+        parent.pairs.append((parent.pending, node))
+        parent.pending = None
 
 
 # ------------------------------------------------------------------------------ constructing
