@@ -104,7 +104,9 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
                                      f"kubernetes and addons (actual: {type(raw).__name__}).")])
     errors: list[ConfigIssue] = [issue(loc, f"duplicate key `{loc[-1]}`; each key may appear only once "
                                             "in a mapping.") for loc in marked.duplicates]
-    typed = as_typed(raw, Config, marked.texts)  # read as Kubitect's typed decoder reads it
+    problems: list[tuple[tuple, str]] = []
+    typed = as_typed(raw, Config, marked.texts, problems=problems)  # as Kubitect's typed decoder reads it
+    errors += [issue(loc, msg) for loc, msg in problems]
     data = copy.deepcopy(typed)
     extensions, ext_errors, ext_keys = _split_extensions(data, context, marked.texts)
     errors += [issue(loc, msg) for loc, msg in ext_errors]

@@ -78,7 +78,7 @@ def translate(error: dict, extra_keys: dict[tuple, list[str]] | None = None,
     if kind == "literal_error":
         return f"must be one of the following values: {_expected(ctx)} (actual: {short_value(value)})."
     if kind in ("int_type", "int_parsing", "int_from_float") and isinstance(value, str):
-        return f"must be a whole number, written without quotes (actual: {short_value(value)!r})."
+        return f"must be a whole number such as 4, not text (actual: {short_value(value)!r})."
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"must be a whole number (actual: {short_value(value)})."
     if kind in ("bool_type", "bool_parsing"):

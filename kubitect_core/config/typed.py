@@ -11,6 +11,7 @@ model and the rules see it, so both judge what Kubitect would have judged.
 from __future__ import annotations
 
 import math
+import re
 import types
 import typing
 from typing import Any, get_args, get_origin
@@ -22,14 +23,24 @@ from kubitect_core.config.yamlscalars import resolve_plain
 Loc = tuple
 
 
-def as_typed(data: Any, model: type[BaseModel], texts: dict[Loc, str] | None = None, loc: Loc = ()) -> Any:
-    """A copy of `data` with text fields holding source text and null fields left out."""
-    return _Walker(texts or {}).walk(data, model, tuple(loc))
+# `010`: YAML 1.2 reads 10, Kubitect's yaml.v3 reads octal 8 into a number field. Neither guess is safe.
+_LEADING_ZERO = re.compile(r"[-+]?0[0-9]+")
+
+
+def as_typed(data: Any, model: type[BaseModel], texts: dict[Loc, str] | None = None, loc: Loc = (),
+             problems: list[tuple[Loc, str]] | None = None) -> Any:
+    """A copy of `data` with text fields holding source text and null fields left out.
+
+    Numbers written in a way Kubitect would read differently (`cpu: 010`) are appended to
+    `problems` as (location, message).
+    """
+    return _Walker(texts or {}, problems if problems is not None else []).walk(data, model, tuple(loc))
 
 
 class _Walker:
-    def __init__(self, texts: dict[Loc, str]):
+    def __init__(self, texts: dict[Loc, str], problems: list[tuple[Loc, str]]):
         self.texts = texts
+        self.problems = problems
 
     def walk(self, value: Any, annotation: Any, loc: Loc) -> Any:
         kind = unwrap_annotation(annotation)
@@ -49,6 +60,11 @@ class _Walker:
             return out
         if kind is str:
             return self.text_of(value, loc)
+        if kind is int and type(value) is int:
+            text = self.texts.get(loc)
+            if text is not None and _LEADING_ZERO.fullmatch(text):
+                self.problems.append((loc, f"{text} is ambiguous: Kubitect reads a number with a leading 0 as "
+                                           f"octal, YAML 1.2 as decimal ({value}); write it without the leading 0."))
         return value
 
     def _model(self, value: dict, model: type[BaseModel], loc: Loc) -> dict:

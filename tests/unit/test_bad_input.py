@@ -165,7 +165,9 @@ CASES: list[tuple[str, object, list[str]]] = [
     ("tilde-data-pool-path", seed("        path: /mnt/libvirt/pools/", "        path: ~/pools"),
      ["dataResourcePools[0].path", "absolute"]),
     ("quoted-port-with-newline", seed("        keyfile", '        port: "22\\n"\n        keyfile'),
-     ["ssh.port", "without quotes"]),
+     ["ssh.port", "not text"]),
+    ("octal-looking-cpu", seed("          host: host3\n", "          host: host3\n          cpu: 010\n"),
+     ["cpu", "ambiguous"]),
     ("even-masters", minimal("        - id: 1\n          ip: 192.168.113.10",
                              "        - id: 1\n          ip: 192.168.113.10\n"
                              "        - id: 2\n          ip: 192.168.113.11"),

@@ -86,6 +86,17 @@ def test_values_keep_their_text_only_where_a_text_is_wanted():
                     "h": "on"}
 
 
+def test_a_number_with_a_leading_zero_is_refused_where_a_number_is_wanted():
+    """`cpu: 010` is 8 to Kubitect (Go reads it as octal) and 10 to YAML 1.2: refused, not guessed."""
+    text = SEED_TEXT.replace("          host: host3\n", "          host: host3\n          cpu: 010\n", 1)
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "z.yaml")
+    [issue] = info.value.issues
+    assert issue.path == "cluster.nodes.master.instances[0].cpu" and "ambiguous" in issue.message
+    assert text.splitlines()[issue.line - 1].strip() == "cpu: 010"
+    assert load_config_text(text.replace("cpu: 010", "cpu: 10"), "z.yaml").topology.masters[0].cpu == 10
+
+
 def test_null_means_not_set_as_in_kubitect():
     text = SEED_TEXT.replace("      vip: 10.10.13.200", "      vip: 10.10.13.200\n      virtualRouterId:")
     text = text.replace("    updateOnBoot: true", "    updateOnBoot:")
