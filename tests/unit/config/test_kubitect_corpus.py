@@ -19,19 +19,27 @@ CORPUS = Path(__file__).resolve().parents[2] / "corpus" / "kubitect"
 MANIFEST = parse_yaml((CORPUS / "manifest.yaml").read_text(), "manifest.yaml")
 CONFIGS = MANIFEST["configs"]
 TEMPLATES = MANIFEST["templates"]
+OVERLAYS = MANIFEST["overlays"]
 
 
 def _outcome(text: str, source: str) -> dict:
-    """{"valid": True, "warnings": [...]} or {"errors": {path: message}}."""
+    """{"valid": True, "warnings": [...], "notices": [...]} or {"errors": {path: message}}."""
     try:
         loaded = load_config_text(text, source)
     except ConfigError as exc:
         return {"errors": {i.path: i.message for i in exc.issues}}
-    return {"valid": True, "warnings": sorted({w.path for w in loaded.warnings})}
+    return {"valid": True, "warnings": sorted({w.path for w in loaded.warnings}), "notices": loaded.notices}
+
+
+def _merge(base, fragment):
+    """The fragment over the base: mappings merged key by key, anything else replaced."""
+    if isinstance(base, dict) and isinstance(fragment, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in fragment.items()}}
+    return fragment
 
 
 def test_every_corpus_file_is_in_the_manifest():
-    listed = {c["file"] for c in CONFIGS} | {t["file"] for t in TEMPLATES}
+    listed = {c["file"] for c in CONFIGS} | {t["file"] for t in TEMPLATES} | {o["fragment"] for o in OVERLAYS}
     present = {str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*") if p.is_file() and p.name != "manifest.yaml"
                and p.suffix != ".md"}
     assert listed == present
@@ -39,8 +47,23 @@ def test_every_corpus_file_is_in_the_manifest():
 
 @pytest.mark.parametrize("entry", CONFIGS, ids=[c["file"] for c in CONFIGS])
 def test_kubitect_config(entry):
-    got = _outcome((CORPUS / entry["file"]).read_text(), entry["file"])
+    _check(entry, _outcome((CORPUS / entry["file"]).read_text(), entry["file"]))
+
+
+@pytest.mark.parametrize("entry", OVERLAYS, ids=[o["fragment"] for o in OVERLAYS])
+def test_kubitect_docs_step(entry):
+    import yaml
+
+    base = parse_yaml((CORPUS / entry["base"]).read_text(), entry["base"])
+    fragment = parse_yaml((CORPUS / entry["fragment"]).read_text(), entry["fragment"])
+    merged = yaml.safe_dump(_merge(base, fragment), sort_keys=False)
+    _check(entry, _outcome(merged, entry["fragment"]))
+
+
+def _check(entry: dict, got: dict) -> None:
     want = entry["ours"]
+    for notice in want.get("notices", []):
+        assert any(notice in n for n in got.get("notices", [])), got
     if want.get("valid"):
         assert "errors" not in got, got
         assert got["warnings"] == sorted(want.get("warnings", []))
