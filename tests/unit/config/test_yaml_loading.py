@@ -7,10 +7,12 @@ import time
 
 import pytest
 from cfgedit import SEED
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from kubitect_core.cli import app
-from kubitect_core.config import ConfigError, load_config_text, parse_yaml, yamlmarks
+from kubitect_core.config import ConfigError, load_config, load_config_text, parse_yaml, yamlmarks
 from kubitect_core.config.limits import MAX_DEPTH, MAX_VALUES
 from kubitect_core.config.yamlmarks import YamlProblem, parse
 
@@ -231,3 +233,27 @@ def test_c_and_pure_parsers_agree_on_every_example():
     for text in texts:
         fast, pure = parse(text), parse(text, pure=True)
         assert (fast.data, fast.marks, fast.texts) == (pure.data, pure.marks, pure.texts)
+
+
+YAML_ALPHABET = st.sampled_from(list("ab01 :-[]{},&*!|>'\"#?%@`~\n\t.\\") + ["\x00", "\ud800", "é", "<<", "on"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=120), st.lists(YAML_ALPHABET, max_size=60).map("".join)))
+def test_any_text_parses_or_fails_as_yaml_problem(text):
+    for pure in (False, True):
+        try:
+            parse(text, pure=pure)
+        except YamlProblem as exc:
+            assert exc.message and (exc.line is None or exc.line >= 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_load_or_fail_as_config_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("bytes") / "c.yaml"
+    path.write_bytes(data)
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert exc.issues and str(exc)
