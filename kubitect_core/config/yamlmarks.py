@@ -101,13 +101,12 @@ def _precheck(text: str) -> None:
     if len(text) > MAX_CONFIG_BYTES:
         raise YamlProblem(f"the config is larger than {MAX_CONFIG_BYTES // 1024} KiB ({len(text)} characters); "
                           "a cluster config is a few KiB.")
-    bad = sc._NOT_PRINTABLE.search(text)
+    bad = sc.NOT_PRINTABLE.search(text)
     if bad is not None:
         line = text.count("\n", 0, bad.start()) + 1
         column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
-        code = ord(bad.group())
-        what = "a lone surrogate" if 0xD800 <= code <= 0xDFFF else "a control character"
-        raise YamlProblem(f"contains {what} (U+{code:04X}), which YAML does not allow in a file.", line, column)
+        raise YamlProblem(f"contains {sc.describe_char(bad.group())}, which YAML does not allow in a file.",
+                          line, column)
     depth = 0
     for bracket in _BRACKETS.finditer(text):
         if bracket.group() in "[{":
@@ -245,8 +244,7 @@ class _Composer:
                 sc.check_text(text)
             if tag is None:
                 plain = bool(event.implicit and event.implicit[0])
-                return _Scalar(mark, sc.resolve_plain(text) if plain and text else (None if plain else text),
-                               text, plain)
+                return _Scalar(mark, sc.resolve_plain(text) if plain else text, text, plain)
             if tag == sc.MERGE:
                 return _Scalar(mark, "<<", "<<", True)
             if tag == "!":

@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any
 
+from kubitect_core.config.errors import short_value
 from kubitect_core.config.limits import INT_MAX, INT_MIN
 
 STR, INT, FLOAT, BOOL, NULL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null"))
@@ -26,7 +27,7 @@ _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
 _NAN = re.compile(r"\.(nan|NaN|NAN)")
 # YAML's printable set (c-printable): a value decoded from an escape must stay inside it.
-_NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class ScalarProblem(ValueError):
@@ -78,17 +79,17 @@ def resolve_tagged(tag: str, text: str) -> Any:
     if tag == NULL:
         if text in _NULLS:
             return None
-        raise ScalarProblem(f"!!null value must be empty, ~ or null (actual: {short(text)})")
+        raise ScalarProblem(f"!!null value must be empty, ~ or null (actual: {short_value(text, 40)})")
     if tag == BOOL:
         if text in _BOOLS:
             return _BOOLS[text]
-        raise ScalarProblem(f"!!bool value must be true or false (actual: {short(text)})")
+        raise ScalarProblem(f"!!bool value must be true or false (actual: {short_value(text, 40)})")
     if tag in (INT, FLOAT):
         number = _number(text)
         if isinstance(number, int) or (tag == FLOAT and isinstance(number, float)):
             return float(number) if tag == FLOAT else number
         what = "a whole number within 64 bits" if tag == INT else "a number"
-        raise ScalarProblem(f"!!{tag.rsplit(':', 1)[1]} value must be {what} (actual: {short(text)})")
+        raise ScalarProblem(f"!!{tag.rsplit(':', 1)[1]} value must be {what} (actual: {short_value(text, 40)})")
     raise ScalarProblem(f"unsupported tag {display_tag(tag)}; a config uses plain YAML values "
                         "(remove the tag)")
 
@@ -96,19 +97,17 @@ def resolve_tagged(tag: str, text: str) -> Any:
 def check_text(text: str) -> None:
     """Refuses characters YAML itself does not allow in text (they can only come from escapes such
     as "\\0" or a lone surrogate "\\ud800"): they break terminals, paths and shell commands."""
-    bad = _NOT_PRINTABLE.search(text)
+    bad = NOT_PRINTABLE.search(text)
     if bad is not None:
-        code = ord(bad.group())
-        what = "a lone surrogate" if 0xD800 <= code <= 0xDFFF else "a control character"
-        raise ScalarProblem(f"contains {what} (U+{code:04X}), which a config value cannot hold")
+        raise ScalarProblem(f"contains {describe_char(bad.group())}, which a config value cannot hold")
+
+
+def describe_char(char: str) -> str:
+    """`a control character (U+0007)` / `a lone surrogate (U+D800)`, for messages."""
+    code = ord(char)
+    return f"{'a lone surrogate' if 0xD800 <= code <= 0xDFFF else 'a control character'} (U+{code:04X})"
 
 
 def display_tag(tag: str) -> str:
     """`tag:yaml.org,2002:binary` -> `!!binary`, as the user wrote it."""
     return "!!" + tag[len("tag:yaml.org,2002:"):] if tag.startswith("tag:yaml.org,2002:") else tag
-
-
-def short(text: str, limit: int = 40) -> str:
-    """A value cut for a message: a message never repeats a huge value."""
-    text = text.encode("unicode_escape").decode("ascii") if _NOT_PRINTABLE.search(text) else text
-    return text if len(text) <= limit else text[: limit - 3] + "..."
