@@ -20,6 +20,7 @@ MANIFEST = parse_yaml((CORPUS / "manifest.yaml").read_text(), "manifest.yaml")
 CONFIGS = MANIFEST["configs"]
 TEMPLATES = MANIFEST["templates"]
 OVERLAYS = MANIFEST["overlays"]
+SNIPPETS = parse_yaml((CORPUS / MANIFEST["snippets"]).read_text(), MANIFEST["snippets"])
 
 
 def _outcome(text: str, source: str) -> dict:
@@ -40,6 +41,7 @@ def _merge(base, fragment):
 
 def test_every_corpus_file_is_in_the_manifest():
     listed = {c["file"] for c in CONFIGS} | {t["file"] for t in TEMPLATES} | {o["fragment"] for o in OVERLAYS}
+    listed.add(MANIFEST["snippets"])
     present = {str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*") if p.is_file() and p.name != "manifest.yaml"
                and p.suffix != ".md"}
     assert listed == present
@@ -58,6 +60,16 @@ def test_kubitect_docs_step(entry):
     fragment = parse_yaml((CORPUS / entry["fragment"]).read_text(), entry["fragment"])
     merged = yaml.safe_dump(_merge(base, fragment), sort_keys=False)
     _check(entry, _outcome(merged, entry["fragment"]))
+
+
+@pytest.mark.parametrize("entry", SNIPPETS["snippets"],
+                         ids=[s["origin"].rsplit("/", 1)[1] for s in SNIPPETS["snippets"]])
+def test_kubitect_user_guide_snippet(entry):
+    import yaml
+
+    base = parse_yaml((CORPUS / SNIPPETS["base"]).read_text(), SNIPPETS["base"])
+    merged = yaml.safe_dump(_merge(base, entry["config"]), sort_keys=False)
+    _check(entry, _outcome(merged, entry["origin"]))
 
 
 def _check(entry: dict, got: dict) -> None:
