@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kubitect_core.cli.groups import export_app, list_app
@@ -54,7 +55,7 @@ def _engine(home: str | None, output: str, *, auto_approve: bool):
             return True
         return typer.confirm(question, default=False)
 
-    say = (lambda m: None) if output == "json" else console.print
+    say = (lambda m: None) if output == "json" else (lambda m: console.print(escape(m)))
     return Engine(kubitect_home(home), registry, confirm=confirm, say=say), progress
 
 
@@ -90,10 +91,14 @@ def _handle(fn, output: str = "text") -> Any:
 
 
 def _print_config_error(exc) -> None:
-    for issue in exc.issues:
+    from kubitect_core.cli.config_cmds import MAX_SHOWN_ISSUES
+
+    for issue in exc.issues[:MAX_SHOWN_ISSUES]:
         where = f"{issue.file}:{issue.line}:{issue.column}" if issue.line else (issue.file or "")
         error_box("Invalid configuration", [f"Config path: {issue.path}", f"Location:    {where}",
                                             f"Error:       {issue.message}"])
+    if len(exc.issues) > MAX_SHOWN_ISSUES:
+        console.print(f"... and {len(exc.issues) - MAX_SHOWN_ISSUES} more errors like these, not shown.")
     err = "1 error" if len(exc.issues) == 1 else f"{len(exc.issues)} errors"
     console.print(f"[red]invalid configuration file ({err})[/red]")
 
@@ -101,8 +106,8 @@ def _print_config_error(exc) -> None:
 def _print_events(events) -> None:
     colours = {"error": "red", "warn": "yellow", "allow": "green"}
     for e in events:
-        text = f"[{colours[e.severity]}]{e.severity:5}[/{colours[e.severity]}] {e.describe()}"
-        console.print(text + (f"\n        {e.message}" if e.message else ""))
+        text = f"[{colours[e.severity]}]{e.severity:5}[/{colours[e.severity]}] {escape(e.describe())}"
+        console.print(text + (f"\n        {escape(e.message)}" if e.message else ""))
 
 
 def _load_cluster_name(engine, path: Path) -> str:
@@ -142,11 +147,11 @@ def register(app: typer.Typer) -> None:
             if outcome.events:
                 _print_events(outcome.events)
             if outcome.nothing_to_do:
-                console.print(outcome.message)
+                console.print(escape(outcome.message))
             elif progress:
                 progress.summary(f"Cluster '{outcome.cluster}' applied")
             for stage_name, reason in outcome.skipped.items():
-                console.print(f"[yellow]Stage '{stage_name}' was skipped: {reason}[/yellow]\n"
+                console.print(f"[yellow]Stage '{stage_name}' was skipped: {escape(reason)}[/yellow]\n"
                               "The config is not marked as applied: run apply again once that is resolved.",
                               soft_wrap=True)
 
@@ -262,7 +267,7 @@ def register(app: typer.Typer) -> None:
             return
         table = Table("cluster", "status", "directory")
         for r in rows:
-            table.add_row(r["name"], r["status"], r["dir"])
+            table.add_row(escape(r["name"]), escape(r["status"]), escape(r["dir"]))
         console.print(table)
 
     @list_app.command("plugins", epilog="Example: kubitect list plugins")
