@@ -293,7 +293,6 @@ def merge_into(user_kubeconfig: Path, text: str, cluster: str, *, name: str | No
             kept = [e for e in data[section] if not (isinstance(e, dict) and e.get("name") == name)]
             data[section] = [*kept, wanted[section]]
         data["current-context"] = name
-        data.setdefault("preferences", {})
         out = _dump(data)
         if receipt and previous == name:
             previous = receipt.get("previous_context")

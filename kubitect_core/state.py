@@ -69,19 +69,22 @@ class LockedError(StateError):
 def read_state_bytes(path: Path, *, limit: int = MAX_STATE_BYTES) -> bytes | None:
     """The file's bytes, or None when it does not exist.
 
-    Opened non-blocking and checked with fstat before reading, so a FIFO never hangs and a
-    device (/dev/zero) or directory is refused by name rather than read forever.
+    Opened non-blocking, without following a symlink, and checked with fstat before reading,
+    so a FIFO never hangs and a device (/dev/zero) or directory is refused by name rather than
+    read forever. (A user's own file that may be a symlink, like ~/.kube/config, is resolved
+    by its caller first.)
     """
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except NotADirectoryError:
-        return None
-    except PermissionError:
-        raise StateFileError(path, "cannot be read: permission denied") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StateFileError(path, f"is a symbolic link (to {os.readlink(path)}); kubitect never "
+                                       "writes one there and does not follow it") from None
+        if isinstance(exc, PermissionError):
+            raise StateFileError(path, "cannot be read: permission denied") from None
         raise StateFileError(path, f"cannot be opened: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)
@@ -128,14 +131,17 @@ def read_state_json(path: Path, *, limit: int = MAX_STATE_BYTES) -> Any:
     if not text.strip():
         raise StateFileError(Path(path), "is empty (a write was cut short, or the file was truncated)")
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise StateFileError(Path(path), f"is not valid JSON: {exc.msg} at line {exc.lineno}, column "
-                                         f"{exc.colno} (the file is truncated or was edited)") from None
+        raise StateFileError(Path(path), f"is not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}): "
+                                         "the file is truncated or was edited") from None
     except RecursionError:
         raise StateFileError(Path(path), "is not a kubitect state file: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
         raise StateFileError(Path(path), f"is not a kubitect state file: {exc}") from None
+    if value is None:  # never written by kubitect; returning None would read as "no file"
+        raise StateFileError(Path(path), "holds only `null`, not a kubitect state file")
+    return value
 
 
 # the record's shape ---------------------------------------------------------------------------
