@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FIXTURES, REAL_BACKENDS, SEED
 
 CLUSTER, OTHER = "kubitect-ha", "other-ha"
 REPORT = {"cluster": CLUSTER, "passed": 1, "failed": 0, "skipped": 0,
@@ -103,31 +102,33 @@ COMMANDS = {
 RECORD_READERS = {"plan", "apply", "list"}
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    """A home with two applied clusters, a kubeconfig and a report; built once, copied per case."""
+_TEMPLATE: dict[str, Path] = {}
+
+
+def _template(fake_env: Path, factory) -> Path:
+    """A home with two applied clusters, a kubeconfig and a report; built once per session (in
+    the first test's fake environment, redirected), then copied for every case."""
+    if "dir" in _TEMPLATE:
+        return _TEMPLATE["dir"]
     from typer.testing import CliRunner
 
     from kubitect_core.cli import app
 
-    base = tmp_path_factory.mktemp("template")
+    base = factory.mktemp("template")
     (base / ".ssh").mkdir()
     (base / ".ssh" / "id_rsa_ha").write_text("not a real key\n")
-    shutil.copy(SEED, base / "ha.yaml")
-    other = yaml.safe_load(SEED.read_text())
+    seed = (fake_env / "ha.yaml").read_text()
+    (base / "ha.yaml").write_text(seed)
+    other = yaml.safe_load(seed)
     other["cluster"]["name"] = OTHER
     (base / "other.yaml").write_text(yaml.safe_dump(other, sort_keys=False))
-    env = {"KUBITECT_HOME": str(base / "home"), "KUBITECT_FAKE_DIR": str(base / "fake"),
-           "KUBITECT_PLUGINS": "kubitect_fakes", "KUBITECT_DISABLE_PLUGINS": REAL_BACKENDS, "HOME": str(base)}
     with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        mp.syspath_prepend(str(FIXTURES))
-        runner = CliRunner()
+        for key, value in {"KUBITECT_HOME": base / "home", "KUBITECT_FAKE_DIR": base / "fake", "HOME": base}.items():
+            mp.setenv(key, str(value))
         for cfg in ("ha.yaml", "other.yaml"):
-            result = runner.invoke(app, ["run", str(base / cfg), "--stage", "network", "--stage", "storage",
-                                         "--stage", "vms", "--stage", "loadbalancers", "--stage", "kubernetes"],
-                                   catch_exceptions=False)
+            result = CliRunner().invoke(app, ["run", str(base / cfg), "--stage", "network", "--stage", "storage",
+                                              "--stage", "vms", "--stage", "loadbalancers", "--stage", "kubernetes"],
+                                        catch_exceptions=False)
             assert result.exit_code == 0, result.output
     for name in (CLUSTER, OTHER):
         d = base / "home" / "clusters" / name
@@ -135,12 +136,14 @@ def template(tmp_path_factory):
         (d / "kubeconfig").write_text(KUBECONFIG)
         (d / "reports").mkdir()
         (d / "reports" / "conformance.json").write_text(json.dumps(REPORT))
+    _TEMPLATE["dir"] = base
     return base
 
 
 @pytest.fixture
-def home(template, fake_env):
+def home(fake_env, tmp_path_factory):
     """The template copied into this test's fake environment."""
+    template = _template(fake_env, tmp_path_factory)
     for part in ("home", "fake"):
         shutil.rmtree(fake_env / part, ignore_errors=True)
         shutil.copytree(template / part, fake_env / part, symlinks=True)
