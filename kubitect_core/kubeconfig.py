@@ -24,12 +24,9 @@ file holds entries other tools wrote, so:
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import os
-import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -38,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from kubitect_core.state import write_private
+from kubitect_core.state import alive, flock_within, write_private
 
 SECTIONS = ("clusters", "users", "contexts")
 RECEIPT_KEY = "kubeconfig_merge"  # where a stage record keeps the receipt (destroy looks for it)
@@ -137,16 +134,6 @@ def store(path: Path, text: str) -> Path:
 
 
 # locking ----------------------------------------------------------------------------------------
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def locked(path: Path, timeout: float = LOCK_TIMEOUT):
     """Holds `path` for a read-modify-write, against kubectl and other kubitect processes.
@@ -162,17 +149,8 @@ def locked(path: Path, timeout: float = LOCK_TIMEOUT):
     deadline = time.monotonic() + timeout
     dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        while True:
-            try:
-                fcntl.flock(dfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise KubeconfigError(f"{path} is being changed by another kubitect process; "
-                                          "try again") from None
-                time.sleep(0.02 + random.random() * 0.03)
+        if not flock_within(dfd, timeout, poll=0.02):
+            raise KubeconfigError(f"{path} is being changed by another kubitect process; try again")
         while True:
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
@@ -202,7 +180,7 @@ def _stale_kubitect_lock(lock: Path) -> bool:
         words = lock.read_text(errors="replace").split()
     except OSError:
         return False
-    return len(words) == 2 and words[0] == "kubitect" and words[1].isdigit() and not _alive(int(words[1]))
+    return len(words) == 2 and words[0] == "kubitect" and words[1].isdigit() and not alive(int(words[1]))
 
 
 # merge / remove -----------------------------------------------------------------------------------

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from kubitect_core.legacy import ORIGINAL, detect
-from kubitect_core.state import ClusterState, StateError, StateFileError, cluster_entries, read_state_json
+from kubitect_core.state import (
+    ClusterState,
+    StateError,
+    StateFileError,
+    cluster_entries,
+    read_state_json,
+    read_state_text,
+)
 
 
 def _status(state: ClusterState) -> str:
@@ -60,38 +67,32 @@ def _existing(home: Path, cluster: str) -> ClusterState:
     return state
 
 
-def exported_config(home: Path, cluster: str) -> str:
-    """The last applied config as the user wrote it (else the last attempted one)."""
+def _exported(home: Path, cluster: str, what: str, legacy_file, own_files) -> str:
+    """The first stored copy of `what` that exists: Kubitect's file for its clusters, else ours."""
     state = _existing(home, cluster)
     legacy = detect(state.dir)
     if legacy is not None:
-        found = legacy.config_text()
+        found = legacy_file(legacy)
         if found is None:
-            raise StateError(f"cluster '{cluster}' (made by {ORIGINAL}) does not contain a config file")
+            raise StateError(f"cluster '{cluster}' (made by {ORIGINAL}) does not contain a {what} file")
         return found[1]
-    text = state.applied_text()
-    if text is None:
-        text = state.config_text()
-    if text is None:
-        raise StateError(f"cluster '{cluster}' has no config (in {state.dir})")
-    return text
+    for read in own_files(state):
+        text = read()
+        if text is not None:
+            return text
+    raise StateError(f"cluster '{cluster}' has no {what} yet (in {state.dir})")
+
+
+def exported_config(home: Path, cluster: str) -> str:
+    """The last applied config as the user wrote it (else the last attempted one)."""
+    return _exported(home, cluster, "config", lambda legacy: legacy.config_text(),
+                     lambda state: (state.applied_text, state.config_text))
 
 
 def exported_kubeconfig(home: Path, cluster: str) -> str:
     """The admin kubeconfig (Kubitect's `config/admin.conf` for its clusters)."""
-    state = _existing(home, cluster)
-    legacy = detect(state.dir)
-    if legacy is not None:
-        found = legacy.kubeconfig_text()
-        if found is None:
-            raise StateError(f"cluster '{cluster}' (made by {ORIGINAL}) does not have a Kubeconfig file")
-        return found[1]
-    from kubitect_core.state import read_state_text
-
-    text = read_state_text(state.kubeconfig_path)
-    if text is None:
-        raise StateError(f"cluster '{cluster}' has no kubeconfig yet (the kubernetes stage has not run)")
-    return text
+    return _exported(home, cluster, "kubeconfig", lambda legacy: legacy.kubeconfig_text(),
+                     lambda state: (lambda: read_state_text(state.kubeconfig_path),))
 
 
 def exported_report(home: Path, cluster: str, output: str) -> str:

@@ -341,24 +341,13 @@ class ClusterState:
         path = self.lock_path
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        deadline = time.monotonic() + wait
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() >= deadline:
-                        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-                        raise LockedError(
-                            f"cluster '{self.name}' is being changed by another kubitect process "
-                            f"(PID {holder}); wait for it, or pass --wait-lock SECONDS"
-                        ) from None
-                    time.sleep(poll)
+            if not flock_within(fd, wait, poll):
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                raise LockedError(f"cluster '{self.name}' is being changed by another kubitect process "
+                                  f"(PID {holder}); wait for it, or pass --wait-lock SECONDS")
             previous = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            stale_pid = previous if previous.isdigit() and not _alive(int(previous)) else None
+            stale_pid = previous if previous.isdigit() and not alive(int(previous)) else None
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             try:
@@ -391,7 +380,22 @@ class ClusterState:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def flock_within(fd: int, wait: float, poll: float = 0.2) -> bool:
+    """Takes an exclusive flock on `fd`, retrying for `wait` seconds; False if it stayed taken."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+
+
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
