@@ -6,6 +6,8 @@ cluster's key, kubeconfig and record), and `..`, `../x` or `/tmp/x` removed that
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 BAD_NAMES = ["", ".", "..", "../x", "/tmp/x"]
@@ -63,3 +65,14 @@ def test_a_valid_name_is_still_a_normal_cluster(cli, fake_env):
     assert cli("apply", cfg).exit_code == 0
     assert cli("export", "config", "--cluster", "kubitect-ha").exit_code == 0
     assert cli("destroy", "--cluster", "kubitect-ha", "-y").exit_code == 0
+
+
+def test_list_shows_a_directory_that_is_not_a_cluster_name_and_never_touches_it(cli, fake_env):
+    stray = fake_env / "home" / "clusters" / "my.backup"
+    stray.mkdir(parents=True)
+    (stray / "keep-me").write_text("planted\n")
+    rows = json.loads(cli("list", "clusters", "-o", "json").output)
+    assert rows == [{"name": "my.backup", "made_by": "?", "status": "ignored: not a valid cluster name",
+                     "dir": str(stray), "damaged": False}]
+    assert cli("destroy", "--cluster", "my.backup", "-y").exit_code == 2
+    assert (stray / "keep-me").read_text() == "planted\n"
