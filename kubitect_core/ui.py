@@ -41,6 +41,7 @@ class RichProgress:
         self.t0 = time.monotonic()
         self.rows: list[tuple[str, str, bool, float, str]] = []
         self.verbose = verbose
+        self.failed = False  # a failure was shown: the closing error box need not repeat it
 
     def _stamp(self) -> str:
         return f"[dim]{time.monotonic() - self.t0:7.1f}s[/dim]"
@@ -68,8 +69,15 @@ class RichProgress:
                     if getattr(c, "action", "") != "keep" or self.verbose:
                         self.out.print(f"           {escape(str(c))}")
         else:
-            self.out.print(f"{self._stamp()} [red]✘[/red] {escape(stage)} {escape(action)} failed after "
-                           f"{seconds:.1f}s: {escape(str(error))}")
+            lines = str(error).splitlines() or [""]
+            head = f"{self._stamp()} [red]✘[/red] {escape(stage)} {escape(action)} failed after {seconds:.1f}s:"
+            if len(lines) == 1:
+                self.out.print(f"{head} {escape(lines[0])}", soft_wrap=True)
+            else:  # one line per host or problem, said once
+                self.out.print(head)
+                for line in lines:
+                    self.out.print(f"           {escape(line)}", soft_wrap=True)
+            self.failed = True
         self.rows.append((stage, action, ok, seconds, _change_summary(changes) if ok else (error or "")))
 
     def summary(self, title: str) -> None:
@@ -81,7 +89,8 @@ class RichProgress:
         for stage, action, ok, seconds, summary in self.rows:
             result = "[red]failed[/red]" if not ok else \
                 "[yellow]skipped[/yellow]" if summary.startswith("skipped") else "[green]ok[/green]"
-            table.add_row(escape(stage), escape(action), result, f"{seconds:.1f}s", escape(summary))
+            table.add_row(escape(stage), escape(action), result, f"{seconds:.1f}s",
+                          escape(summary.splitlines()[0] if summary else ""))
         self.out.print(table)
 
 

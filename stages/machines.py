@@ -13,10 +13,20 @@ DEFAULT_PROVIDER = "libvirt"
 
 
 def hosts_by_provider(ctx: StageContext, registry, stage: str) -> dict[object, list[str]]:
-    """Groups the config's hosts by the provider each selects (`hosts[].provider`)."""
+    """Groups the config's hosts by the provider each selects (`hosts[].provider`).
+
+    Without a config (destroy of a cluster whose stored config cannot be read), the record says
+    it: each provider's slice of the stage record, with the hosts it recorded.
+    """
     groups: dict[str, list[str]] = defaultdict(list)
-    for host in ctx.config.hosts:
-        groups[getattr(host, "provider", None) or DEFAULT_PROVIDER].append(host.name)
+    if ctx.config is None:
+        for name, recorded in ctx.record.items():
+            if isinstance(recorded, dict):
+                hosts = recorded.get("hosts")
+                groups[name] += [h for h in hosts if isinstance(h, str)] if isinstance(hosts, dict) else []
+    else:
+        for host in ctx.config.hosts:
+            groups[getattr(host, "provider", None) or DEFAULT_PROVIDER].append(host.name)
     out = {}
     for name, hosts in groups.items():
         if name not in registry.providers:

@@ -43,6 +43,15 @@ LAYERS = ("network", "storage", "vms")
 DEFAULT_MAX_BOOTING = 3  # 2-core hosts: more VMs booting at once only slows all of them
 
 
+def _host_line(host: str, exc: BaseException) -> str:
+    """`host: cause`, once: causes that already name the host ("host h1: ...") are not prefixed again."""
+    text = str(exc).strip() or type(exc).__name__
+    for prefix in (f"host {host}: ", f"{host}: "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return f"{host}: {text}"
+
+
 class LibvirtError(RuntimeError):
     """A libvirt layer failed on one or more hosts; the message names each host and cause."""
 
@@ -100,11 +109,11 @@ class LibvirtProvider:
         errors = []
         for h, res in zip(specs, results, strict=True):
             if isinstance(res, BaseException):
-                errors.append(f"{h}: {res}")
+                errors.append(_host_line(h, res))
             else:
                 changes += res
         if errors:
-            raise LibvirtError("; ".join(errors))
+            raise LibvirtError("\n".join(errors))
         return changes
 
     # -- contract --------------------------------------------------------------------------
