@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import asyncssh
 
+from kubitect_core import runlog
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -156,14 +158,18 @@ class Remote:
 
     async def _exec(self, command: str, *, what: str, input: Any, timeout: float | None,
                     binary: bool) -> asyncssh.SSHCompletedProcess:
-        try:
-            return await self._conn.run(command, check=False, timeout=timeout, input=input,
-                                        encoding=None if binary else "utf-8", errors="replace")
-        except asyncssh.TimeoutError as exc:
-            shown = _short(what, _CMD_SHOWN)
-            raise RemoteError(f"{self.label}: `{shown}` timed out after {timeout}s") from exc
-        except (asyncssh.Error, OSError) as exc:
-            raise RemoteError(f"{self.label}: `{_short(what, _CMD_SHOWN)}` failed: {exc}") from exc
+        # The run log (kubitect_core.runlog) keeps what the error messages below can only quote.
+        with runlog.remote_command(self.label, what, sudo=command.startswith("sudo -n"), stdin=input) as logged:
+            try:
+                proc = await self._conn.run(command, check=False, timeout=timeout, input=input,
+                                            encoding=None if binary else "utf-8", errors="replace")
+            except asyncssh.TimeoutError as exc:
+                shown = _short(what, _CMD_SHOWN)
+                raise RemoteError(f"{self.label}: `{shown}` timed out after {timeout}s") from exc
+            except (asyncssh.Error, OSError) as exc:
+                raise RemoteError(f"{self.label}: `{_short(what, _CMD_SHOWN)}` failed: {exc}") from exc
+            logged.finished(proc.exit_status, proc.stdout, proc.stderr, binary=binary)
+            return proc
 
     def _failed(self, what: str, status: int | None, stderr: str) -> RemoteError:
         detail = _short(stderr, _ERR_SHOWN)

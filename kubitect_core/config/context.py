@@ -12,6 +12,7 @@ BUILTIN_INSTALLERS = ("kubeadm", "k3s")
 BUILTIN_PROVIDERS = ("libvirt", "nspawn")
 BUILTIN_LOAD_BALANCERS = ("keepalived-haproxy",)
 DEFAULT_MANAGER = "kubeadm"
+LOCAL_PREFIX = "local-"  # Kubitect's: reserved for, and added to the names of, clusters made with --local
 DEFAULT_PROVIDER = "libvirt"
 # The original's default manager; Kubespray drives kubeadm underneath, so kubeadm serves it.
 LEGACY_MANAGERS = {"kubespray": "kubeadm"}
@@ -40,7 +41,7 @@ class ValidationContext:
     providers: list[str] = field(default_factory=list)
     load_balancers: list[str] = field(default_factory=lambda: list(BUILTIN_LOAD_BALANCERS))
     extensions: list[ConfigExtension] = field(default_factory=list)
-    local: bool = False  # `--local`: cluster names may start with "local-"
+    local: bool = False  # `--local`: the cluster name gets the "local-" prefix (LOCAL_PREFIX)
 
 
 def default_context() -> ValidationContext:
