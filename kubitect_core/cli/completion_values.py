@@ -87,13 +87,13 @@ def actions(ctx: Any, incomplete: str) -> list[tuple[str, str]]:
     return [(n, h) for n, h in ACTIONS.items() if n.startswith(incomplete)]
 
 
-def commands(ctx: Any, args: list[str], incomplete: str) -> list[tuple[str, str]]:
-    """For `kubitect help WORDS`: the visible subcommands of the group the words reach."""
+def commands(ctx: Any, incomplete: str) -> list[tuple[str, str]]:
+    """For `kubitect help WORDS`: the visible subcommands of the group the words typed so far reach."""
     try:
         group = ctx.find_root().command
-        for word in args[args.index("help") + 1:] if "help" in args else []:
+        for word in _param(ctx, "command") or ():
             group = group.commands[word]
         return [(name, cmd.get_short_help_str()) for name, cmd in sorted(group.commands.items())
                 if not cmd.hidden and name.startswith(incomplete)]
-    except (AttributeError, KeyError, ValueError):
+    except (AttributeError, KeyError):
         return []

@@ -16,11 +16,6 @@ from typer.core import TyperGroup
 from kubitect_core.cli import completion_values as values
 from kubitect_core.cli import output
 
-list_app = typer.Typer(help="List clusters, presets, plugins or stages.\n\nExample: kubitect list clusters",
-                       no_args_is_help=True)
-export_app = typer.Typer(help="Print a cluster's config, kubeconfig, report or logs, or a preset.\n\n"
-                         "Example: kubitect export preset --name minimal", no_args_is_help=True)
-
 EXIT_USAGE = 2
 HOME_HELP = "Kubitect home (default: $KUBITECT_HOME or ~/.kubitect)."
 LOCAL_HELP = ("Keep the cluster in ./.kubitect (the project directory) instead of the kubitect home, "
@@ -126,14 +121,23 @@ class KubitectGroup(TyperGroup):
     """The root `kubitect` group: typer's group plus the conventions in the module docstring."""
 
     def resolve_command(self, ctx, args):
+        """typer's, with suggestions among visible commands only, and at the root the commands
+        Kubitect users type (`create` -> apply, `delete` -> destroy)."""
+        from difflib import get_close_matches
+
         from typer._click.exceptions import UsageError
 
         try:
-            return super().resolve_command(ctx, args)
+            return self._click_resolve_command(ctx, args)
         except UsageError as exc:
-            better = suggestion(args[0]) if args else None
+            if not args:
+                raise
+            better = suggestion(args[0]) if ctx.parent is None else None
+            visible = [name for name, cmd in self.commands.items() if not cmd.hidden]
             if better:
                 exc.message = f"No such command '{args[0]}'. Did you mean 'kubitect {better}'?"
+            elif matches := get_close_matches(args[0], visible):
+                exc.message = f"No such command '{args[0]}'. Did you mean {' or '.join(repr(m) for m in matches)}?"
             raise
 
     def _main_shell_completion(self, ctx_args, prog_name, complete_var=None):
@@ -163,21 +167,32 @@ class KubitectGroup(TyperGroup):
 def _usage_error(exc: Any, argv: list[str]) -> int:
     """Shows a usage error as typer does, or as an `error` event under -o json|yaml; returns the
     exit code (2; 1 under --detailed-exitcode, whose 2 means "changes pending")."""
+    from typer._click.exceptions import NoArgsIsHelpError
+
     from kubitect_core.cli.errors import Failure, render
 
     code = exc.exit_code if exc is not None else 1
     if code == EXIT_USAGE and "--detailed-exitcode" in argv:
         code = 1
-    fmt = output.argv_format(argv)
-    if fmt is output.Format.text:
-        if exc is None:
-            typer.echo("Aborted.", err=True)
-        else:
-            from typer import rich_utils
+    if isinstance(exc, NoArgsIsHelpError):  # `kubitect` alone, `kubitect list`: the help is the answer
+        from typer import rich_utils
 
-            rich_utils.rich_format_error(exc)
+        rich_utils.rich_format_error(exc)
         return code
-    output.set_format(fmt)
-    message = exc.format_message() if exc is not None else "aborted"
+    output.set_format(output.argv_format(argv))
+    message = exc.format_message() if exc is not None else "Aborted."
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and not output.machine():
+        from kubitect_core.ui import err_console
+
+        hint = f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help." if ctx.help_option_names else ""
+        err_console.print(f"{ctx.get_usage()}\n{hint}".rstrip(), markup=False, highlight=False)
     render(Failure(kind="usage", summary=message, exit_code=code))
     return code
+
+
+list_app = typer.Typer(cls=KubitectGroup, no_args_is_help=True,
+                       help="List clusters, presets, plugins or stages.\n\nExample: kubitect list clusters")
+export_app = typer.Typer(cls=KubitectGroup, no_args_is_help=True,
+                         help="Print a cluster's config, kubeconfig, report or logs, or a preset.\n\n"
+                         "Example: kubitect export preset --name minimal")

@@ -193,9 +193,17 @@ def _result(command: str, outcome, engine, **extra: Any) -> None:
     """The closing event of a pipeline command under -o json|yaml."""
     log = engine.log_path if engine.log_path is not None and engine.log_path.exists() else None
     output.emit(output.event("result", command=command, cluster=outcome.cluster, ok=True,
-                             stages=[{"stage": s, "seconds": round(t, 3), "changes": [change_data(c) for c in ch]}
+                             stages=[{"stage": s, "seconds": round(t, 3), "changes": _counts(ch)}
                                      for s, t, ch in outcome.stages],
                              skipped=outcome.skipped, log=str(log) if log else None, **extra))
+
+
+def _counts(changes) -> dict[str, int]:
+    """{"create": 2, "keep": 5}: a stage's changes by action (each is in its stage_finished event)."""
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.action] = counts.get(c.action, 0) + 1
+    return counts
 
 
 def _pending(outcome) -> int:
