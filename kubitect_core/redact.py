@@ -14,16 +14,35 @@ file paths.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 MARK = "<redacted>"
 
-# key names whose value is a secret, in YAML/JSON (`key: value`), CLI flags (`--key value`)
-# and environment assignments (`KEY=value`)
-_SECRET_KEY = (r"[A-Za-z0-9_.-]*?(?:token|password|passwd|secret|auth_pass|key-data|key_data"
-               r"|certificate[-_]?key|private[-_]?key)")
+# A key whose value is a secret ends with one of these (case-insensitive): `token`, `agent-token`,
+# `client-key-data`, `certificateKey`, `MYSQL_PASSWORD`, ... Keys are matched as whole words and
+# tested in Python (`_secret_key`), which keeps every pattern linear in the input's length.
+_SECRET_KEY_END = re.compile(r"(?:token|password|passwd|secret|auth_pass|key-data|key_data|certificate[-_]?key"
+                             r"|private[-_]?key)$", re.I)
+_SECRET_ENV = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET")
+_VALUE = r"(\"[^\"\n]*\"|'[^'\n]*'|[^\s,}\]\"'\\]+)"
+_KEY_CHARS = r"A-Za-z0-9_.-"
 
-_RULES: list[tuple[re.Pattern[str], str]] = [
+
+def _when_key(test: Callable[[str], bool], keep: int) -> Callable[[re.Match[str]], str]:
+    """A replacement that redacts the value (the last group) only when the key (group 2) passes `test`."""
+    def replace(m: re.Match[str]) -> str:
+        if not test(m.group(2)):
+            return m.group(0)
+        return "".join(m.group(i) or "" for i in range(1, keep + 1)) + MARK
+    return replace
+
+
+def _secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY_END.search(key))
+
+
+_RULES: list[tuple[re.Pattern[str], Any]] = [
     # PEM / OpenSSH private keys, also cut off by a truncated output
     (re.compile(r"(-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----).*?(-----END ([A-Z0-9]+ )*PRIVATE KEY-----|\Z)", re.S),
      rf"\1{MARK}\3"),
@@ -43,13 +62,14 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(\bauth_pass\s+)\S+"), rf"\1{MARK}"),
     (re.compile(r"(\bstats\s+auth\s+)\S+"), rf"\1{MARK}"),
     # key: value (YAML), "key": "value" (JSON)
-    (re.compile(rf"(?i)([\"']?\b{_SECRET_KEY}[\"']?[ \t]*:[ \t]*)(\"[^\"\n]*\"|'[^'\n]*'|[^\s,}}\]\"'\\]+)"),
-     rf"\1{MARK}"),
+    (re.compile(rf"(?<![{_KEY_CHARS}])([\"']?)([{_KEY_CHARS}]++)([\"']?[ \t]*:[ \t]*){_VALUE}"),
+     _when_key(_secret_key, 3)),
     # --key value, --key=value
-    (re.compile(rf"(?i)(--{_SECRET_KEY}(?:[ \t]+|=))(\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+)"), rf"\1{MARK}"),
+    (re.compile(rf"(?<![{_KEY_CHARS}])(--)([{_KEY_CHARS}]++)([ \t]+(?!-)|=)(\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+)"),
+     _when_key(_secret_key, 3)),
     # KEY=value (environment)
-    (re.compile(r"\b([A-Z0-9_]*(?:TOKEN|PASSWORD|PASSWD|SECRET)[A-Z0-9_]*=)(\"[^\"\n]*\"|'[^'\n]*'|[^\s\"';&|]+)"),
-     rf"\1{MARK}"),
+    (re.compile(r"(?<![A-Za-z0-9_])()([A-Z0-9_]++)(=)(\"[^\"\n]*\"|'[^'\n]*'|[^\s\"';&|]+)"),
+     _when_key(lambda key: bool(_SECRET_ENV.search(key)), 3)),
 ]
 
 
