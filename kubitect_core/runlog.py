@@ -80,7 +80,7 @@ class RunLog:
         lines = [f"# kubitect run log: {' '.join(f'{k}={v}' for k, v in header.items())}",
                  "# secrets are redacted; input fed to commands and files fetched from nodes are never written",
                  ""]
-        self._write("\n".join(lines) + "\n", always=True)
+        self._write("\n".join(lines) + "\n")
         return self
 
     def close(self) -> None:
@@ -89,15 +89,17 @@ class RunLog:
                 os.close(self._fd)
             self._fd = None
 
-    def _write(self, text: str, *, always: bool = False) -> None:
+    def _write(self, text: str, *, body: bool = False) -> None:
+        """Appends `text`, redacted. Output (`body`) stops at MAX_LOG_BYTES; the lines saying what
+        ran and how it ended go on until twice that."""
         text = redact(text)
         if self.live is not None:
             self.live(text.rstrip("\n"))
         if self._fd is None:
             return
         data = text.encode("utf-8", "replace")
-        if self.size + len(data) > MAX_LOG_BYTES and not always:
-            if self.full:
+        if self.size + len(data) > MAX_LOG_BYTES * (1 if body else 2):
+            if not body or self.full:
                 return
             self.full = True
             data = f"[log size limit of {MAX_LOG_BYTES} bytes reached: only command lines from here on]\n".encode()
@@ -136,9 +138,7 @@ class RunLog:
             body += _indented("stderr", _bounded(stderr))
         self.note(head)
         if body:
-            if self.full:
-                return
-            self._write(body)
+            self._write(body, body=True)
 
     def exception(self, exc: BaseException) -> None:
         """The traceback of a stage failure: what a bug report needs, never shown to the user."""

@@ -46,7 +46,10 @@ controlPlane:
   certificateKey: "{CERT_KEY}"
 """
 
-KUBECONFIG = """\
+JWT = ("eyJhbGciOiJSUzI1NiIsImtpZCI6IkRFRiJ9.eyJpc3MiOiJrdWJlcm5ldGVzL3NlcnZpY2VhY2NvdW50In0."
+       "c2lnbmF0dXJlLXBhcnQtb2YtdGhlLWp3dA")
+
+KUBECONFIG = f"""\
 apiVersion: v1
 clusters:
 - cluster:
@@ -60,7 +63,7 @@ users:
     client-key-data: LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQpNSUlFb3dJQkFBS0NBUUVB
 - name: sa
   user:
-    token: eyJhbGciOiJSUzI1NiIsImtpZCI6IkRFRiJ9.eyJpc3MiOiJrdWJlcm5ldGVzL3NlcnZpY2VhY2NvdW50In0.c2lnbmF0dXJlLXBhcnQtb2YtdGhlLWp3dA
+    token: {JWT}
 """
 
 PRIVATE_KEY = """\
@@ -103,7 +106,7 @@ def test_kubeadm_join_configuration():
 
 @pytest.mark.parametrize("text, secret", [
     (f"K3S_TOKEN={K3S_FULL}", K3S_FULL.split("::")[1]),
-    (f"curl -sfL https://get.k3s.io | K3S_TOKEN=s3cr3t-tok3n INSTALL_K3S_VERSION=v1.34.2+k3s1 sh -", "s3cr3t-tok3n"),
+    ("curl -sfL https://get.k3s.io | K3S_TOKEN=s3cr3t-tok3n INSTALL_K3S_VERSION=v1.34.2+k3s1 sh -", "s3cr3t-tok3n"),
     ("k3s agent --server https://10.0.0.5:6443 --token s3cr3t-tok3n --node-ip 10.0.0.7", "s3cr3t-tok3n"),
     ("k3s server --cluster-init --token=s3cr3t-tok3n", "s3cr3t-tok3n"),
     ('token: "s3cr3t-tok3n"\nserver: https://10.0.0.5:6443\n', "s3cr3t-tok3n"),
