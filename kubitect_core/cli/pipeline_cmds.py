@@ -62,6 +62,8 @@ def _say(message: str, level: str = "info") -> None:
     """A note to the user: a line on the terminal, or a `message` event under -o json|yaml."""
     if output.machine():
         output.emit(output.event("message", level=level, message=message))
+    elif level == "warning" or message.startswith("warning:"):
+        err_console.print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)
     else:
         console.print(escape(message), soft_wrap=True)
 
