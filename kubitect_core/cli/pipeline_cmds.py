@@ -156,8 +156,8 @@ def _handle(fn, progress: RichProgress | None = None, engine=None) -> Any:
         source = next((i.file for i in exc.issues if i.file), None)
         raise fail(config_failure(exc.issues, source)) from None
     except ChangesRefused as exc:
-        if not output.machine():
-            _print_events(exc.events)
+        if not output.machine():  # the refused ones are the boxes below; the rest is context
+            _print_events([e for e in exc.events if e.severity != "error"])
         refused = [Problem(f"{e.describe()}" + (f": {e.message}" if e.message else ""), e.path)
                    for e in exc.events if e.severity == "error"]
         raise fail(Failure("changes", str(exc), refused,
