@@ -47,7 +47,8 @@ def cluster_names(ctx: Any = None) -> list[tuple[str, str]]:
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
-                    found.setdefault(entry.name, f"local cluster in {root}" if local else f"cluster in {root}")
+                    # short: typer renders help through rich, which wraps (and so splits) long lines
+                    found.setdefault(entry.name, "local cluster (./.kubitect)" if local else "cluster")
             except OSError:
                 continue
     return sorted(found.items())
