@@ -49,8 +49,11 @@ def _set_debug(value: bool) -> bool:
 
 def reset_session() -> None:
     """Forgets the previous command's flags (tests run many commands in one process)."""
+    from kubitect_core import ui
+
     _session["debug"] = False
     output.reset()
+    ui.configure()
 
 
 # --------------------------------------------------------------------------- shared options

@@ -80,15 +80,19 @@ def _env(homes) -> dict[str, str]:
     return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "KUBITECT_HOME": str(home)}
 
 
-def _script(shell: str, env) -> str:
-    proc = subprocess.run(["kubitect", "completion", shell], capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+SYNTAX_CHECK = {"bash": ["bash", "-n"], "zsh": ["zsh", "-n"], "fish": ["fish", "--no-execute"]}
 
 
-def _need(shell: str) -> None:
+def _checked_script(shell: str, env, path: Path) -> Path:
+    """`kubitect completion SHELL` written to `path`, after the shell itself found it well-formed."""
     if shutil.which(shell) is None:
         pytest.skip(f"{shell} is not installed (scripts/apt-packages.txt installs it)")
+    proc = subprocess.run(["kubitect", "completion", shell], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    path.write_text(proc.stdout)
+    check = subprocess.run([*SYNTAX_CHECK[shell], str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    return path
 
 
 def _bash_complete(script: Path, words: str, env, cwd) -> list[str]:
@@ -105,12 +109,8 @@ def _bash_complete(script: Path, words: str, env, cwd) -> list[str]:
 
 
 def test_bash_script_is_valid_and_completes_for_real(homes, tmp_path):
-    _need("bash")
     env = _env(homes)
-    script = tmp_path / "kubitect.bash"
-    script.write_text(_script("bash", env))
-    check = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
+    script = _checked_script("bash", env, tmp_path / "kubitect.bash")
     assert "complete -o default -F _kubitect_completion kubitect" in script.read_text()
     cwd = homes[1]
     (cwd / "cluster.yaml").write_text("{}")
@@ -131,12 +131,8 @@ def test_bash_script_is_valid_and_completes_for_real(homes, tmp_path):
 
 
 def test_fish_script_completes_for_real(homes, tmp_path):
-    _need("fish")
     env = _env(homes)
-    script = tmp_path / "kubitect.fish"
-    script.write_text(_script("fish", env))
-    check = subprocess.run(["fish", "--no-execute", str(script)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
+    script = _checked_script("fish", env, tmp_path / "kubitect.fish")
 
     def complete(line: str) -> list[str]:
         proc = subprocess.run(["fish", "--no-config", "-c", f"source {script}; complete -C '{line}'"],
@@ -149,12 +145,8 @@ def test_fish_script_completes_for_real(homes, tmp_path):
 
 
 def test_zsh_script_is_valid_and_its_protocol_answers(homes, tmp_path):
-    _need("zsh")
     env = _env(homes)
-    script = tmp_path / "_kubitect"
-    script.write_text(_script("zsh", env))
-    check = subprocess.run(["zsh", "-n", str(script)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
+    script = _checked_script("zsh", env, tmp_path / "_kubitect")
     assert script.read_text().startswith("#compdef kubitect")
     # what the script's function evaluates on TAB, asked the way the script asks it
     proc = subprocess.run(["zsh", "-f", "-c", 'words=(kubitect destroy --cluster ""); CURRENT=4; '
