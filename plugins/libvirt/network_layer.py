@@ -2,7 +2,10 @@
 
 Bridge mode creates nothing (the VMs attach to the host's existing bridge). In nat mode every
 node with an IP gets a DHCP host reservation by MAC, so the guest can use DHCP and still get its
-configured address. No nwfilter is attached: the VRRP VIP must be able to move between VMs.
+configured address. A node without an IP (DHCP) gets a reservation of the address it was first
+leased, made by the vms layer once the lease is known (`pin`), so its address survives reboots
+and lease expiry; this layer keeps such reservations for as long as the node is in the topology.
+No nwfilter is attached: the VRRP VIP must be able to move between VMs.
 
 Runs on the host's worker thread; `dry_run` makes it a plan (nothing touched).
 """
@@ -74,6 +77,29 @@ def _bridge_of(xml: str) -> str | None:
     return el.get("name") if el is not None else None
 
 
+def pinned(reserved: set[Reservation], nodes: list[tuple[Node, str]]) -> set[Reservation]:
+    """The reservations of DHCP nodes (their leases, pinned by the vms layer) among `reserved`."""
+    dhcp = {(mac.lower(), n.name) for n, mac in nodes if not n.ip}
+    return {r for r in reserved if (r.mac, r.name) in dhcp}
+
+
+def pin(conn: libvirt.virConnect, network: str, res: Reservation) -> bool:
+    """Reserves `res.ip` for `res.mac` in the network (live and persistent); True when it changed.
+
+    An entry of the same MAC (or name) with another address is replaced, so the reservation always
+    says what the vms layer recorded.
+    """
+    net = conn.networkLookupByName(network)
+    current = _current_reservations(net.XMLDesc(0))
+    if res in current:
+        return False
+    for old in current:
+        if old.mac == res.mac or old.name == res.name:
+            _update_host(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, old)
+    _update_host(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, res)
+    return True
+
+
 def _update_host(net: libvirt.virNetwork, command: int, res: Reservation) -> None:
     flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
     if net.isActive():
@@ -123,7 +149,7 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
         existing.create()
         return changes, {"name": name, "mode": net.mode, "bridge": _bridge_of(existing.XMLDesc(0))}
     have = _current_reservations(existing.XMLDesc(0))
-    want = set(res)
+    want = set(res) | pinned(have, nodes)
     added, removed = sorted(want - have, key=str), sorted(have - want, key=str)
     started = not existing.isActive()
     if added or removed or started:

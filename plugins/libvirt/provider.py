@@ -24,10 +24,11 @@ from typing import Any
 import libvirt
 from kubitect_plugins.libvirt import hosttype, images, network_layer, storage_layer, vms_layer
 from kubitect_plugins.libvirt.connection import ConnectionCache, HostConnection, lookup
-from kubitect_plugins.libvirt.readiness import lease_ip, wait_ready
+from kubitect_plugins.libvirt.readiness import LeaseChanged, check_lease, ipv4_leases, wait_leases, wait_ready
 from kubitect_plugins.libvirt.spec import (
     HostSpec,
     Names,
+    NetSpec,
     attr,
     host_specs,
     image_spec,
@@ -116,6 +117,10 @@ class LibvirtProvider:
         image = image_spec(ctx.config)
         if "://" not in image.source and not Path(image.source).is_file():
             problems.append(f"cluster.nodeTemplate.os.source: image file {image.source} does not exist")
+        if net.mode == "bridge":
+            problems += [f"node {n.name}: no ip, and in bridge mode the address a DHCP server outside "
+                         "kubitect hands out cannot be learned; give it an ip (or use network mode nat)"
+                         for h in hosts for n in self._nodes(ctx, h) if not n.ip]
 
         async def check(spec: HostSpec, hc: HostConnection) -> list[Change]:
             try:
@@ -310,37 +315,78 @@ class LibvirtProvider:
             for name, rec in res.nodes.items():
                 before = previous.get(name, {})
                 rec["ready"] = before.get("ready", False)
-                if rec["ip"] is None and before.get("mac") == rec["mac"]:
-                    rec["ip"] = before.get("ip")  # a DHCP node keeps the lease it was seen with
+                if rec["dhcp"] and before.get("mac") == rec["mac"]:
+                    rec["ip"] = before.get("ip")  # the lease it was set up at (checked against the server)
                 nodes_rec[name] = rec
             pending = [n for n in res.nodes if n in res.to_start or not nodes_rec[n]["ready"]]
-            await asyncio.gather(*(self._boot(ctx, hc, nodes_rec[n], names, sem, n in res.to_start)
-                                   for n in pending))
-            return res.changes
+            running = [n for n in res.nodes if n not in pending and nodes_rec[n]["dhcp"]]
+            done = await asyncio.gather(
+                *(self._boot(ctx, hc, nodes_rec[n], net, sem, n in res.to_start) for n in pending),
+                *(self._settle_lease(ctx, hc, nodes_rec[n], net, wait=None) for n in running))
+            return res.changes + [c for extra in done for c in extra]
 
         return await self._each_host(ctx, hosts, one, record=not dry_run)
 
-    async def _boot(self, ctx: StageContext, hc: HostConnection, rec: dict[str, Any], names: Names,
-                    sem: asyncio.Semaphore, start: bool) -> None:
-        """Starts a node (bounded concurrency) and waits until SSH answers and cloud-init is done.
+    @staticmethod
+    def _waits(ctx: StageContext, hc: HostConnection) -> bool:
+        """Whether guests are waited for (leases, SSH). The test driver runs no guest: not there,
+        unless a test asks for it (option `libvirt_wait`) with doubles for leases and SSH."""
+        return bool(ctx.options.get("libvirt_wait", not hc.is_test_driver))
 
-        The test driver runs no guest: there the node is started and not waited for.
-        """
+    async def _boot(self, ctx: StageContext, hc: HostConnection, rec: dict[str, Any], net: NetSpec,
+                    sem: asyncio.Semaphore, start: bool) -> list[Change]:
+        """Starts a node (bounded concurrency) and waits until SSH answers and cloud-init is done;
+        a DHCP node's lease is waited for, checked and pinned first (`_settle_lease`)."""
         name = rec["name"]
         async with sem:
             if start:
                 ctx.progress(name, "starting")
                 await hc.call(lambda c: vms_layer.start(c, name))
-            if hc.is_test_driver or ctx.options.get("libvirt_wait") is False:
-                return
-            if not rec.get("ip"):
-                ctx.progress(name, "waiting for a DHCP lease")
-                rec["ip"] = await lease_ip(hc, names.network, rec["mac"],
-                                           timeout=float(ctx.options.get("boot_timeout", 600)))
+            if not self._waits(ctx, hc):
+                return []
+            timeout = float(ctx.options.get("boot_timeout", 600))
+            changes = await self._settle_lease(ctx, hc, rec, net, wait=timeout) if rec.get("dhcp") else []
             ctx.progress(name, f"waiting for SSH on {rec['ip']} and cloud-init")
-            await wait_ready(ctx, rec["ip"], timeout=float(ctx.options.get("boot_timeout", 600)))
+            await wait_ready(ctx, rec["ip"], timeout=timeout)
             rec["ready"] = True
             ctx.progress(name, "ready")
+            return changes
+
+    async def _settle_lease(self, ctx: StageContext, hc: HostConnection, rec: dict[str, Any], net: NetSpec,
+                            wait: float | None) -> list[Change]:
+        """A DHCP node's address: the lease (waited for up to `wait` seconds, else only looked up),
+        refused when it moved away from the recorded one (`check_lease`), recorded right away, and
+        kept stable by a DHCP reservation MAC -> IP in the cluster network.
+
+        Why a reservation: libvirt's dnsmasq hands a returning MAC its old address only while it
+        remembers the lease; the reservation makes the address part of the network's definition.
+        """
+        if not self._waits(ctx, hc):
+            return []
+        name, mac, host = rec["name"], rec["mac"], rec["host"]
+        network = Names(ctx.cluster).network
+        if net.mode == "bridge":  # preflight refuses this; no DHCP server of ours to ask
+            raise LeaseChanged(f"node {name} has no ip and network mode is bridge: its address cannot be known")
+        if wait is None:
+            current = await hc.call(lambda c: ipv4_leases(c, network, mac))
+        else:
+            if not rec.get("ip"):
+                ctx.progress(name, "waiting for a DHCP lease")
+            current = await wait_leases(hc, network, mac, timeout=wait)
+        recorded = rec.get("ip")
+        if recorded and current and recorded not in current:
+            await hc.call(lambda c: network_layer.pin(c, network, network_layer.Reservation(mac, name, recorded)))
+            check_lease(name, mac, recorded, current, network=network, host=host)
+        ip = recorded or (current[0] if current else None)
+        if ip is None:
+            return []
+        if not recorded:
+            rec["ip"] = ip
+            ctx.checkpoint()  # recorded before anything else can fail
+            ctx.progress(name, f"leased {ip}")
+        if await hc.call(lambda c: network_layer.pin(c, network, network_layer.Reservation(mac, name, ip))):
+            return [Change("change", "network", network, host, f"reserved {ip} for {name} (its DHCP lease)")]
+        return []
 
 
 def _check_layer(layer: str) -> None:
