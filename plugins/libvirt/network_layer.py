@@ -28,12 +28,13 @@ from kubitect_core.topology import Node
 
 @dataclass(frozen=True)
 class Reservation:
-    mac: str
+    mac: str  # "" for an address held by name only (the VIP): no machine has that MAC
     name: str
     ip: str
 
     def xml(self) -> str:
-        return f"<host mac='{self.mac}' name='{self.name}' ip='{self.ip}'/>"
+        mac = f"mac='{self.mac}' " if self.mac else ""
+        return f"<host {mac}name='{self.name}' ip='{self.ip}'/>"
 
 
 def dhcp_range(net: NetSpec) -> tuple[str, str]:
@@ -45,11 +46,22 @@ def dhcp_range(net: NetSpec) -> tuple[str, str]:
     return str(ipaddress.IPv4Address(start)), str(ipaddress.IPv4Address(last))
 
 
-def reservations(net: NetSpec, nodes: list[tuple[Node, str]]) -> list[Reservation]:
-    """DHCP reservations for nodes with an IP (nat mode only), sorted by name."""
+def vip_name(cluster: str) -> str:
+    """The reservation name that holds the VIP (`<cluster>-vip`: no node is named so)."""
+    return f"{cluster}-vip"
+
+
+def reservations(net: NetSpec, nodes: list[tuple[Node, str]], vip: str | None = None,
+                 cluster: str = "") -> list[Reservation]:
+    """DHCP reservations (nat mode only), sorted by name: one per node with an IP, by MAC, and
+    one holding the VIP by name. dnsmasq leases no reserved address to anyone else, so a DHCP
+    node can get neither a configured node's address nor the VIP keepalived will claim."""
     if net.mode != "nat":
         return []
-    return sorted((Reservation(mac, n.name, n.ip) for n, mac in nodes if n.ip), key=lambda r: r.name)
+    out = [Reservation(mac, n.name, n.ip) for n, mac in nodes if n.ip]
+    if vip:
+        out.append(Reservation("", vip_name(cluster), vip))
+    return sorted(out, key=lambda r: r.name)
 
 
 def network_xml(cluster: str, net: NetSpec, res: list[Reservation]) -> tuple[str, str]:
@@ -114,7 +126,7 @@ def _remove(net: libvirt.virNetwork) -> None:
 
 
 def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
-             nodes: list[tuple[Node, str]], dry_run: bool) -> tuple[list[Change], dict | None]:
+             nodes: list[tuple[Node, str]], dry_run: bool, vip: str | None = None) -> tuple[list[Change], dict | None]:
     """Plans or applies the host's cluster network; returns the changes and the record entry."""
     changes: list[Change] = []
     name = f"{cluster}-network"
@@ -125,7 +137,7 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
             _remove(obj)
     if net.mode == "bridge":
         return changes, {"mode": "bridge", "bridge": net.bridge}
-    res = reservations(net, nodes)
+    res = reservations(net, nodes, vip, cluster)
     xml, digest = network_xml(cluster, net, res)
     existing = lookup(conn.networkLookupByName, name)
     if existing is not None:

@@ -199,7 +199,7 @@ class LibvirtProvider:
         async def one(spec: HostSpec, hc: HostConnection) -> list[Change]:
             nodes = [(n, node_mac(topo, n)) for n in self._nodes(ctx, spec.name)]
             changes, rec = await hc.call(lambda c: network_layer.converge(
-                c, cluster=ctx.cluster, host=spec.name, net=net, nodes=nodes, dry_run=dry_run))
+                c, cluster=ctx.cluster, host=spec.name, net=net, nodes=nodes, dry_run=dry_run, vip=topo.vip))
             if not dry_run:
                 ctx.record.setdefault("networks", {})[spec.name] = rec
             return changes
