@@ -15,6 +15,7 @@ Record layout (the stage's `ctx.record` slice):
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from typing import Any
 import libvirt
 from kubitect_plugins.libvirt import hosttype, images, network_layer, storage_layer, vms_layer
 from kubitect_plugins.libvirt.connection import ConnectionCache, HostConnection, lookup
-from kubitect_plugins.libvirt.readiness import LeaseChanged, check_lease, ipv4_leases, wait_leases, wait_ready
+from kubitect_plugins.libvirt.readiness import NotReady, check_lease, ipv4_leases, wait_leases, wait_ready
 from kubitect_plugins.libvirt.spec import (
     HostSpec,
     Names,
@@ -366,7 +367,10 @@ class LibvirtProvider:
         name, mac, host = rec["name"], rec["mac"], rec["host"]
         network = Names(ctx.cluster).network
         if net.mode == "bridge":  # preflight refuses this; no DHCP server of ours to ask
-            raise LeaseChanged(f"node {name} has no ip and network mode is bridge: its address cannot be known")
+            raise NotReady(f"node {name} has no ip and network mode is bridge: its address cannot be known")
+        if rec.get("ip") and not _is_ipv4(rec["ip"]):
+            raise NotReady(f"node {name}: the vms record holds {rec['ip']!r} as its address, which is no IPv4 "
+                           "address; remove the node's entry from the record and run the vms stage again")
         if wait is None:
             current = await hc.call(lambda c: ipv4_leases(c, network, mac))
         else:
@@ -387,6 +391,14 @@ class LibvirtProvider:
         if await hc.call(lambda c: network_layer.pin(c, network, network_layer.Reservation(mac, name, ip))):
             return [Change("change", "network", network, host, f"reserved {ip} for {name} (its DHCP lease)")]
         return []
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(str(text))
+    except ValueError:
+        return False
+    return True
 
 
 def _check_layer(layer: str) -> None:

@@ -197,3 +197,12 @@ def test_preflight_refuses_a_node_without_ip_in_bridge_mode(make_cluster, tmp_pa
     assert sorted(problems) == sorted(
         f"node {n}: no ip, and in bridge mode the address a DHCP server outside kubitect hands out cannot "
         "be learned; give it an ip (or use network mode nat)" for n in (LB, MASTER, WORKER))
+
+
+def test_a_hand_edited_lease_in_the_record_never_reaches_the_network_definition(dhcp):
+    dhcp.apply_all()
+    before = _reservations(dhcp)
+    dhcp.records["vms"]["nodes"][MASTER]["ip"] = "192.168.113.9'/><host ip='192.168.113.10"
+    with pytest.raises(LibvirtError, match=f"node {MASTER}: the vms record holds .* which is no IPv4 address"):
+        dhcp.run("apply", "vms")
+    assert _reservations(dhcp) == before
