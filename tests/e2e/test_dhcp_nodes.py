@@ -52,17 +52,10 @@ def image():
 
 @pytest.fixture
 def lab(image):
-    """A lab namespace with libvirtd and nothing else: the nat network brings its own bridge."""
-    from kubitect_core.lab.harness import Lab
-
+    """A lab namespace with libvirtd and no bridge: the nat network brings its own."""
     vm_lab.skip_if_libvirtd_runs()
-    lab = Lab("dhcp", libvirt=True, prefix=PREFIX)
-    lab.up()
-    try:
-        lab.run(["ip", "link", "set", "lo", "up"], check=True)
+    with vm_lab.bridge_lab("dhcp", PREFIX) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def _config(tmp: Path, image_path: Path) -> Path:
