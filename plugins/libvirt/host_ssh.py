@@ -23,6 +23,7 @@ key is refused with both fingerprints, by asyncssh and by the wrapper's ssh(1) a
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import shlex
 import shutil
@@ -116,10 +117,17 @@ def config_identity(address: str, user: str, port: int | None) -> bool:
         from asyncssh.config import SSHClientConfig
 
         cfg = SSHClientConfig.load(None, [str(f) for f in files], False, False, False,
-                                   os.environ.get("USER", "root"), user, address, port or ())
+                                   _local_user(), user, address, port or ())
         return bool(cfg.get("IdentityFile"))
     except Exception:  # noqa: BLE001 - a config asyncssh cannot read: ssh(1) will say what is wrong
         return False
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "root"
 
 
 def default_keyfile(address: str, user: str, port: int | None) -> str | None:
@@ -198,7 +206,8 @@ def check_host_key(ssh: HostSsh, timeout: float = PROBE_TIMEOUT_S) -> None:
     try:
         asyncio.run(probe())
     except remote.RemoteError as exc:
-        raise ConnectionError(f"{exc}; check hosts[{ssh.host}].connection and your SSH config") from None
+        raise ConnectionError(f"{exc} (check the connection of host '{ssh.host}' in hosts[] and your "
+                              f"SSH config)") from None
 
 
 def forget(ssh: HostSsh) -> None:
