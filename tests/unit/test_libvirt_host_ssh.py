@@ -150,3 +150,18 @@ def test_a_missing_default_key_is_named_before_any_contact(tmp_path, private_use
     with pytest.raises(ConnectionError, match=f"cannot read the SSH private key {private_user_ssh_dir}/id_rsa"):
         check_host_key(access)  # 192.0.2.1 (TEST-NET) is never contacted: the key is read first
     assert time.monotonic() - t0 < 2
+
+
+def test_a_plan_of_a_cluster_never_applied_creates_no_cluster_directory(tmp_path):
+    from types import SimpleNamespace
+
+    from kubitect_plugins.libvirt.provider import LibvirtProvider
+
+    provider = LibvirtProvider()
+    ctx = SimpleNamespace(cluster_dir=tmp_path / "home" / "clusters" / "c1")
+    scratch = provider._ssh_dir(ctx)
+    assert not str(scratch).startswith(str(tmp_path)) and scratch.name == "ssh"
+    provider.close()
+    assert not scratch.parent.exists() and not ctx.cluster_dir.exists()
+    ctx.cluster_dir.mkdir(parents=True)
+    assert provider._ssh_dir(ctx) == ctx.cluster_dir / "ssh"  # once applied: the cluster's own
