@@ -6,6 +6,7 @@ import asyncio
 from collections import defaultdict
 from dataclasses import replace
 
+from kubitect_core import user_known_hosts
 from kubitect_core.contracts import Change, StageContext
 from kubitect_core.stage import MissingPlugin, Stage
 
@@ -76,6 +77,17 @@ class StorageStage(_ProviderLayer):
 
 
 class VmsStage(_ProviderLayer):
+    """Also keeps the nodes' pinned keys in the user's known_hosts (`ssh.addToKnownHosts`)."""
+
     name = layer = "vms"
     description = "nodes created, booted and reachable over SSH"
     requires = ("network", "storage")
+
+    async def plan(self, ctx, registry):
+        return await self._each("plan", ctx, registry) + user_known_hosts.converge(ctx, dry_run=True)
+
+    async def apply(self, ctx, registry):
+        return await self._each("apply", ctx, registry) + user_known_hosts.converge(ctx)
+
+    async def destroy(self, ctx, registry):
+        return await self._each("destroy", ctx, registry) + user_known_hosts.converge(ctx, remove_all=True)
