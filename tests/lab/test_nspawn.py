@@ -300,12 +300,14 @@ def test_changed_node_restarts_and_removed_node_goes(tmp_path, rootfs, monkeypat
             await layers.apply("network", "storage", "vms")
             layers.ctx = replace(layers.ctx, topology=replace(ctx.topology, nodes=(grown,)))
             planned = await layers.provider.plan("vms", layers.ctx_for("vms"), ["localhost"])
+            pinned_before = remote.pinned_keys(ctx.ssh.known_hosts, lb2.ip)
             changed = await layers.apply("storage", "vms")
-            return planned, changed, await _probe(layers.ctx, grown.ip)
+            pins = {n.name: remote.pinned_keys(ctx.ssh.known_hosts, n.ip) for n in (lb1, lb2)}
+            return planned, changed, await _probe(layers.ctx, grown.ip), pinned_before, pins
 
         with entered_netns(ns):
             try:
-                planned, changed, probe = asyncio.run(scenario())
+                planned, changed, probe, pinned_before, pins = asyncio.run(scenario())
                 running = find_nodes(cid)
             finally:
                 asyncio.run(layers.destroy())
@@ -316,6 +318,8 @@ def test_changed_node_restarts_and_removed_node_goes(tmp_path, rootfs, monkeypat
     assert probe["disk"] == str(1024**3) and probe["hostname"] == lb1.name
     assert list(running) == [lb1.name]
     assert not (ctx.cluster_dir / "nspawn" / lb2.name).exists()
+    assert len(pinned_before) == 1 and pins[lb2.name] == []  # the removed node's key is forgotten
+    assert len(pins[lb1.name]) == 1
 
 
 def test_an_existing_bridge_named_in_the_config_is_used_and_kept(tmp_path, rootfs, monkeypatch):
