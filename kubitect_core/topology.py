@@ -121,7 +121,9 @@ def recorded_nodes(vms_record: Mapping[str, Any]) -> dict[str, Mapping[str, Any]
     two providers in one cluster never overwrite each other; the nodes are unique across them.
     """
     found: dict[str, Mapping[str, Any]] = {}
-    for slice_ in (vms_record or {}).values():
+    if not isinstance(vms_record, Mapping):  # a damaged record: nothing was recorded that can be used
+        return found
+    for slice_ in vms_record.values():
         nodes = slice_.get("nodes") if isinstance(slice_, Mapping) else None
         if isinstance(nodes, Mapping):
             found.update({name: rec for name, rec in nodes.items() if isinstance(rec, Mapping)})

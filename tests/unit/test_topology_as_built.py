@@ -122,3 +122,8 @@ def test_a_lease_that_moved_away_from_the_recorded_address_is_refused_with_the_w
 ])
 def test_a_lease_that_agrees_or_proves_nothing_passes(recorded, current):
     check_lease("n", "52:54:00:aa:00:02", recorded, current, network="dh-network", host="h")
+
+
+@pytest.mark.parametrize("damaged", [[], ["x"], "completed", None, {"libvirt": []}, {"libvirt": {"nodes": ["x"]}}])
+def test_a_vms_record_of_the_wrong_shape_records_no_node(damaged):
+    assert recorded_nodes(damaged) == {}

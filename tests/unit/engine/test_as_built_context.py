@@ -159,3 +159,15 @@ def test_a_hand_broken_record_is_refused_naming_the_file(setup):
     state.save_record(record)
     with pytest.raises(EngineError, match=r"record\.json: the vms stage recorded ip '\$\(reboot\)' for node dh-"):
         asyncio.run(engine.run_stages(cfg, ["loadbalancers"], Options()))
+
+
+def test_destroy_still_works_when_the_record_holds_a_broken_address(setup):
+    """destroy must always be possible: the later stages then get the config's topology."""
+    engine, cfg, doubles = setup
+    asyncio.run(engine.run_stages(cfg, ["network", "storage", "vms", "loadbalancers"], Options()))
+    state = ClusterState(engine.home, CLUSTER)
+    record = state.load_record()
+    record["stages"]["vms"]["data"]["libvirt"]["nodes"][f"{CLUSTER}-lb-1"]["mac"] = {"not": "a mac"}
+    state.save_record(record)
+    asyncio.run(engine.destroy(CLUSTER, Options(auto_approve=True)))
+    assert not state.exists()
