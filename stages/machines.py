@@ -40,11 +40,14 @@ class _ProviderLayer(Stage):
     """Asks each provider to converge this layer on its hosts; providers run concurrently.
 
     Each provider gets its own slice of the stage record (`record[<provider name>]`), so two
-    providers in one cluster never overwrite each other's bookkeeping.
+    providers in one cluster never overwrite each other's bookkeeping; the engine reads the node
+    records of every slice back into the as-built topology (`kubitect_core.topology.recorded_nodes`).
+    The providers see the config's topology (`config_topology`): they converge to it.
     """
 
     layer = ""
     destroy_without_record = True
+    config_topology = True
 
     async def _each(self, method: str, ctx: StageContext, registry) -> list[Change]:
         groups = hosts_by_provider(ctx, registry, self.name)

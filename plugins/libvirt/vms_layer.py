@@ -161,13 +161,15 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
         xml, digest = domain_xml(cluster=cluster, node=node, mac=mac, net=net, tpl=tpl,
                                  domain_type=domain_type, disks=disks, seed_path=seed_path,
                                  seed_digest=seed.digest, kernel=kernel, initrd=initrd)
+        # name, host, ip, mac, domain: what every provider records (contracts.VmProvider); a DHCP
+        # node's ip is filled in by the provider from the lease.
         out.nodes[node.name] = {"name": node.name, "host": host, "role": node.role, "id": node.id,
-                                "ip": node.ip, "mac": mac, "domain_type": domain_type,
-                                "volumes": [p for p, _f in disks] + [seed_path]}
+                                "ip": node.ip, "mac": mac, "domain": node.name, "dhcp": bool(node.dhcp),
+                                "domain_type": domain_type, "volumes": [p for p, _f in disks] + [seed_path]}
         if dom is None:
             out.changes.append(Change("create", "volume", seed_name, host, "cloud-init seed"))
             out.changes.append(Change("create", "domain", node.name, host,
-                                      f"{domain_type}, {node.cpu} vCPU, {node.ram_gib} GiB"))
+                                      f"{domain_type}, {node.cpu} vCPU, {node.ram_gib} GiB, {node.address}"))
             if not dry_run:
                 _put_seed(conn, main_pool, seed_name, build_iso(seed))
                 dom = conn.defineXML(xml)

@@ -271,7 +271,9 @@ async def _mac_of(pid: int) -> str | None:
 def _record(ctx: StageContext, node: Node, spec: dict[str, Any], digest: str, pid: int,
             mac: str | None) -> dict[str, Any]:
     return {
-        "name": node.name, "host": node.host, "ip": node.ip, "mac": mac, "pid": pid,
+        # name, host, ip, mac, domain: what every provider records (contracts.VmProvider)
+        "name": node.name, "host": node.host, "ip": node.ip, "mac": mac.lower() if mac else None,
+        "domain": node.name, "pid": pid,
         "role": node.role, "spec": digest, "rootfs": spec["rootfs"],
         "dir": str(storage.node_dir(ctx, node.name)),
         "volumes": {"overlay": "tmpfs (volatile)", **spec["disks"]},

@@ -24,7 +24,7 @@ from sshd_lab import LAB_MARK_ENV, entered_netns
 
 from kubitect_core import remote
 from kubitect_core.contracts import SshAccess, StageContext
-from kubitect_core.topology import DataDisk, Node, Topology
+from kubitect_core.topology import DataDisk, Node, Topology, as_built, recorded_nodes
 
 pytestmark = pytest.mark.lab
 
@@ -166,8 +166,12 @@ def test_three_nodes_up_keep_restart_and_destroy(tmp_path, rootfs, monkeypatch):
             assert p["ping_lb1"] == "ok"
             assert p["boot"] in ("running", "degraded")
             rec = recorded[node.name]
-            assert (rec["name"], rec["host"], rec["ip"]) == (node.name, "localhost", node.ip)
+            assert (rec["name"], rec["host"], rec["ip"], rec["domain"]) == (node.name, "localhost", node.ip, node.name)
             assert rec["pid"] > 0 and len(rec["mac"].split(":")) == 6
+        # what later stages get: the as-built topology from this record (the containers' real MACs)
+        built = as_built(ctx.topology, recorded_nodes({"nspawn": {"nodes": recorded}}))
+        assert [(n.name, n.ip, n.domain, n.mac) for n in built.nodes] == \
+            [(n.name, n.ip, n.name, recorded[n.name]["mac"]) for n in ctx.topology.nodes]
         assert recorded[f"{cluster}-master-1"]["volumes"]["data"].endswith("/disks/data.img")
         assert probes[f"{cluster}-master-1"]["disk"] == str(2 * 1024**3)
         assert probes[f"{cluster}-lb-1"]["disk"] == "none"

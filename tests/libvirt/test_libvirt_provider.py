@@ -220,7 +220,9 @@ def test_nat_mode_networks_with_reservations_and_dhcp_seed(nat):
         assert root.find("forward").get("mode") == "nat"
         assert root.find("ip").get("address") == "10.10.0.1" and root.find("ip").get("prefix") == "20"
         hosts = {(h.get("mac"), h.get("name"), h.get("ip")) for h in root.findall("./ip/dhcp/host")}
-        assert hosts == {(stable_mac(CLUSTER, n.name), n.name, n.ip) for n in topo.on_host(host) if n.ip}
+        # every node with an IP by MAC, and the VIP by name, so dnsmasq never leases them to a DHCP node
+        assert hosts == {(stable_mac(CLUSTER, n.name), n.name, n.ip) for n in topo.on_host(host) if n.ip} | \
+            {(None, f"{CLUSTER}-vip", topo.vip)}
         for node in topo.on_host(host):
             iface = ET.fromstring(nat.conn(host).lookupByName(node.name).XMLDesc(0)).find("./devices/interface")
             assert iface.get("type") == "network"
@@ -250,7 +252,7 @@ def test_nat_reservation_changes_in_place(nat, tmp_path, make_cluster):
     net = nat.conn("host3").networkLookupByName(f"{CLUSTER}-network")
     assert net.UUIDString() == net_before  # updated in place, not recreated
     ips = {h.get("ip") for h in ET.fromstring(net.XMLDesc(0)).findall("./ip/dhcp/host")}
-    assert ips == {"10.10.13.10", "10.10.13.99"}
+    assert ips == {"10.10.13.10", "10.10.13.99", "10.10.13.200"}  # the VIP stays held
 
 
 def test_scale_down_removes_the_node_with_its_volumes(seed, tmp_path):
