@@ -318,7 +318,7 @@ class Engine:
                     outcome.notes.append(f"stage '{stage.name}': skipped without a config; what it made lives "
                                          "on the machines deleted next")
                 else:
-                    ctx = self._context(state, loaded, record, stage, ssh, opts,
+                    ctx = self._context(state, loaded, record, stage, ssh, opts, lenient=True,
                                         save=lambda r=record: None if damaged else state.save_record(r))
                     t0 = time.monotonic()
                     try:
@@ -489,11 +489,29 @@ class Engine:
             self.registry.pm.unregister(log)
             log.close()
 
-    def _context(self, state, loaded, record, stage: Stage, ssh, opts: Options, save) -> StageContext:
+    def _context(self, state, loaded, record, stage: Stage, ssh, opts: Options, save,
+                 lenient: bool = False) -> StageContext:
+        """The stage's view: its own record slice, earlier stages' facts, and the topology.
+
+        The topology is the as-built one (the config's nodes with what the vms stage recorded:
+        leased addresses, MACs, hosts, domains) for every stage except the machine layers, which
+        converge to the config (`Stage.config_topology`). See `StageContext`. A vms record that
+        holds no valid address is an error, except when `lenient` (destroy must always work):
+        then the config's topology stands in.
+        """
+        from kubitect_core.topology import RecordError, as_built, recorded_nodes
+
         entry = state.stage_entry(record, stage.name)
         facts = {name: e.get("data", {}) for name, e in record.get("stages", {}).items()}
+        topology = loaded.topology
+        if not stage.config_topology:
+            try:
+                topology = as_built(topology, recorded_nodes(facts.get("vms") or {}))
+            except RecordError as exc:
+                if not lenient:
+                    raise EngineError(f"{state.record_path}: {exc}") from None
         return StageContext(
-            cluster=state.name, config=loaded.config, topology=loaded.topology, cluster_dir=state.dir,
+            cluster=state.name, config=loaded.config, topology=topology, cluster_dir=state.dir,
             home=self.home, ssh=ssh, record=entry.setdefault("data", {}), facts=facts,
             progress=lambda subject, message, s=stage.name: self.hook.kubitect_stage_progress(
                 cluster=state.name, stage=s, subject=subject, message=message),

@@ -182,10 +182,8 @@ def check_hosts(v: RawView, ctx: ValidationContext, out: Findings) -> None:
                 if conn.get(key) is None:
                     out.error(("hosts", i, "connection", key),
                               f"is required when connection.type is 'remote' ({what}).")
-            if _m(conn.get("ssh")).get("keyfile") is None:
-                out.error(("hosts", i, "connection", "ssh", "keyfile"),
-                          "is required when connection.type is 'remote': the path of a password-less "
-                          "private key that logs in to the host.")
+            # ssh.keyfile may be left out: the key ~/.ssh/config names for the host, else
+            # ~/.ssh/id_rsa, is used (Kubitect's documented default; see plugins/libvirt/host_ssh).
         pools = [(("hosts", i, "dataResourcePools", j, "name"), _s(_m(p).get("name")))
                  for j, p in enumerate(_l(h.get("dataResourcePools")))]
         _duplicates(pools, "pool name", f"on host hosts[{i}]", out)

@@ -18,19 +18,46 @@ class NotReady(RuntimeError):
     """A VM did not get an address, answer SSH, or finish cloud-init in time."""
 
 
-async def lease_ip(hc: HostConnection, network: str, mac: str, timeout: float) -> str:
-    """The IPv4 the cluster network's DHCP server leased to `mac` (nat nodes without an IP)."""
+class LeaseChanged(NotReady):
+    """A DHCP node's lease is no longer the address it was set up at (and recorded with)."""
+
+
+def ipv4_leases(conn: libvirt.virConnect, network: str, mac: str) -> list[str]:
+    """The IPv4 addresses the network's DHCP server currently leases to `mac` (usually one)."""
+    leases = conn.networkLookupByName(network).DHCPLeases(mac, 0)
+    return [lease["ipaddr"] for lease in leases
+            if lease.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and lease.get("ipaddr")]
+
+
+async def wait_leases(hc: HostConnection, network: str, mac: str, timeout: float) -> list[str]:
+    """The IPv4 leases the cluster network's DHCP server holds for `mac`, once there is one."""
     deadline = time.monotonic() + timeout
-
-    def leases(conn: libvirt.virConnect) -> list[dict]:
-        return conn.networkLookupByName(network).DHCPLeases(mac, 0)
-
-    while time.monotonic() < deadline:
-        for lease in await hc.call(leases):
-            if lease.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and lease.get("ipaddr"):
-                return lease["ipaddr"]
+    while True:
+        found = await hc.call(lambda c: ipv4_leases(c, network, mac))
+        if found:
+            return found
+        if time.monotonic() >= deadline:
+            raise NotReady(f"no DHCP lease for MAC {mac} on {network} within {timeout:.0f} s")
         await asyncio.sleep(POLL)
-    raise NotReady(f"no DHCP lease for MAC {mac} on {network} within {timeout:.0f} s")
+
+
+def check_lease(node: str, mac: str, recorded: str | None, current: list[str], *, network: str,
+                host: str) -> None:
+    """Refuses a node whose DHCP lease moved away from the address it was recorded (and set up) at.
+
+    Everything after the vms stage (HAProxy backends, certificates, kubelet's node IP) was made
+    for the recorded address, so a new one is never taken over silently. No lease at all (the
+    server forgot it, the node is down) proves nothing and passes: the reservation brings the
+    recorded address back at the next request.
+    """
+    if not recorded or not current or recorded in current:
+        return
+    raise LeaseChanged(
+        f"node {node} (MAC {mac}) was set up at {recorded}, but network {network} on host {host} now "
+        f"leases it {', '.join(current)}: the DHCP reservation that kept its address was removed or "
+        f"changed. kubitect has reserved {recorded} for it again; restart the node (virsh reboot "
+        f"{node}) so it takes {recorded} back, then run the vms stage again. To give the cluster new "
+        "addresses, destroy and re-create it.")
 
 
 async def wait_ready(ctx: StageContext, ip: str, timeout: float) -> None:

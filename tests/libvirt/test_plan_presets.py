@@ -25,9 +25,6 @@ pytestmark = pytest.mark.libvirt
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CASES = [(f"preset-{name}", preset_text(name)) for name in list_presets()] + \
         [(f"example-{p.stem}", p.read_text()) for p in sorted(EXAMPLES.glob("*.yaml"))]
-# The keepalived-haproxy plugin's plan needs every node's address; a DHCP-only master has none
-# before the vms stage runs (issue 12 "DHCP nodes": the as-built topology, another branch).
-NEEDS_AS_BUILT = {"preset-minimal"}
 
 
 def env_key(host: str) -> str:
@@ -63,9 +60,7 @@ main()
 """
 
 
-@pytest.mark.parametrize(("name", "text"), [
-    pytest.param(n, t, marks=pytest.mark.xfail(strict=True, reason="LB plan of DHCP nodes: as-built topology"))
-    if n in NEEDS_AS_BUILT else (n, t) for n, t in CASES], ids=[n for n, _ in CASES])
+@pytest.mark.parametrize(("name", "text"), CASES, ids=[n for n, _ in CASES])
 def test_plan_before_the_first_apply(name, text, tmp_path):
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(text)
@@ -80,6 +75,8 @@ def test_plan_before_the_first_apply(name, text, tmp_path):
     assert "Traceback" not in out
     assert proc.returncode == 0, out
     assert "create ssh key pair" in out and "Plan: " in out
+    if name == "preset-minimal":  # a master without an IP (nat): the plan says where its address comes from
+        assert "address assigned by DHCP" in out
     assert not (home / "clusters" / data["cluster"]["name"]).exists(), "plan wrote state"
     attempts = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     host_ips = {h.get("connection", {}).get("ip") for h in data["hosts"]} - {None}

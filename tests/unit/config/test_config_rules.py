@@ -64,8 +64,6 @@ CASES = [
      "is required when connection.type is 'remote'", "connection:"),
     ("remote-needs-user", _del("hosts[1].connection.user"), "hosts[1].connection.user",
      "is required when connection.type is 'remote'", "connection:"),
-    ("remote-needs-keyfile", _del("hosts[0].connection.ssh.keyfile"), "hosts[0].connection.ssh.keyfile",
-     "password-less private key", "ssh:"),
     ("host-ip-format", _set("hosts[0].connection.ip", "10.10.0.300"), "hosts[0].connection.ip",
      "must be a valid IPv4 address", "ip: 10.10.0.300"),
     ("ssh-port-range", _set("hosts[0].connection.ssh.port", 70000), "hosts[0].connection.ssh.port",
