@@ -33,34 +33,35 @@ class _Node(asyncssh.SSHServer):
         return True
 
 
-async def _run_in_shell(process: asyncssh.SSHServerProcess) -> None:
-    """Runs the requested command with /bin/sh, with the client's stdin streamed to it (like sshd:
-    a command that reads nothing never waits for an end of input the client may not send)."""
-    proc = await asyncio.create_subprocess_exec("/bin/sh", "-c", process.command, stdin=asyncio.subprocess.PIPE,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+def _shell(started: list[asyncio.subprocess.Process]):
+    """The node's command handler: runs each command with /bin/sh, with the client's stdin streamed
+    to it (like sshd: a command that reads nothing never waits for an end of input the client may
+    not send). Every process it starts goes into `started`, for the scenario to clean up."""
+    async def run(process: asyncssh.SSHServerProcess) -> None:
+        proc = await asyncio.create_subprocess_exec("/bin/sh", "-c", process.command, stdin=asyncio.subprocess.PIPE,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        started.append(proc)
 
-    async def feed() -> None:
+        async def feed() -> None:
+            try:
+                while data := await process.stdin.read(65536):
+                    proc.stdin.write(data)
+                    await proc.stdin.drain()
+            except (asyncssh.Error, OSError):
+                pass
+            finally:
+                proc.stdin.close()
+
+        feeder = asyncio.create_task(feed())
         try:
-            while data := await process.stdin.read(65536):
-                proc.stdin.write(data)
-                await proc.stdin.drain()
-        except (asyncssh.Error, OSError):
-            pass
+            out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+            code = await proc.wait()
         finally:
-            proc.stdin.close()
-
-    feeder = asyncio.create_task(feed())
-    try:
-        out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
-        code = await proc.wait()
-    finally:
-        feeder.cancel()
-        if proc.returncode is None:  # the client gave up (a timeout): stop the command too
-            proc.kill()
-            await proc.wait()
-    process.stdout.write(out)
-    process.stderr.write(err)
-    process.exit(code)
+            feeder.cancel()
+        process.stdout.write(out)
+        process.stderr.write(err)
+        process.exit(code)
+    return run
 
 
 @pytest.fixture
@@ -76,8 +77,9 @@ def node(tmp_path):
 def _scenario(node, body):
     """Starts the node, connects as user 'k8s' (so sudo=True wraps with `sudo -n`), runs body(remote)."""
     async def main():
+        started: list[asyncio.subprocess.Process] = []
         server = await asyncssh.create_server(_Node, "127.0.0.1", 0, server_host_keys=[node["host_key"]],
-                                              process_factory=_run_in_shell, encoding=None)
+                                              process_factory=_shell(started), encoding=None)
         port = server.sockets[0].getsockname()[1]
         handlers = asyncio.all_tasks()
         try:
@@ -92,6 +94,14 @@ def _scenario(node, body):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+            for proc in started:  # e.g. the command a client's timeout abandoned
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                # asyncio's Process has no public close: an unclosed transport warns when it is
+                # collected after its loop is gone, in whichever test that happens
+                proc._transport.close()
+            await asyncio.sleep(0.05)  # the transports' close callbacks run inside this loop
     return asyncio.run(main())
 
 
