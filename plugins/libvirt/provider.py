@@ -27,7 +27,14 @@ import libvirt
 from kubitect_plugins.libvirt import host_ssh, hosttype, images, network_layer, node_keys, storage_layer, vms_layer
 from kubitect_plugins.libvirt.connection import ConnectionCache, HostConnection, lookup
 from kubitect_plugins.libvirt.host_ssh import HostSsh
-from kubitect_plugins.libvirt.readiness import NotReady, check_lease, ipv4_leases, wait_leases, wait_ready
+from kubitect_plugins.libvirt.readiness import (
+    NotReady,
+    boot_diagnosis,
+    check_lease,
+    ipv4_leases,
+    wait_leases,
+    wait_ready,
+)
 from kubitect_plugins.libvirt.spec import (
     HostSpec,
     Names,
@@ -41,6 +48,7 @@ from kubitect_plugins.libvirt.spec import (
 
 from kubitect_core.contracts import Change, StageContext
 from kubitect_core.images.vm_image import vm_image_for_source
+from kubitect_core.remote import RemoteError
 from kubitect_core.topology import Node
 
 LAYERS = ("network", "storage", "vms")
@@ -389,7 +397,12 @@ class LibvirtProvider:
             changes = await self._settle_lease(ctx, hc, rec, net, wait=timeout) if rec.get("dhcp") else []
             node_keys.pin(ctx, keys, name, rec.get("ip"))
             ctx.progress(name, f"waiting for SSH on {rec['ip']} and cloud-init")
-            await wait_ready(ctx, rec["ip"], timeout=timeout)
+            try:
+                await wait_ready(ctx, rec["ip"], timeout=timeout)
+            except (RemoteError, NotReady) as exc:
+                local = hc.uri.split("://", 1)[-1].startswith("/")
+                why = await hc.call(lambda c: boot_diagnosis(c, name, local=local))
+                raise NotReady(f"{exc}\n  {why}") from exc
             rec["ready"] = True
             ctx.progress(name, "ready")
             return changes

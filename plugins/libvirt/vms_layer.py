@@ -28,7 +28,7 @@ from kubitect_plugins.libvirt.ownership import (
     metadata_of,
 )
 from kubitect_plugins.libvirt.render import render, spec_hash
-from kubitect_plugins.libvirt.spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id
+from kubitect_plugins.libvirt.spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id, serial_log
 from kubitect_plugins.libvirt.storage_layer import volume_xml
 
 from kubitect_core.contracts import Change
@@ -94,7 +94,8 @@ def domain_xml(*, cluster: str, node: Node, mac: str, net: NetSpec, tpl: NodeTem
         "bridge": net.bridge if net.mode == "bridge" else None,
     }
     digest = spec_hash(values)
-    xml = render("domain.xml.j2", ns=METADATA_NS, ns_prefix=METADATA_PREFIX, spec=digest, **values)
+    xml = render("domain.xml.j2", ns=METADATA_NS, ns_prefix=METADATA_PREFIX, spec=digest,
+                 serial_log=serial_log(node.name), **values)
     return xml, digest
 
 
