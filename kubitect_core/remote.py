@@ -411,13 +411,14 @@ def _q(value: str | Path) -> str:
 
 def export_ssh_config(path: Path, nodes: Sequence[tuple[str, str]], user: str, key: Path,
                       known_hosts: Path, *, port: int = 22, proxy_command: str | None = None,
-                      control_dir: Path | None = None) -> Path:
+                      control_dir: Path | None = None, batch: bool = True) -> Path:
     """Writes an OpenSSH client config for the nodes, so ssh(1) and testinfra share our pinning.
 
     Each node is reachable by name and by IP; host keys are checked strictly against the
     cluster's pinned known_hosts (never ~/.ssh/known_hosts), with the cluster key only.
     `control_dir` turns on connection sharing (testinfra runs one ssh per check: ~130 ms each
-    with a master connection instead of a full handshake every time).
+    with a master connection instead of a full handshake every time). `batch=False` is for people
+    (`kubitect ssh`): ssh may then ask for a key's passphrase.
     """
     blocks = []
     for name, ip in nodes:
@@ -434,7 +435,7 @@ def export_ssh_config(path: Path, nodes: Sequence[tuple[str, str]], user: str, k
             "  GlobalKnownHostsFile /dev/null",
             "  PasswordAuthentication no",
             "  KbdInteractiveAuthentication no",
-            "  BatchMode yes",
+            *(["  BatchMode yes"] if batch else []),
             "  ConnectTimeout 10",
             "  LogLevel ERROR",
         ]

@@ -72,7 +72,7 @@ def test_presets_stages_actions_and_help_topics():
     top = [n for n, _ in values.commands(_Ctx(), "")]
     assert "apply" in top and "ls" not in top
     assert [n for n, _ in values.commands(_Ctx({"command": ["export"]}), "")] == \
-        ["config", "kubeconfig", "logs", "preset", "report"]
+        ["config", "kubeconfig", "logs", "preset", "report", "ssh-config"]
 
 
 def _env(homes) -> dict[str, str]:
@@ -122,7 +122,7 @@ def test_bash_script_is_valid_and_completes_for_real(homes, tmp_path):
     assert _bash_complete(script, "kubitect plan -o y", env, cwd) == ["yaml"]
     assert _bash_complete(script, "kubitect ex", env, cwd) == ["export"]
     assert sorted(_bash_complete(script, 'kubitect export ""', env, cwd)) == ["config", "kubeconfig", "logs",
-                                                                              "preset", "report"]
+                                                                              "preset", "report", "ssh-config"]
     assert _bash_complete(script, "kubitect help exp", env, cwd) == ["export"]
     assert _bash_complete(script, "kubitect completion z", env, cwd) == ["zsh"]
     assert _bash_complete(script, "kubitect apply --auto", env, cwd) == ["--auto-approve"]
