@@ -156,6 +156,7 @@ def register(app: typer.Typer) -> None:
         cluster: str = cluster_option(),
         file: str = typer.Option(None, "--file", "-f", metavar="PATH",
                                  help="Write it to PATH (0600) instead of stdout. Never overwritten."),
+        fmt: output.Format = output_option("text (the OpenSSH config) or json/yaml (each node's settings)."),
         home: str = home_option(),
     ) -> None:
         """Print an OpenSSH client config for the cluster's nodes (pinned host keys, cluster key).
@@ -171,6 +172,13 @@ def register(app: typer.Typer) -> None:
             text = write_ssh_config(access).read_text()
         except AccessError as exc:
             raise fail(Failure("state", str(exc))) from None
+        if output.machine() and not file:
+            output.document({"v": output.EVENTS_VERSION, "kind": "ssh-config", "cluster": cluster,
+                             "file": str(access.ssh_config), "items": [
+                                 {"name": n.name, "hostname": n.ip, "user": access.user, "port": 22,
+                                  "identity_file": str(access.key), "known_hosts": str(access.known_hosts),
+                                  "strict_host_key_checking": True} for n in access.reachable()]})
+            return
         if not file:
             typer.echo(text, nl=False)
             return

@@ -1,18 +1,21 @@
-"""`kubitect ssh` and `kubitect export ssh-config` against a real sshd in a lab namespace.
+"""`kubitect ssh`, `kubitect export ssh-config` and `kubitect status` against real sshds in a lab namespace.
 
-The cluster is what `kubitect apply` leaves behind for a DHCP node (nat network, no IP in the
-config): the stored config, the vms stage's record with the node's leased address, the cluster
-key and the pinned known_hosts. The node is a real sshd on that address inside the namespace;
-the real OpenSSH client talks to it, started by the real `kubitect` process.
+The cluster is what `kubitect apply` leaves behind for DHCP nodes (nat network, no IP in the
+config): the stored config, the vms stage's record with the nodes' leased addresses, the cluster
+key and the pinned known_hosts. Each node is a real sshd on its address inside the namespace;
+the real OpenSSH client (or asyncssh, for status) talks to it, from the real `kubitect` process.
+(Status on a whole cluster with Kubernetes and keepalived: tests/lab/test_full_pipeline.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import sshd_lab
@@ -25,8 +28,11 @@ from kubitect_core.state import ClusterState
 pytestmark = pytest.mark.lab
 
 LEASE = "10.89.0.57"  # the address "DHCP gave" the master: it exists only inside the lab namespace
+LB_LEASE = "10.89.0.56"
+VIP = "10.89.0.100"
 CLUSTER = "kbt9-access"
 NODE = f"{CLUSTER}-master-1"
+LB = f"{CLUSTER}-lb-1"
 
 
 def _config() -> dict:
@@ -36,7 +42,8 @@ def _config() -> dict:
             "name": CLUSTER,
             "network": {"mode": "nat", "cidr": "10.89.0.0/24"},
             "nodeTemplate": {"user": "root", "os": {"distro": "debian12"}},
-            "nodes": {"master": {"instances": [{"id": 1}]}},  # no ip: DHCP
+            "nodes": {"loadBalancer": {"vip": VIP, "instances": [{"id": 1}]},  # no ip: DHCP
+                      "master": {"instances": [{"id": 1}]}},
         },
         "kubernetes": {"version": "v1.34.2"},
     }
@@ -44,36 +51,42 @@ def _config() -> dict:
 
 @pytest.fixture
 def node(tmp_path):
-    """(namespace, sshd, home) for a one-node cluster whose master is a real sshd at its lease."""
+    """(namespace, master's sshd, home, load balancer's sshd): each node a real sshd at its lease."""
     sshd_lab.require_lab(sshd_lab.SSHD, "ssh")
     workdir = sshd_lab.lab_workdir("kbt9-access-")
     home = tmp_path / "home"
     try:
         with sshd_lab.lab_netns("kbt9-") as ns:
-            sshd_lab.run("ip", "-n", ns, "addr", "add", f"{LEASE}/24", "dev", "lo")
+            for address in (LEASE, LB_LEASE):
+                sshd_lab.run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "lo")
             state = ClusterState(home, CLUSTER)
             state.create()
             state.save_config(yaml.safe_dump(_config(), sort_keys=False))
             state.save_record({"stages": {"vms": {"status": "completed", "data": {"libvirt": {"nodes": {
-                NODE: {"name": NODE, "host": "localhost", "ip": LEASE, "mac": "52:54:00:00:00:57",
-                       "domain": NODE}}}}}}})
+                NODE: {"name": NODE, "host": "localhost", "ip": LEASE, "mac": "52:54:00:00:00:57", "domain": NODE},
+                LB: {"name": LB, "host": "localhost", "ip": LB_LEASE, "mac": "52:54:00:00:00:56", "domain": LB},
+            }}}}}})
             state.ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             key = state.ssh_dir / "id_ed25519"
             public = sshd_lab.write_keypair(key).export_public_key("openssh").decode()
             sshd = Sshd(ns, workdir / "sshd", LEASE, 22, public).start()
-            with entered_netns(ns):  # what the vms stage does: pin the node's key once
-                asyncio.run(_pin(state))
+            lb = Sshd(ns, workdir / "sshd-lb", LB_LEASE, 22, public)
             try:
-                yield ns, sshd, home
+                lb.start()
+                with entered_netns(ns):  # what the vms stage does: pin each node's key once
+                    asyncio.run(_pin(state, LEASE, NODE))
+                    asyncio.run(_pin(state, LB_LEASE, LB))
+                yield ns, sshd, home, lb
             finally:
+                lb.stop()
                 sshd.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _pin(state: ClusterState) -> None:
-    conn = await remote.connect(LEASE, user="root", key=state.ssh_dir / "id_ed25519",
-                                known_hosts=state.ssh_dir / "known_hosts", name=NODE)
+async def _pin(state: ClusterState, address: str, name: str) -> None:
+    conn = await remote.connect(address, user="root", key=state.ssh_dir / "id_ed25519",
+                                known_hosts=state.ssh_dir / "known_hosts", name=name)
     await conn.close()
 
 
@@ -84,7 +97,7 @@ def _kubitect(ns: str, home, *args: str, input: str | None = None) -> subprocess
 
 
 def test_ssh_reaches_the_leased_node_with_the_pinned_key_and_refuses_a_changed_one(node, tmp_path):
-    ns, sshd, home = node
+    ns, sshd, home, _lb = node
     known_hosts = (home / "clusters" / CLUSTER / "ssh" / "known_hosts").read_text()
 
     who = _kubitect(ns, home, "ssh", "--cluster", CLUSTER, "master-1", "--", "id -un; echo $SSH_CONNECTION")
@@ -108,3 +121,35 @@ def test_ssh_reaches_the_leased_node_with_the_pinned_key_and_refuses_a_changed_o
     refused = _kubitect(ns, home, "ssh", "--cluster", CLUSTER, "master-1", "--", "true")
     assert refused.returncode == 255 and "host key" in refused.stderr.lower(), refused.stderr
     assert (home / "clusters" / CLUSTER / "ssh" / "known_hosts").read_text() == known_hosts, "never re-learnt"
+
+
+def test_status_shows_reachability_the_vip_holder_and_a_changed_key(node):
+    ns, sshd, home, lb = node
+
+    def status(*extra: str) -> dict:
+        proc = _kubitect(ns, home, "status", "--cluster", CLUSTER, "-o", "json", *extra)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        return json.loads(proc.stdout)
+
+    first = status()
+    rows = {n["name"]: n for n in first["nodes"]}
+    assert {n: (r["state"], r["address"], r["dhcp"]) for n, r in rows.items()} == {
+        LB: ("reachable", LB_LEASE, True), NODE: ("reachable", LEASE, True)}
+    assert rows[LB]["holds_vip"] is False and first["vip_holders"] == []
+    assert first["kubernetes"] is None and first["last_verify"] is None
+
+    sshd_lab.run("ip", "-n", ns, "addr", "add", f"{VIP}/32", "dev", "lo")  # keepalived's job on a real LB
+    assert status()["vip_holders"] == [LB]
+    text = _kubitect(ns, home, "status", "--cluster", CLUSTER)
+    assert f"VIP {VIP}: held by {LB}" in text.stdout and "Kubernetes: not installed yet" in text.stdout
+
+    sshd.stop()
+    lb.stop()
+    lb.start(new_host_key=True)
+    started = time.monotonic()
+    later = status("--timeout", "2")
+    took = time.monotonic() - started
+    rows = {n["name"]: n for n in later["nodes"]}
+    assert rows[NODE]["state"] == "unreachable" and rows[NODE]["detail"]
+    assert rows[LB]["state"] == "host key changed" and later["vip_holders"] == [], "a changed key is not trusted"
+    assert took < 15, f"a dead node costs one bounded probe, not a hang ({took:.1f} s)"

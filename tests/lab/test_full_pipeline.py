@@ -104,6 +104,7 @@ def test_apply_then_verify_through_the_vip_then_destroy(rootfs, tmp_path, monkey
                 assert state.kubeconfig_path.stat().st_mode & 0o777 == 0o600
 
                 _check_the_run_log(state, engine, tmp_path)
+                _check_status_and_ssh(state, engine)
 
                 again = asyncio.run(engine.apply(cfg, Options(flags=flags)))
                 assert again.nothing_to_do and again.message == "No changes detected."
@@ -151,3 +152,28 @@ def _check_the_run_log(state: ClusterState, engine: Engine, tmp_path) -> None:
         assert f"logs/{log.name}" in members and any(name.endswith("-run.log") for name in members)
         bundled = b"".join(tar.extractfile(m).read() for m in members.values()).decode()
     assert all(secrets[name] not in bundled for name in ("token", "certificate_key"))
+
+
+def _kubitect(engine: Engine, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KUBITECT_HOME": str(engine.home)}
+    return subprocess.run([sys.executable, "-m", "kubitect_core.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def _check_status_and_ssh(state: ClusterState, engine: Engine) -> None:
+    """`kubitect status` sees every node, the VIP on the priority-200 load balancer, Kubernetes's
+    readiness (the kubectl double on the master) and the verify that just ran; `kubitect ssh`
+    reaches a node through the cluster's key and pinned host key."""
+    proc = _kubitect(engine, "status", "--cluster", state.name, "-o", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    topology = engine.load(state.config_path).topology
+    assert {n["name"]: n["state"] for n in doc["nodes"]} == {n.name: "reachable" for n in topology.nodes}
+    assert doc["vip"] == VIP and doc["vip_holders"] == [f"{state.name}-lb-1"]
+    k8s = doc["kubernetes"]
+    assert k8s["error"] is None and k8s["asked"] == f"{state.name}-master-1"
+    assert k8s["nodes"] == {n.name: "Ready" for n in topology.nodes if n.role != "lb"}
+    assert doc["last_verify"]["failed"] == 0 and doc["last_verify"]["age_seconds"] < 900
+    worker = f"{state.name}-worker-1"
+    ssh = _kubitect(engine, "ssh", "--cluster", state.name, "worker-1", "--", "hostname")
+    assert (ssh.returncode, ssh.stdout.strip()) == (0, worker), ssh.stderr

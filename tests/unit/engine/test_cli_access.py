@@ -61,6 +61,12 @@ def test_export_ssh_config_reaches_every_node_strictly_with_the_cluster_key(cli,
             assert seen["identitiesonly"] == "yes" and seen["passwordauthentication"] == "no"
     assert _ssh_g(config, "10.10.13.99")["stricthostkeychecking"] != "true", "no entry for a foreign address"
 
+    as_json = cli("export", "ssh-config", "--cluster", CLUSTER, "-o", "json")
+    doc = json.loads(as_json.stdout)
+    assert (doc["v"], doc["kind"], doc["file"]) == (1, "ssh-config", str(applied / "ssh" / "config"))
+    assert {i["name"]: i["hostname"] for i in doc["items"]} == expected
+    assert doc["items"][0]["known_hosts"] == str(applied / "ssh" / "known_hosts")
+
     target = tmp_path / "kubitect-ha.sshconfig"
     assert cli("export", "ssh-config", "--cluster", CLUSTER, "--file", str(target)).exit_code == 0
     assert target.read_text() == result.stdout and stat.S_IMODE(target.stat().st_mode) == 0o600
