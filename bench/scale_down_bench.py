@@ -3,7 +3,7 @@
 Runs against libvirt's test driver (no VMs, no root), so it measures kubitect's own work: how it
 finds the removed domains and their volumes. Prints the plan and apply times of the vms stage and
 the target (under 2 s for the apply, issue "Day-2 operations"); with `--nodes` and `--remove` the
-sizes can be changed. Kubitect-era code re-read every domain's XML per removed node (O(n²): 47 s
+sizes can be changed. Before, every domain's XML was re-read per removed node (O(n²): the issue measured 47 s
 here for these sizes); the figure printed beside it is the per-removed-node cost.
 
     .venv/bin/python bench/scale_down_bench.py [--nodes 2000] [--remove 1000]
