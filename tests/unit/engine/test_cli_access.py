@@ -106,12 +106,18 @@ def test_ssh_execs_openssh_with_the_cluster_config_and_its_exit_status(applied, 
     assert "Traceback" not in proc.stderr
 
 
-def test_ssh_and_ssh_config_need_an_applied_cluster(cli, fake_env):
+def test_ssh_status_and_ssh_config_need_an_existing_cluster(cli, fake_env):
     for args in (["ssh", "--cluster", CLUSTER, "master-1"], ["export", "ssh-config", "--cluster", CLUSTER]):
         result = cli(*args)
         assert result.exit_code == 1 and f"cluster '{CLUSTER}' does not exist" in result.stderr
-    as_json = cli("export", "ssh-config", "--cluster", "../etc")
-    assert as_json.exit_code == 2, "a cluster name is never a path"
+    for args in (["status", "--cluster", CLUSTER, "-o", "json"], ["export", "ssh-config", "--cluster", CLUSTER,
+                                                                 "-o", "json"]):
+        result = cli(*args)
+        (event,) = [json.loads(line) for line in result.stdout.splitlines()]
+        assert result.exit_code == 1 and result.stderr == "", "-o json: the error is an event on stdout"
+        assert (event["event"], event["kind"]) == ("error", "state") and "does not exist" in event["message"]
+    as_path = cli("export", "ssh-config", "--cluster", "../etc")
+    assert as_path.exit_code == 2, "a cluster name is never a path"
 
 
 def test_status_contacts_no_node_without_a_pinned_key_and_reports_the_last_verify(cli, applied):
