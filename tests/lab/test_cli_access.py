@@ -153,3 +153,28 @@ def test_status_shows_reachability_the_vip_holder_and_a_changed_key(node):
     assert rows[NODE]["state"] == "unreachable" and rows[NODE]["detail"]
     assert rows[LB]["state"] == "host key changed" and later["vip_holders"] == [], "a changed key is not trusted"
     assert took < 15, f"a dead node costs one bounded probe, not a hang ({took:.1f} s)"
+
+
+def test_bash_completes_the_clusters_nodes_for_ssh(node, tmp_path):
+    """TAB after `kubitect ssh --cluster NAME` offers the cluster's nodes, read from its state by the
+    real completion script in a real bash (as a user installs it: `kubitect completion bash`)."""
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    _ns, _sshd, home, _lb = node
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "KUBITECT_HOME": str(home), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    script = tmp_path / "kubitect.bash"
+    made = subprocess.run(["kubitect", "completion", "bash"], capture_output=True, text=True, env=env, timeout=60)
+    assert made.returncode == 0, made.stderr
+    script.write_text(made.stdout)
+
+    def complete(words: str) -> list[str]:
+        code = (f"source {script}\nCOMP_WORDS=({words})\nCOMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))\n"
+                '_kubitect_completion kubitect\nprintf "%s\\n" "${COMPREPLY[@]}"\n')
+        proc = subprocess.run(["bash", "--norc", "-c", code], capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return [line for line in proc.stdout.splitlines() if line]
+
+    assert complete(f'kubitect ssh --cluster {CLUSTER} ""') == [LB, NODE]
+    assert complete(f"kubitect ssh --cluster {CLUSTER} {CLUSTER}-m") == [NODE]
+    assert complete('kubitect status --cluster ""') == [CLUSTER]
