@@ -291,3 +291,24 @@ def test_health_and_osd_judges():
     dump = json.dumps({"osds": [{"osd": 0, "up": 1, "in": 1}, {"osd": 1, "up": 0, "in": 1}]})
     assert health.osd_problems(meta, dump, {"w1": ["vdb"], "w2": ["vdb"], "w3": ["vdb"]}) == [
         "w2:/dev/vdb is osd.1 but down/in", "w3:/dev/vdb is no OSD"]
+
+
+def test_verify_runs_the_rook_checks_and_skips_them_with_the_reason_without_rook(tmp_path):
+    """The module the plugin contributes runs in the verify stage's child pytest (its file name is
+    not test_*: it is collected because it is named explicitly); without Rook every check skips."""
+    from types import SimpleNamespace
+
+    from kubitect_plugins.rook import kubitect_conformance_modules
+
+    from kubitect_core.verify import run_conformance
+
+    ctx = _ctx(tmp_path, _seed(tmp_path, {"enabled": False}))
+    ctx.config = SimpleNamespace(hosts=[])
+    registry = SimpleNamespace(conformance_modules=kubitect_conformance_modules)
+    asyncio.run(run_conformance(ctx, registry))
+    report = json.loads((ctx.cluster_dir / "reports" / "conformance.json").read_text())
+    assert {c["name"] for c in report["cases"]} == {
+        "test_ceph_reports_health_ok", "test_every_configured_disk_is_an_up_in_osd",
+        "test_a_pvc_on_the_default_storage_class_binds_and_mounts"}
+    assert {c["outcome"] for c in report["cases"]} == {"skipped"}
+    assert all("Rook is not installed on this cluster" in c["message"] for c in report["cases"])
