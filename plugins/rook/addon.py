@@ -52,10 +52,8 @@ class RookStage(Stage):
 
     def _release(self, version: str | None) -> Release:
         try:
-            if self._releases is RELEASES:
-                return release_for(version)
-            return self._releases[version or next(iter(self._releases))]
-        except (UnknownRelease, KeyError) as exc:
+            return release_for(version, self._releases)
+        except UnknownRelease as exc:
             raise StageError(str(exc)) from None
 
     def _layout(self, ctx: StageContext, selector: dict[str, str]) -> Layout:
@@ -137,11 +135,13 @@ class RookStage(Stage):
                       counts={"mon": lay.mon, "mgr": lay.mgr, "replicas": lay.replicas, "min_size": lay.min_size},
                       osd_devices={n.name: [path for _d, path, _g in n.devices] for n in lay.osd_nodes},
                       storage_class="ceph-block")
+        # ours first, so an interrupted apply's destroy can still delete what it made
+        record["rendered"] = {k: texts[k] for k in ("cephcluster.yaml", "blockpool.yaml")}
         manifests = record.setdefault("manifests", {})
-        for name in [f for f, _ in release.files] + ["cephcluster.yaml", "blockpool.yaml"]:
+        for name, digest in self._wanted(ctx, release, lay).items():
             ctx.progress("rook", f"applying {name}")
             await self._run(kubectl, APPLY, stdin=texts[name], timeout=300, what=f"kubectl apply {name}")
-            manifests[name] = sha256(texts[name]) if name not in dict(release.files) else dict(release.files)[name]
+            manifests[name] = digest
             ctx.checkpoint()
             if name == "crds.yaml":
                 await self._run(kubectl, ["wait", "--for=condition=Established", "--timeout=120s", *CRDS],
@@ -150,7 +150,6 @@ class RookStage(Stage):
                 ctx.progress("rook", "waiting for the Rook operator to roll out")
                 await self._run(kubectl, ["-n", NAMESPACE, "rollout", "status", "deploy/rook-ceph-operator",
                                           "--timeout=600s"], timeout=660, what="the Rook operator rollout")
-        record["rendered"] = {k: texts[k] for k in ("cephcluster.yaml", "blockpool.yaml")}
 
     async def _wait_healthy(self, ctx: StageContext, kubectl: Kubectl) -> None:
         """Polls the CephCluster until Ceph says HEALTH_OK; progress and the timeout say what is missing."""

@@ -52,10 +52,11 @@ class UnknownRelease(ValueError):
     """addons.rook.version names a release kubitect has no pinned manifests for."""
 
 
-def release_for(version: str | None) -> Release:
+def release_for(version: str | None, releases: dict[str, Release] | None = None) -> Release:
     """The pinned release for `addons.rook.version` (the default when unset)."""
+    releases = RELEASES if releases is None else releases
     wanted = version or DEFAULT_VERSION
-    if wanted not in RELEASES:
+    if wanted not in releases:
         raise UnknownRelease(f"addons.rook.version {wanted} has no pinned manifests in this kubitect; "
-                             f"supported: {', '.join(sorted(RELEASES))} (unset means {DEFAULT_VERSION})")
-    return RELEASES[wanted]
+                             f"supported: {', '.join(sorted(releases))} (unset means {DEFAULT_VERSION})")
+    return releases[wanted]

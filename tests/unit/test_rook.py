@@ -209,6 +209,21 @@ def test_apply_sequence_against_the_double_then_a_second_apply_keeps(tmp_path):
     assert {c.action for c in again} == {"keep"} and len(fetch.urls) == 4  # cached, verified, not re-fetched
 
 
+def test_an_interrupted_apply_is_recorded_and_the_rerun_converges(tmp_path):
+    loaded = _seed(tmp_path)
+    outage = 'error: deployment "rook-ceph-operator" exceeded its progress deadline'
+    double = KubectlDouble(disks=_guest_disks(loaded), fail_once={"rollout": outage})
+    ctx = _ctx(tmp_path, loaded)
+    with pytest.raises(StageError, match="the Rook operator rollout failed: .*exceeded its progress deadline"):
+        asyncio.run(_stage(double).apply(ctx, None))
+    assert list(ctx.record["manifests"]) == ["crds.yaml", "common.yaml", "operator.yaml"]
+    assert [(c.action, c.name) for c in asyncio.run(_stage(double).plan(ctx, None))] == [
+        ("keep", "crds.yaml"), ("keep", "common.yaml"), ("keep", "operator.yaml"), ("create", "toolbox.yaml"),
+        ("create", "cephcluster.yaml"), ("create", "blockpool.yaml")]
+    asyncio.run(_stage(double).apply(ctx, None))
+    assert ctx.record["health"] == "HEALTH_OK" and len(ctx.record["manifests"]) == 6
+
+
 def test_a_declared_disk_missing_in_the_guest_times_out_naming_it(tmp_path):
     loaded = _seed(tmp_path)
     double = KubectlDouble(disks=_guest_disks(loaded, drop=f"{CLUSTER}-worker-2"))
