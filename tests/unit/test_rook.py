@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -28,21 +27,12 @@ from kubitect_core.stage import StageError, StageSkipped
 from kubitect_core.topology import data_disk_by_id, data_disk_serial
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from golden_files import check_golden  # noqa: E402
 from rook_kubectl_double import KubectlDouble  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "rook"
 CLUSTER = "kubitect-ha"
-
-
-def golden(name: str, text: str) -> None:
-    """Compares with a golden file; KUBITECT_UPDATE_GOLDEN=1 rewrites it (review the diff)."""
-    path = GOLDEN / name
-    if os.environ.get("KUBITECT_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"golden file {path} missing; run with KUBITECT_UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{name} differs from its golden file"
 
 
 def _seed(tmp_path: Path, rook: dict | None = None, edit=None):
@@ -154,8 +144,8 @@ def test_node_selector_and_masters_only_cluster(tmp_path):
 def test_golden_manifests_for_the_seed(tmp_path):
     lay = layout(_seed(tmp_path).topology, {})
     manifests = cluster_manifests(release_for(None), lay)
-    golden("seed-cephcluster.yaml", manifests["cephcluster.yaml"])
-    golden("seed-blockpool.yaml", manifests["blockpool.yaml"])
+    check_golden(GOLDEN / "seed-cephcluster.yaml", manifests["cephcluster.yaml"])
+    check_golden(GOLDEN / "seed-blockpool.yaml", manifests["blockpool.yaml"])
     docs = [d for text in manifests.values() for d in yaml.safe_load_all(text)]
     cluster = next(d for d in docs if d["kind"] == "CephCluster")
     storage = cluster["spec"]["storage"]
