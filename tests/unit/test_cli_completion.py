@@ -63,8 +63,12 @@ def test_presets_stages_actions_and_help_topics():
 
     assert [n for n, _ in values.presets(_Ctx(), "")] == list_presets()
     assert [n for n, _ in values.presets(_Ctx(), "ex")] == [n for n in list_presets() if n.startswith("ex")]
+    from kubitect_core.plugins import load_registry
+
     stages = [n for n, _ in values.stages(_Ctx(), "")]
-    assert stages == ["validate", "network", "storage", "vms", "loadbalancers", "kubernetes", "verify"]
+    assert stages == [s.name for s in load_registry().stages], "what `kubitect list stages` lists, in order"
+    pipeline = ["validate", "network", "storage", "vms", "loadbalancers", "kubernetes", "verify"]
+    assert [n for n in stages if n in pipeline] == pipeline, "addon stages (e.g. rook) come in between"
     assert [n for n, _ in values.stages(_Ctx({"stage": ["vms"]}), "v")] == ["validate", "verify"], \
         "a stage already given is not offered again"
     assert [n for n, _ in values.actions(_Ctx(), "")] == ["create", "upgrade", "scale"]
