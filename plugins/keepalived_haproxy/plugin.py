@@ -80,8 +80,9 @@ class KeepalivedHaproxy:
     """contracts.LoadBalancer: HAProxy on every LB, keepalived VRRP for the VIP (kubitect.md 4).
 
     apply works in two phases: every node's packages and files concurrently, then the services
-    one node at a time with the VIP holder last, so a reload or restart never touches both load
-    balancers at once and the holder hands over (if it must restart) to an already updated peer.
+    one node at a time (`_service_order`), so a reload or restart never touches two load balancers
+    at once, the holder hands over (if it must restart) to an already updated peer, and a new
+    load balancer joins only once the others advertise to it.
     """
 
     name = NAME
@@ -185,10 +186,19 @@ class KeepalivedHaproxy:
 
         async with NodePool.from_access(ctx.ssh) as pool:
             prepared = await pool.each(topo.load_balancers, one)
-            # Services one node at a time, the VIP holder last.
-            for item in sorted(prepared, key=lambda p: p.state.holds(topo.vip)):
+            for item in sorted(prepared, key=lambda p: self._service_order(p, topo)):
                 item.changes += await self._converge_services(ctx, item, services)
         return [c for item in prepared for c in item.changes]
+
+    @staticmethod
+    def _service_order(item: _Prepared, topo: Topology) -> tuple[bool, bool]:
+        """Services one node at a time: running backups, then the VIP holder, then new nodes.
+
+        A new load balancer (keepalived not running yet) starts last, once its peers send their
+        unicast adverts to it too: started earlier it would hear no holder, take the VIP after
+        3 adverts and win the election against the holder on a tie (a scale moving the VIP).
+        """
+        return (not item.state.active.get("keepalived", False), item.state.holds(topo.vip))
 
     async def _prepare(self, ctx: StageContext, topo: Topology, remote: Remote, node: Node,
                        services: list[str]) -> _Prepared:
