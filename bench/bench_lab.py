@@ -277,8 +277,9 @@ class BenchLab:
                                             virtual_router_id=topo.virtual_router_id, has_killall=killall)
             node = await self.remote(lb.name)
             await node.put(text, Layout().keepalived_conf, sudo=True)
-            # Kubitect has no exit hook: take ours away, or it would still report HAProxy's exit.
-            await self.root(lb.name, f"rm -f {shlex.quote(Layout().haproxy_dropin)} && systemctl daemon-reload")
+            # Kubitect has no exit hook and no real-time keepalived: take ours away.
+            drop = " ".join(shlex.quote(p) for p in Layout().dropins)
+            await self.root(lb.name, f"rm -f {drop} && systemctl daemon-reload")
 
     # ------------------------------------------------------------------ faults
 
@@ -389,7 +390,10 @@ class BenchLab:
             injected = time.monotonic()
             out, err = await asyncio.wait_for(proc.communicate(), max_seconds + 30)
             if proc.returncode:
-                raise RuntimeError(f"the prober failed (exit {proc.returncode}): {err.decode()[-3000:]}")
+                log = self.home / f"prober-failed-{time.time():.0f}.log"
+                log.write_bytes(err)
+                raise RuntimeError(f"the prober failed (exit {proc.returncode}; stderr in {log}): "
+                                   f"{err.decode()[-600:]}")
         finally:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):

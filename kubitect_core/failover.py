@@ -176,11 +176,18 @@ class Prober:
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop sending and wait for requests in flight, so the record is complete."""
+        """Stop sending and wait for requests in flight, so the record is complete.
+
+        The wait is bounded: a request lives at most `timeout`, but a TLS connection cancelled
+        mid-handshake has been seen to never finish (Python 3.11), which must not stall the caller.
+        """
         if self._loop_task:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=self.timeout + 2.0)
+            for task in pending:
+                task.cancel()
 
     async def _one(self) -> None:
         sent = time.monotonic()

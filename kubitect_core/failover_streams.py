@@ -23,10 +23,12 @@ import argparse
 import asyncio
 import faulthandler
 import json
+import os
 import sys
 import time
+from collections import Counter
 
-from kubitect_core.failover import WHOAMI_PORT, FailoverResult, Probe, Prober, outages
+from kubitect_core.failover import PROBE_TIMEOUT_S, WHOAMI_PORT, FailoverResult, Probe, Prober, outages
 from kubitect_core.failover_keepalive import KeepAliveProber
 
 API_PORT = 6443
@@ -38,6 +40,7 @@ def summarize(probes: list[Probe], since: float) -> dict:
     res = FailoverResult(len(seen), sum(not p.ok for p in seen), outages(seen), since)
     out = res.as_dict()
     out["windows"] = [[s, e] for s, e in res.outages]
+    out["errors"] = dict(Counter(p.detail or "?" for p in seen if not p.ok))  # what the failures were
     return out
 
 
@@ -64,9 +67,10 @@ async def _stdin_line() -> None:
 
 
 async def run(vip: str, *, min_seconds: float, max_seconds: float, settle: float, interval: float,
-              ready_timeout: float, report_every: float | None = None, until_stdin: bool = False) -> dict:
-    fresh = Prober(vip, API_PORT, interval=interval)
-    holder = Prober(vip, WHOAMI_PORT, path="/", interval=interval, plain=True)
+              ready_timeout: float, report_every: float | None = None, until_stdin: bool = False,
+              timeout: float = PROBE_TIMEOUT_S) -> dict:
+    fresh = Prober(vip, API_PORT, interval=interval, timeout=timeout)
+    holder = Prober(vip, WHOAMI_PORT, path="/", interval=interval, plain=True, timeout=timeout)
     keep = KeepAliveProber(vip, API_PORT, interval=interval)
     for stream in (fresh, holder, keep):
         stream.start()
@@ -98,13 +102,12 @@ async def run(vip: str, *, min_seconds: float, max_seconds: float, settle: float
             if now - mark >= min_seconds and all(settled(s.probes, now, settle) for s in (fresh, holder, keep)):
                 break
     finally:
-        stopping = asyncio.gather(fresh.stop(), holder.stop(), keep.stop())
-        try:
-            await asyncio.wait_for(asyncio.shield(stopping), 10)
-        except TimeoutError:
+        stopping = asyncio.ensure_future(asyncio.gather(fresh.stop(), holder.stop(), keep.stop()))
+        _done, pending = await asyncio.wait([stopping], timeout=10)
+        if pending:  # say what hangs; the record is complete anyway (see main)
+            print(f"clients did not stop within 10 s; pending: {len(asyncio.all_tasks())} tasks", file=sys.stderr)
             for task in asyncio.all_tasks():
                 task.print_stack(file=sys.stderr)
-            raise
     return {"mark": mark, "fresh": summarize(fresh.probes, mark), "keepalive": summarize(keep.probes, mark),
             "keepalive_connects": keep.connects, "holder": summarize(holder.probes, mark),
             "holders": holder_changes(holder.probes, mark)}
@@ -118,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=20.0)
     parser.add_argument("--settle", type=float, default=0.5)
     parser.add_argument("--interval", type=float, default=0.02)
+    parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT_S,
+                        help="a fresh request unanswered this long counts as failed (default: short, to time "
+                             "gaps; use ~1 s to count only requests a client would see fail)")
     parser.add_argument("--ready-timeout", type=float, default=15.0)
     parser.add_argument("--report-every", type=float, default=None, help="progress line on stderr every N s")
     parser.add_argument("--until-stdin", action="store_true",
@@ -125,11 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # A prober that cannot stop says where it hangs (and exits) instead of stalling its caller.
     faulthandler.dump_traceback_later(args.max_seconds + 15, exit=True)
-    out = asyncio.run(run(args.vip, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                          settle=args.settle, interval=args.interval, ready_timeout=args.ready_timeout,
-                          report_every=args.report_every, until_stdin=args.until_stdin))
+    loop = asyncio.new_event_loop()
+    out = loop.run_until_complete(run(args.vip, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                                      settle=args.settle, interval=args.interval, ready_timeout=args.ready_timeout,
+                                      report_every=args.report_every, until_stdin=args.until_stdin,
+                                      timeout=args.timeout))
     print(json.dumps(out), flush=True)
-    return 0
+    # Not asyncio.run: its clean-up waits for every leftover task, and a stuck TLS handshake
+    # (failover.Prober.stop) would hold the result's reader forever. The result is out; leave.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -76,9 +76,9 @@ def node_warnings(settings: VrrpSettings, probe: NodeProbe) -> list[str]:
     out = []
     down = 3 * float(settings.advert_int)
     if settings.realtime and not probe.features.realtime:
-        out.append("real-time scheduling is refused here (a cgroup without real-time budget, or no "
-                   "CAP_SYS_NICE), so keepalived runs at normal priority: CPU load on this node can delay "
-                   f"its adverts past the {down:g} s takeover timer. Allow SCHED_RR for keepalived, or use "
+        out.append("systemd cannot run keepalived with real-time scheduling here (a cgroup without "
+                   "real-time budget, or no CAP_SYS_NICE), so it runs at normal priority: CPU load on this node "
+                   f"can delay its adverts past the {down:g} s takeover timer. Allow SCHED_RR for keepalived, or use "
                    "`vrrp: {profile: standard}`")
     if settings.realtime and probe.features.realtime and not probe.features.memlock and probe.swap_devices:
         out.append("keepalived cannot lock itself in memory here (no CAP_IPC_LOCK) and the node swaps: a "

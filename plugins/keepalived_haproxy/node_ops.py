@@ -118,8 +118,8 @@ def planned_changes(node: str, state: NodeState, rendered: Rendered, services: l
         elif not state.enabled.get(svc):
             changes.append(Change("change", "service", svc, node, "enable"))
         elif changed & set(layout.service_files(svc)):
-            how = "restart" if svc == "keepalived" and needs_restart(
-                state.files.get(layout.keepalived_conf), rendered.files.get(layout.keepalived_conf)) else "reload"
+            how = "restart" if svc == "keepalived" and (layout.keepalived_dropin in changed or needs_restart(
+                state.files.get(layout.keepalived_conf), rendered.files.get(layout.keepalived_conf))) else "reload"
             changes.append(Change("change", "service", svc, node, how))
         else:
             changes.append(Change("keep", "service", svc, node))
@@ -133,8 +133,9 @@ _GLOBAL_DEFS = re.compile(r"^global_defs \{\n.*?^\}", re.S | re.M)
 
 
 def needs_restart(old: str | None, new: str | None) -> bool:
-    """A keepalived.conf change a reload does not apply: `global_defs` (scheduling, memory lock,
-    VRRP version) is read when the VRRP process starts. Everything else reloads in place."""
+    """A keepalived.conf change a reload does not apply: `global_defs` (memory lock, VRRP
+    version) is read when the VRRP process starts. Everything else reloads in place. (A changed
+    real-time drop-in restarts keepalived too: systemd sets the scheduling at start.)"""
     if not old or not new:
         return False
     before, after = _GLOBAL_DEFS.search(old), _GLOBAL_DEFS.search(new)
@@ -171,7 +172,7 @@ async def install_file(remote: Remote, path: str, text: str, layout: Layout) -> 
     validator's message and the temp file is removed.
     """
     suffix = ".cfg" if path == layout.haproxy_cfg else ".conf" if path == layout.keepalived_conf else None
-    if suffix is None:  # the check script and the systemd drop-in: no validator
+    if suffix is None:  # the check script and the systemd drop-ins: no validator
         await remote.put(text, path, mode=0o755 if path == layout.check_script else 0o644, sudo=True)
         return
     tmp = f"{path}.kubitect-new{suffix}"

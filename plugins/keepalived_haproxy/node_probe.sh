@@ -28,7 +28,12 @@ elif [ "$container" = none ]; then
 else
     echo "process_events=0"
 fi
-if chrt -r 1 true 2>/dev/null; then echo "realtime=1"; else echo "realtime=0"; fi
+# Real time as keepalived would get it: from systemd, in a service of its own (the session this
+# runs in may sit in another cgroup); without systemd-run, as this shell gets it.
+if command -v systemd-run >/dev/null 2>&1; then
+    if systemd-run --quiet --wait --collect -p CPUSchedulingPolicy=rr -p CPUSchedulingPriority=1 \
+        /bin/true >/dev/null 2>&1; then echo "realtime=1"; else echo "realtime=0"; fi
+elif chrt -r 1 true 2>/dev/null; then echo "realtime=1"; else echo "realtime=0"; fi
 caps=$(awk '/^CapEff:/ {print $2}' /proc/self/status)
 echo "memlock=$(( (0x${caps:-0} >> 14) & 1 ))"
 awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; printf "steal_permille=%d\n", (t > 0 ? $9 * 1000 / t : 0)}' /proc/stat

@@ -118,7 +118,7 @@ class KeepalivedHaproxy:
 
     def _extra_paths(self, rendered: Rendered) -> tuple[str, ...]:
         """Managed files that may be on the node although this render does not want them."""
-        return tuple(p for p in (self.layout.haproxy_dropin,) if p not in rendered.files)
+        return tuple(p for p in self.layout.dropins if p not in rendered.files)
 
     def _record_endpoint(self, ctx: StageContext, topo: Topology) -> None:
         ctx.record["endpoint"] = endpoint(topo)
@@ -227,7 +227,7 @@ class KeepalivedHaproxy:
                 await remote.run(f"rm -f {shlex.quote(change.name)}", sudo=True)
             else:
                 await node_ops.install_file(remote, change.name, rendered.files[change.name], self.layout)
-        if any(c.name == self.layout.haproxy_dropin for c in files):
+        if any(c.name in self.layout.dropins for c in files):
             await node_ops.daemon_reload(remote)
         changes += [c for c in planned if c.kind in ("sysctl", "file")]
         return _Prepared(node, remote, rendered, state, planned, changes)
@@ -250,7 +250,7 @@ class KeepalivedHaproxy:
         for svc in set(node_ops.SERVICES) - set(services):
             if state.active.get(svc) or state.enabled.get(svc):
                 await node_ops.remove(remote, [svc], [self.layout.keepalived_conf, self.layout.check_script,
-                                                      self.layout.haproxy_dropin])
+                                                      *self.layout.dropins])
                 done.append(Change("delete", "service", svc, node.name, "no VIP configured"))
         ctx.record.setdefault("nodes", {}).setdefault(node.name, {}).update(
             {"ip": node.ip, "hashes": item.rendered.hashes(), "services": services})
@@ -269,7 +269,7 @@ class KeepalivedHaproxy:
             return []
         topo = resolved_topology(ctx)
         paths = [self.layout.haproxy_cfg, self.layout.keepalived_conf, self.layout.check_script,
-                 self.layout.haproxy_dropin, node_ops.SYSCTL_FILE]
+                 *self.layout.dropins, node_ops.SYSCTL_FILE]
 
         async def one(node: Node) -> list[Change]:
             if not node.ip:
@@ -280,7 +280,7 @@ class KeepalivedHaproxy:
                 ctx.progress(node.name, f"not reachable, nothing to remove ({exc})")
                 return []
             gone = await node_ops.remove(remote, list(node_ops.SERVICES), paths)
-            if self.layout.haproxy_dropin in gone:
+            if set(self.layout.dropins) & set(gone):
                 await node_ops.daemon_reload(remote)
             return [Change("delete", "service" if "/" not in g else "file", g, node.name) for g in gone]
 

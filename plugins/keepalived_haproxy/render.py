@@ -49,11 +49,18 @@ class Layout:
     # trackHaproxyExit: haproxy.service writes 1 (stopped) or 0 (running) here; keepalived tracks it
     haproxy_dropin: str = "/etc/systemd/system/haproxy.service.d/50-kubitect-exit.conf"
     haproxy_down_file: str = "/run/kubitect-haproxy.down"
+    # realtime: keepalived.service runs with SCHED_RR
+    keepalived_dropin: str = "/etc/systemd/system/keepalived.service.d/50-kubitect-realtime.conf"
+
+    @property
+    def dropins(self) -> tuple[str, ...]:
+        """systemd drop-ins kubitect may manage (a change means `systemctl daemon-reload`)."""
+        return (self.haproxy_dropin, self.keepalived_dropin)
 
     def service_files(self, service: str) -> tuple[str, ...]:
-        """The managed files whose change means reloading `service` (the drop-in: daemon-reload)."""
+        """The managed files whose change means reloading (or restarting) `service`."""
         return {"haproxy": (self.haproxy_cfg,),
-                "keepalived": (self.keepalived_conf, self.check_script)}.get(service, ())
+                "keepalived": (self.keepalived_conf, self.check_script, self.keepalived_dropin)}.get(service, ())
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,8 @@ class NodeFeatures:
     process_events: the kernel's process-events connector answers in keepalived's network
         namespace (a VM or a host: yes; a container in its own network namespace: no, and
         `vrrp_track_process` would then hold the instance in FAULT forever).
-    realtime: SCHED_RR is allowed (a cgroup without real-time budget refuses it).
+    realtime: systemd may start a service with SCHED_RR (a cgroup without real-time budget, or a
+        missing CAP_SYS_NICE, refuses it, and the service would then fail to start).
     memlock: keepalived may lock itself in memory (CAP_IPC_LOCK; containers usually lack it).
     """
 
@@ -224,6 +232,11 @@ def render_exit_hook(layout: Layout = Layout()) -> str:
     return _env().get_template("haproxy-exit.conf.j2").render(layout=layout)
 
 
+def render_realtime(layout: Layout = Layout()) -> str:
+    """The keepalived.service drop-in that runs keepalived with SCHED_RR."""
+    return _env().get_template("keepalived-realtime.conf.j2").render(layout=layout)
+
+
 def render_node(topology: Topology, node: Node, nic: str, forward_ports: Iterable[ForwardPort] = (),
                 vrrp: VrrpSettings = VrrpSettings(), layout: Layout = Layout(),
                 features: NodeFeatures = NodeFeatures()) -> Rendered:
@@ -234,6 +247,8 @@ def render_node(topology: Topology, node: Node, nic: str, forward_ports: Iterabl
         files[layout.check_script] = render_check_script(layout, vrrp)
         if vrrp.track_haproxy_exit:
             files[layout.haproxy_dropin] = render_exit_hook(layout)
+        if vrrp.realtime and features.realtime:
+            files[layout.keepalived_dropin] = render_realtime(layout)
     return Rendered(node=node.name, files=files)
 
 

@@ -246,7 +246,8 @@ class LbLab:
         d = self.lab.workdir / lb
         return Layout(haproxy_cfg=str(d / "haproxy.cfg"), keepalived_conf=str(d / "keepalived.conf"),
                       check_script=str(d / "check_haproxy.sh"), stats_socket=str(d / "admin.sock"),
-                      haproxy_dropin=str(d / "haproxy-exit.conf"), haproxy_down_file=str(d / "haproxy.down"))
+                      haproxy_dropin=str(d / "haproxy-exit.conf"), haproxy_down_file=str(d / "haproxy.down"),
+                      keepalived_dropin=str(d / "keepalived-realtime.conf"))
 
     @property
     def lbs(self) -> list[str]:

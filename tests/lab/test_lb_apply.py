@@ -31,8 +31,9 @@ pytestmark = pytest.mark.lab
 NET = "10.89.0"
 VIP = f"{NET}.200"
 DROPIN = "/etc/systemd/system/haproxy.service.d/50-kubitect-exit.conf"
+RT_DROPIN = "/etc/systemd/system/keepalived.service.d/50-kubitect-realtime.conf"
 MANAGED = ("/etc/haproxy/haproxy.cfg", "/etc/keepalived/keepalived.conf", "/etc/keepalived/check_haproxy.sh",
-           "/etc/sysctl.d/90-kubitect-loadbalancer.conf", DROPIN)
+           "/etc/sysctl.d/90-kubitect-loadbalancer.conf", DROPIN, RT_DROPIN)
 
 
 @pytest.fixture(scope="module")
@@ -134,14 +135,14 @@ def test_apply_converges_load_balancers_and_a_second_run_restarts_nothing(tmp_pa
     # haproxy.cfg replaces the package's default ("change"); the keepalived files are new
     assert {(c.name, c.action) for c in first if c.kind == "file" and c.host == lb1} == {
         ("/etc/haproxy/haproxy.cfg", "change"), ("/etc/keepalived/keepalived.conf", "create"),
-        ("/etc/keepalived/check_haproxy.sh", "create"), (DROPIN, "create")}
+        ("/etc/keepalived/check_haproxy.sh", "create"), (DROPIN, "create"), (RT_DROPIN, "create")}
     assert {(c.name, c.host, c.action) for c in first if c.kind == "service"} == {
         (s, n, "create") for s in ("haproxy", "keepalived") for n in (lb1, lb2)}
     assert {c.action for c in out["plan_before"] if c.kind == "file"} == {"create", "change"}
     assert {c.action for c in out["plan_before"] if c.kind == "service"} == {"create"}, "plan started nothing"
     record = out["record"]
     assert record["endpoint"] == VIP and record["vip"] == VIP
-    assert set(record["nodes"]) == {lb1, lb2} and all(len(h) == 4 for h in
+    assert set(record["nodes"]) == {lb1, lb2} and all(len(h) == 5 for h in
                                                           (n["hashes"] for n in record["nodes"].values()))
     # the default (fast) profile, as far as an nspawn node allows: no process events in its
     # network namespace (HAProxy's exit comes from systemd instead), real-time scheduling allowed
@@ -161,8 +162,7 @@ def test_apply_converges_load_balancers_and_a_second_run_restarts_nothing(tmp_pa
     assert fo.recovered and fo.gap_ms <= budget
     assert out["holder_after_stop"] == lb2
     assert ("service", "keepalived", lb1, "create") in actions(out["heal"])
-    assert out["rt"].split().count("RR") == 1 and "50" in out["rt"].split(), \
-        f"keepalived's VRRP process runs SCHED_RR 50 (the parent stays normal): {out['rt']!r}"
+    assert out["rt"].split() == ["RR", "50", "RR", "50"], f"keepalived runs SCHED_RR 50: {out['rt']!r}"
     assert out["exit_file"] == "0", "HAProxy runs: the tracked file says so"
     changed = actions(out["changed"])
     assert ("file", "/etc/haproxy/haproxy.cfg", lb1, "change") in changed

@@ -81,7 +81,7 @@ def test_node_warnings_name_what_the_node_lacks():
     fast = VrrpSettings()
     assert node_warnings(fast, _probe(process_events=True, realtime=True, memlock=True)) == []
     (rt,) = node_warnings(fast, _probe(realtime=False))
-    assert "real-time scheduling is refused" in rt and "0.3 s" in rt
+    assert "cannot run keepalived with real-time scheduling" in rt and "0.3 s" in rt
     assert node_warnings(VrrpSettings(profile="standard"), _probe(realtime=False)) == [], "standard asks no RT"
     (swap,) = node_warnings(fast, _probe(realtime=True, memlock=False, swap_devices=1))
     assert "swaps" in swap

@@ -84,6 +84,8 @@ def test_rendered_files_match_the_golden_files(case):
             assert text == golden.read_text(), f"{case}/{r.node}/{Path(path).name} differs from its golden file"
         expected = {"haproxy.cfg"} | ({"keepalived.conf", "check_haproxy.sh", "50-kubitect-exit.conf"}
                                       if topology.vip else set())
+        if topology.vip and vrrp.realtime and features.realtime:
+            expected.add("50-kubitect-realtime.conf")
         assert {Path(p).name for p in r.files} == expected
 
 
@@ -189,18 +191,21 @@ def test_what_the_node_cannot_do_is_not_rendered():
     t = topo(2)
     node = t.load_balancers[0]
     vm = render_keepalived(t, node, "eth0", VrrpSettings(), features=VM)
-    assert "vrrp_track_process haproxy" in vm and "track_process {" in vm
-    assert "vrrp_rt_priority 50" in vm and "vrrp_no_swap" in vm
+    assert "vrrp_track_process haproxy" in vm and "track_process {" in vm and "vrrp_no_swap" in vm
+    assert "vrrp_rt_priority" not in vm, "keepalived's own RT handling kills its VRRP process on a reload"
     box = render_keepalived(t, node, "eth0", VrrpSettings(), features=CONTAINER)
     assert "track_process" not in box, "process events do not reach a container: FAULT forever"
-    assert "vrrp_rt_priority 50" in box and "vrrp_no_swap" not in box
+    assert "vrrp_no_swap" not in box
     assert "track_file {" in box and 'file "/run/kubitect-haproxy.down"' in box
-    bare = render_keepalived(t, node, "eth0", VrrpSettings(), features=NodeFeatures())
-    assert "vrrp_rt_priority" not in bare
+    realtime = render_all(t, "eth0", vrrp=VrrpSettings(), features=CONTAINER)[0].files[Layout().keepalived_dropin]
+    assert "CPUSchedulingPolicy=rr" in realtime and "CPUSchedulingPriority=50" in realtime
+    for features in (NodeFeatures(), NodeFeatures(process_events=True, memlock=True)):
+        assert Layout().keepalived_dropin not in render_all(t, "eth0", features=features)[0].files, \
+            "systemd would refuse to start keepalived with a scheduling the node does not allow"
     off = render_keepalived(t, node, "eth0", VrrpSettings(track_haproxy_exit=False, realtime=False), features=VM)
-    assert "track_file" not in off and "track_process" not in off and "vrrp_rt_priority" not in off
-    files = render_all(t, "eth0", vrrp=VrrpSettings(track_haproxy_exit=False))[0].files
-    assert Layout().haproxy_dropin not in files
+    assert "track_file" not in off and "track_process" not in off and "vrrp_no_swap" not in off
+    files = render_all(t, "eth0", vrrp=VrrpSettings(track_haproxy_exit=False, realtime=False), features=VM)[0].files
+    assert Layout().haproxy_dropin not in files and Layout().keepalived_dropin not in files
     hook = render_all(t, "eth0")[0].files[Layout().haproxy_dropin]
     assert "ExecStopPost=/bin/sh -c 'echo 1 > /run/kubitect-haproxy.down'" in hook
     assert "ExecStartPost=/bin/sh -c 'echo 0 > /run/kubitect-haproxy.down'" in hook
@@ -212,7 +217,7 @@ def test_a_changed_global_section_restarts_keepalived_anything_else_reloads():
     fast = render_keepalived(t, node, "eth0", VrrpSettings(), features=VM)
     standard = render_keepalived(t, node, "eth0", VrrpSettings(profile="standard"), features=VM)
     peers_changed = render_keepalived(topo(3), topo(3).load_balancers[0], "eth0", VrrpSettings(), features=VM)
-    assert needs_restart(fast, standard), "real-time scheduling is set when the VRRP process starts"
+    assert needs_restart(fast, standard), "locking in memory is set when the VRRP process starts"
     assert not needs_restart(fast, peers_changed), "a scale (new unicast peer) reloads in place"
     assert not needs_restart(None, fast)
 
@@ -265,6 +270,14 @@ def test_plan_restarts_keepalived_for_a_new_profile_and_removes_a_hook_no_longer
     plan = {(c.kind, c.name): c for c in planned_changes(fast.node, on_node, standard, ["haproxy", "keepalived"])}
     assert plan[("service", "keepalived")].detail == "restart"
     assert plan[("service", "haproxy")].action == "keep", "HAProxy's config did not change"
+    assert plan[("file", Layout().keepalived_dropin)].action == "delete", "standard: no real-time keepalived"
+    (container, _) = render_all(t, "eth0", vrrp=VrrpSettings(), features=CONTAINER)
+    no_rt = {p: text for p, text in container.files.items() if p != Layout().keepalived_dropin}
+    extra = {Layout().keepalived_dropin: None}
+    before = NodeState(running, "apt", SYSCTL_TEXT, "1", {**no_rt, **extra}, running, running)
+    (svc,) = [c for c in planned_changes(fast.node, before, container, ["haproxy", "keepalived"])
+              if c.kind == "service" and c.name == "keepalived"]
+    assert (svc.action, svc.detail) == ("change", "restart"), "systemd sets the scheduling when it starts it"
     (untracked, _) = render_all(t, "eth0", vrrp=VrrpSettings(track_haproxy_exit=False), features=VM)
     files = {**dict(fast.files), Layout().haproxy_dropin: fast.files[Layout().haproxy_dropin]}
     had_hook = NodeState(running, "apt", SYSCTL_TEXT, "1", files, running, running)
