@@ -110,6 +110,9 @@ class BenchLab:
     config_name: str = ""
     notes: list[str] = field(default_factory=list)
     ssh: Any = None
+    # what the fresh-connection client asks (kubitect_core.failover_streams --fresh-target): on TCG
+    # VMs the stand-in API cannot answer a TLS handshake every 20 ms, so HAProxy's whoami is asked
+    fresh_target: str = "api"
 
     # ------------------------------------------------------------------ cluster
 
@@ -377,7 +380,8 @@ class BenchLab:
         `inject()` once every one answers, returns their result."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "kubitect_core.failover_streams", self.vip, "--min-seconds", f"{min_seconds:g}",
-            "--max-seconds", f"{max_seconds:g}", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            "--max-seconds", f"{max_seconds:g}", "--fresh-target", self.fresh_target,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True)
         try:
             first = await asyncio.wait_for(proc.stdout.readline(), 30)

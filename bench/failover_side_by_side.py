@@ -200,7 +200,12 @@ def settings_used(configs: list[str]) -> dict:
 
 async def run_lab(args, ns: str, home: Path, raw: dict, flags: dict, kind: str) -> dict:
     lab = BenchLab(kind=kind, ns=ns, home=home, config_path=home / "cluster.yaml", raw=raw, flags=flags,
-                   log=lambda m: print(m, file=sys.stderr, flush=True))
+                   log=lambda m: print(m, file=sys.stderr, flush=True),
+                   fresh_target="whoami" if kind == "vm" else "api")
+    if kind == "vm":
+        lab.notes.append("fresh connections ask HAProxy's whoami frontend (VIP:8405, plain HTTP): the stand-in "
+                         "API on an emulated VM cannot answer a TLS handshake every 20 ms; the keep-alive client "
+                         "asks the API through VIP:6443")
     try:
         await lab.up()
         raw_runs = await bench(lab, args.configs, args.faults, args.runs, args.host_lost_runs)
@@ -226,6 +231,10 @@ def vm_main(args) -> dict:
     import sshd_lab
     import vm_lab
 
+    from kubitect_core.lab import libvirtd
+
+    if libvirtd.socket_answers():
+        raise SystemExit("another libvirtd already serves /run/libvirt/libvirt-sock (another lab): one per machine")
     image = vm_lab.lb_image()
     bridge = "kbb9br0"
     home = Path(tempfile.mkdtemp(prefix="kbb9-home-"))
