@@ -90,7 +90,8 @@ class Probed:
     """One run of the VIP clients around a fault: its JSON and when the fault was injected."""
 
     result: dict[str, Any]
-    injected: float  # time.monotonic() when the fault command returned
+    started: float  # time.monotonic() when the fault command was sent
+    injected: float  # ... and when it returned
     inject_s: float  # how long the fault command took (the takeover time's resolution)
 
 
@@ -218,11 +219,15 @@ class BenchLab:
         return [h for h in await asyncio.gather(*(one(lb) for lb in self.lbs)) if h]
 
     async def vrrp_state(self, name: str) -> str:
-        """The last VRRP state keepalived logged on a node (MASTER, BACKUP, FAULT, ...)."""
-        res = await self.root(name, "journalctl -u keepalived -o cat -n 200 --no-pager | "
-                                    "grep -o 'Entering [A-Z]* STATE' | tail -1", check=False, timeout=15)
+        """The VRRP state keepalived last logged on a node since it last started (MASTER, BACKUP,
+        FAULT, ...), STOPPED when it does not run (or HAProxy does not)."""
+        res = await self.root(name, (
+            "systemctl is-active --quiet keepalived haproxy || { echo STOPPED; exit 0; }; "
+            "since=$(systemctl show -p ActiveEnterTimestamp --value keepalived); "
+            "journalctl -u keepalived -o cat --no-pager --since \"$since\" | "
+            "grep -o 'Entering [A-Z]* STATE' | tail -1"), check=False, timeout=15)
         words = res.stdout.split()
-        return words[1] if len(words) == 3 else "UNKNOWN"
+        return words[1] if len(words) == 3 else words[0] if words == ["STOPPED"] else "UNKNOWN"
 
     async def settle(self, timeout: float = 90.0) -> str:
         """Waits for one holder and every other load balancer in BACKUP (able to take over), twice
@@ -380,8 +385,8 @@ class BenchLab:
         `inject()` once every one answers, returns their result."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "kubitect_core.failover_streams", self.vip, "--min-seconds", f"{min_seconds:g}",
-            "--max-seconds", f"{max_seconds:g}", "--fresh-target", self.fresh_target,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            "--max-seconds", f"{max_seconds:g}", "--fresh-target", self.fresh_target, "--wait-go",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True)
         try:
             first = await asyncio.wait_for(proc.stdout.readline(), 30)
@@ -392,7 +397,7 @@ class BenchLab:
             before = time.monotonic()
             await inject()
             injected = time.monotonic()
-            out, err = await asyncio.wait_for(proc.communicate(), max_seconds + 30)
+            out, err = await asyncio.wait_for(proc.communicate(b"go\n"), max_seconds + 30)
             if proc.returncode:
                 log = self.home / f"prober-failed-{time.time():.0f}.log"
                 log.write_bytes(err)
@@ -406,4 +411,4 @@ class BenchLab:
         lines = [line for line in out.decode().splitlines() if line.startswith("{")]
         if not lines:
             raise RuntimeError(f"the prober printed no result: {err.decode()[-800:]}")
-        return Probed(json.loads(lines[-1]), injected, injected - before)
+        return Probed(json.loads(lines[-1]), before, injected, injected - before)

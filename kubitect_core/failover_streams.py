@@ -56,6 +56,17 @@ def holder_changes(probes: list[Probe], since: float) -> list[list]:
     return out
 
 
+def longest_outage_ms(windows: list, since: float) -> float | None:
+    """A client's gap for a fault sent at `since`: its longest outage among those that end after
+    then (0: none; None: one never recovered). An outage that ended before the fault is the lab's
+    noise (an emulated VM drops the odd request on its own), not the fault's; of several after it,
+    the longest is the fault's, whatever came first."""
+    gaps = [None if end is None else (end - start) * 1000 for start, end in windows if end is None or end >= since]
+    if any(g is None for g in gaps):
+        return None
+    return round(max(gaps), 1) if gaps else 0.0
+
+
 def settled(probes: list[Probe], now: float, settle: float) -> bool:
     """The stream answers and has not failed for `settle` s."""
     recent = [p for p in probes if p.done >= now - settle]
@@ -69,7 +80,7 @@ async def _stdin_line() -> None:
 
 async def run(vip: str, *, min_seconds: float, max_seconds: float, settle: float, interval: float,
               ready_timeout: float, report_every: float | None = None, until_stdin: bool = False,
-              timeout: float = PROBE_TIMEOUT_S, fresh_target: str = "api") -> dict:
+              timeout: float = PROBE_TIMEOUT_S, fresh_target: str = "api", wait_go: bool = False) -> dict:
     if fresh_target == "whoami":  # HAProxy answers itself: no TLS handshake, no API server per request
         fresh = Prober(vip, WHOAMI_PORT, path="/", interval=interval, plain=True, timeout=timeout)
     else:
@@ -86,6 +97,13 @@ async def run(vip: str, *, min_seconds: float, max_seconds: float, settle: float
             await asyncio.sleep(interval)
         mark = time.monotonic()
         print("ready", flush=True)
+        go = mark
+        if wait_go:  # the caller says when its fault is in: the waiting times count from then
+            try:
+                await asyncio.wait_for(_stdin_line(), max_seconds)
+            except TimeoutError:  # a caller that never says go still gets its record, marked
+                print(f"no go on stdin within {max_seconds:g} s; counting from now", file=sys.stderr, flush=True)
+            go = time.monotonic()
         told = asyncio.ensure_future(_stdin_line()) if until_stdin else None
         next_report = mark + report_every if report_every else None
         while True:
@@ -97,9 +115,9 @@ async def run(vip: str, *, min_seconds: float, max_seconds: float, settle: float
                 failed = sum(not p.ok for s in (fresh, keep) for p in s.probes if p.done >= mark)
                 print(json.dumps({"progress_s": round(now - mark), "moves": moves, "failed": failed}),
                       file=sys.stderr, flush=True)
-            if now - mark >= max_seconds or (told is not None and told.done()):
+            if now - go >= max_seconds or (told is not None and told.done()):
                 break
-            if told is None and now - mark >= min_seconds and all(
+            if told is None and now - go >= min_seconds and all(
                     settled(s.probes, now, settle) for s in (fresh, holder, keep)):
                 break
     finally:
@@ -109,7 +127,7 @@ async def run(vip: str, *, min_seconds: float, max_seconds: float, settle: float
             print(f"clients did not stop within 10 s; pending: {len(asyncio.all_tasks())} tasks", file=sys.stderr)
             for task in asyncio.all_tasks():
                 task.print_stack(file=sys.stderr)
-    return {"mark": mark, "fresh": summarize(fresh.probes, mark), "keepalive": summarize(keep.probes, mark),
+    return {"mark": mark, "go": go, "fresh": summarize(fresh.probes, mark), "keepalive": summarize(keep.probes, mark),
             "keepalive_connects": keep.connects, "holder": summarize(holder.probes, mark),
             "holders": holder_changes(holder.probes, mark)}
 
@@ -131,16 +149,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="what the fresh-connection client asks: the API through VIP:6443 (TLS), or HAProxy's "
                              "whoami frontend on VIP:8405 (plain; for emulated VMs, where a TLS API server per "
                              "request every 20 ms is more than the stand-in API can answer)")
+    parser.add_argument("--wait-go", action="store_true",
+                        help="after `ready`, wait for a line on stdin (the fault is in); "
+                             "--min-seconds and --max-seconds count from then")
     parser.add_argument("--until-stdin", action="store_true",
                         help="run until a line (or EOF) arrives on stdin, or --max-seconds")
     args = parser.parse_args(argv)
     # A prober that cannot stop says where it hangs (and exits) instead of stalling its caller.
-    faulthandler.dump_traceback_later(args.max_seconds + 15, exit=True)
+    # Its budget: getting ready, the wait for go (as long as a run at most), the run, stopping.
+    faulthandler.dump_traceback_later(
+        args.ready_timeout + args.max_seconds * (2 if args.wait_go else 1) + 15, exit=True)
     loop = asyncio.new_event_loop()
     out = loop.run_until_complete(run(args.vip, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                                       settle=args.settle, interval=args.interval, ready_timeout=args.ready_timeout,
                                       report_every=args.report_every, until_stdin=args.until_stdin,
-                                      timeout=args.timeout, fresh_target=args.fresh_target))
+                                      timeout=args.timeout, fresh_target=args.fresh_target,
+                                      wait_go=args.wait_go))
     print(json.dumps(out), flush=True)
     # Not asyncio.run: its clean-up waits for every leftover task, and a stuck TLS handshake
     # (failover.Prober.stop) would hold the result's reader forever. The result is out; leave.
