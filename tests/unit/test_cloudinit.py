@@ -118,3 +118,20 @@ def test_seed_files_golden(mode):
         if os.environ.get("KUBITECT_UPDATE_GOLDEN") == "1":
             path.write_text(text)
         assert text == path.read_text(), f"{path.name} differs from its golden file"
+
+
+def test_host_key_becomes_the_nodes_only_key_and_stays_out_of_reprs(tmp_path):
+    from kubitect_plugins.libvirt.node_keys import NodeKeyStore
+
+    store = NodeKeyStore(tmp_path / "host-keys")
+    key = store.ensure("demo-master-1")
+    assert store.ensure("demo-master-1") == key  # made once
+    files = node_seed("demo", NODE, net("bridge"), tpl(), host_key=key)
+    user_data = yaml.safe_load(files.user_data)
+    assert user_data["ssh_keys"] == {"ed25519_private": key.private_openssh, "ed25519_public": key.public_openssh}
+    assert user_data["ssh_deletekeys"] is True and user_data["ssh_genkeytypes"] == []
+    assert "PRIVATE" not in repr(key) and "PRIVATE" in key.private_openssh
+    label, back = read_iso(build_iso(files))
+    assert yaml.safe_load(back["user-data"])["ssh_keys"]["ed25519_private"] == key.private_openssh
+    without = yaml.safe_load(node_seed("demo", NODE, net("bridge"), tpl()).user_data)
+    assert "ssh_keys" not in without and "ssh_genkeytypes" not in without  # a node made before keys
