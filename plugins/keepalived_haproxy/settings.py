@@ -19,7 +19,10 @@ Why the timers are what they are:
   writes 1 to a tracked file when haproxy.service stops for any reason (ExecStopPost), keepalived
   reads it through inotify; on nodes whose kernel delivers process events to keepalived (VMs,
   not containers in a network namespace) `vrrp_track_process` watches the process as well. The
-  HAProxy health check stays, for an HAProxy that hangs rather than dies.
+  HAProxy health check stays, for an HAProxy that hangs rather than dies, and because dying is
+  caught by events it can be patient: `checkFall` 3 (3 s). With fall 1 or 2 a loaded node (CI:
+  load average ~10, TCG VMs) saw its bash check miss the 1 s timeout twice in a row on both load
+  balancers; both went FAULT and the VIP was gone, a failover caused by the check itself.
 - A short advertInt only pays off if keepalived is never starved: a master that is not scheduled
   for 3 adverts (0.3 s at 0.1) is replaced although it is healthy ("thread timer expired", the
   known cause of flapping at small intervals). `realtime` runs the VRRP process with SCHED_RR
@@ -40,9 +43,9 @@ Profile = Literal["standard", "fast"]
 # Every key a profile fills, by field name. `standard` keeps the timers tolerant of a loaded or
 # overcommitted host (1.5 s of missed adverts before a takeover); `fast` is near VRRP's floor.
 PROFILES: dict[str, dict[str, Any]] = {
-    "standard": {"advert_int": 0.5, "unicast": True, "preempt": True, "check_interval": 1, "check_fall": 1,
+    "standard": {"advert_int": 0.5, "unicast": True, "preempt": True, "check_interval": 1, "check_fall": 3,
                  "check_rise": 2, "track_haproxy_exit": True, "realtime": False, "rank_priorities": False},
-    "fast": {"advert_int": 0.1, "unicast": True, "preempt": False, "check_interval": 1, "check_fall": 2,
+    "fast": {"advert_int": 0.1, "unicast": True, "preempt": False, "check_interval": 1, "check_fall": 3,
              "check_rise": 2, "track_haproxy_exit": True, "realtime": True, "rank_priorities": True},
 }
 DEFAULT_PROFILE: Profile = "fast"

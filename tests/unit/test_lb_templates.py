@@ -142,7 +142,7 @@ def test_timers_preempt_and_vrrp_version_come_from_the_settings():
     t = topo(2)
     standard = render_keepalived(t, t.load_balancers[0], "eth0", VrrpSettings(profile="standard"))
     assert "advert_int 0.5" in standard and "vrrp_version 3" in standard and "nopreempt" not in standard
-    assert "interval 1" in standard and "fall 1" in standard and "rise 2" in standard
+    assert "interval 1" in standard and "fall 3" in standard and "rise 2" in standard
     weights = [ln.strip() for ln in standard.splitlines() if ln.strip().startswith("weight")]
     assert weights == ["weight 0"], "a failing check or a dead HAProxy must mean FAULT, not a lower priority"
     v2 = render_keepalived(t, t.load_balancers[0], "eth0", VrrpSettings(advert_int=2, preempt=False))
@@ -321,7 +321,7 @@ def test_budgets_of_the_fast_profile_follow_its_timers_and_exit_events():
     assert b["keepalived_stopped"] == pytest.approx(skew * 1000, abs=0.1)
     assert b["haproxy_killed"] == pytest.approx((EXIT_NOTICE_S + skew) * 1000, abs=0.1)
     polled = expected_budget(fast, backup_priority=254, margin_s=0, exit_events=False)
-    assert polled["haproxy_killed"] == pytest.approx((1 * 2 + skew) * 1000, abs=0.1), "interval 1 x fall 2"
+    assert polled["haproxy_killed"] == pytest.approx((1 * 3 + skew) * 1000, abs=0.1), "interval 1 x fall 3"
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None or shutil.which("keepalived") is None,
