@@ -3,12 +3,14 @@
 Loaded through the `kubitect` entry-point group like any third-party plugin. It offers:
 - the load balancer `keepalived-haproxy` (hook `kubitect_load_balancers`), see `plugin.py`;
 - the config extension `cluster.nodes.loadBalancer.vrrp` (hook `kubitect_config_extensions`),
-  see `settings.py` for the keys, their measured defaults and why.
+  see `settings.py` for the profiles, their measured numbers and why, and `guard.py` for the
+  warnings about where short timers would flap.
 Rendering is pure and lives in `render.py` (templates next to it), node work in `node_ops.py`.
 """
 
 from __future__ import annotations
 
+from kubitect_plugins.keepalived_haproxy.guard import config_warnings
 from kubitect_plugins.keepalived_haproxy.plugin import NAME, KeepalivedHaproxy
 from kubitect_plugins.keepalived_haproxy.settings import EXTENSION_KEY, EXTENSION_PATH, VrrpSettings
 
@@ -26,5 +28,7 @@ def kubitect_load_balancers() -> dict[str, KeepalivedHaproxy]:
 
 @hookimpl
 def kubitect_config_extensions() -> list[ConfigExtension]:
-    """Add the optional `vrrp` key under `cluster.nodes.loadBalancer` (defaults when absent)."""
-    return [ConfigExtension(path=EXTENSION_PATH, key=EXTENSION_KEY, model=VrrpSettings, plugin=NAME)]
+    """Add the optional `vrrp` key under `cluster.nodes.loadBalancer` (defaults when absent), with
+    its placement warnings (guard.config_warnings)."""
+    return [ConfigExtension(path=EXTENSION_PATH, key=EXTENSION_KEY, model=VrrpSettings, plugin=NAME,
+                            check=config_warnings)]
