@@ -120,6 +120,8 @@ def register(app: typer.Typer) -> None:
         auto_approve: bool = typer.Option(False, "--auto-approve", "-y", help="Answer yes to every prompt."),
         reconcile: bool = typer.Option(False, "--reconcile", help="Re-converge every stage even when the "
                                        "config is unchanged (repairs drift)."),
+        allow_unverified: bool = typer.Option(False, "--allow-unverified-image", help="Use a base image "
+                                              "whose checksum is not published (loudly; never the default)."),
         wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
         output: str = typer.Option("text", "--output", "-o", help="text | json (JSON lines of events)."),
         home: str = typer.Option(None, "--home", help=HOME_HELP),
@@ -131,7 +133,8 @@ def register(app: typer.Typer) -> None:
         if action not in ACTIONS:
             raise typer.BadParameter(f"unknown action '{action}'; use one of {', '.join(ACTIONS)}")
         engine, progress = _engine(home, output, auto_approve=auto_approve)
-        opts = Options(action=action, auto_approve=auto_approve, reconcile=reconcile, wait_lock=wait_lock)
+        opts = Options(action=action, auto_approve=auto_approve, reconcile=reconcile, wait_lock=wait_lock,
+                       flags={"allow_unverified_image": True} if allow_unverified else {})
 
         def go():
             _event_log(engine, _load_cluster_name(engine, path))
@@ -177,6 +180,8 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, "--config", "-c", help="Config file."),
         stage: list[str] = typer.Option(..., "--stage", "-s", help="Stage to run (repeatable)."),
         auto_approve: bool = typer.Option(False, "--auto-approve", "-y", help="Answer yes to every prompt."),
+        allow_unverified: bool = typer.Option(False, "--allow-unverified-image", help="Use a base image "
+                                              "whose checksum is not published (loudly; never the default)."),
         wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
         output: str = typer.Option("text", "--output", "-o", help="text | json"),
         home: str = typer.Option(None, "--home", help=HOME_HELP),
@@ -186,7 +191,8 @@ def register(app: typer.Typer) -> None:
 
         path = _config_path(config, config_arg)
         engine, progress = _engine(home, output, auto_approve=auto_approve)
-        opts = Options(auto_approve=auto_approve, wait_lock=wait_lock)
+        opts = Options(auto_approve=auto_approve, wait_lock=wait_lock,
+                       flags={"allow_unverified_image": True} if allow_unverified else {})
 
         def go():
             _event_log(engine, _load_cluster_name(engine, path))

@@ -202,22 +202,24 @@ class LibvirtProvider:
         return await self._each_host(ctx, hosts, one, record=not dry_run)
 
     async def _base_image(self, ctx: StageContext, dry_run: bool) -> storage_layer.BaseImage | None:
-        """The base image: resolved (downloaded if a URL) for apply; for a plan only inspected
-        when already local, never downloaded."""
-        source = image_spec(ctx.config).source
+        """The base image: resolved (downloaded or served from the cache, verified) for apply; for
+        a plan only what is already local, never fetched. The progress line and the stage record
+        name what really serves the image (e.g. a local import standing in for a distro URL)."""
+        spec = image_spec(ctx.config)
+        source = spec.source
         say = _threadsafe(ctx, "image")
         if dry_run:
-            local = None
-            if "://" not in source:
-                local = images.local_image(Path(source)) if Path(source).is_file() else None
-            else:
-                cached = images.cache_dir(ctx.home) / os.path.basename(source)
-                local = images.local_image(cached) if cached.is_file() else None
+            local = images.cached(source, ctx.home)
             if local is None:
                 return storage_layer.BaseImage(format="qcow2", virtual_size=0, local=None)
             return storage_layer.BaseImage(local.format, local.virtual_size, local)
+        allow = bool(ctx.options.get("allow_unverified_image"))
         loop = asyncio.get_running_loop()
-        local = await loop.run_in_executor(None, lambda: images.resolve(source, ctx.home, say))
+        local = await loop.run_in_executor(
+            None, lambda: images.resolve(source, ctx.home, say, allow_unverified=allow))
+        ctx.progress("image", f"{spec.distro} base image: {local.description}")
+        ctx.record["image"] = {"distro": spec.distro, "source": source, "served_by": local.description,
+                               "sha256": local.sha256}
         return storage_layer.BaseImage(local.format, local.virtual_size, local)
 
     async def _storage(self, ctx: StageContext, hosts: list[str], dry_run: bool) -> list[Change]:
@@ -268,9 +270,10 @@ class LibvirtProvider:
         cfg = ctx.config
         source = image_spec(cfg).source
         kernel_boot, cmdline = False, vms_layer.DEFAULT_CMDLINE
-        if "://" not in source and Path(source).is_file():
-            kernel_boot = images.local_image(Path(source)).kernel is not None
-            built = vm_image_for_source(source)  # kubitect's own image: its manifest names the cmdline
+        local = images.cached(source, ctx.home)  # a path, or the cache entry serving the URL
+        if local is not None:
+            kernel_boot = local.kernel is not None
+            built = vm_image_for_source(local.path)  # kubitect's own image: its manifest names the cmdline
             if built is not None:
                 cmdline = built.cmdline
         return vms_layer.NodeTemplate(
