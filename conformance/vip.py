@@ -232,6 +232,7 @@ def budgets(settings: Any, backup_priority: int, margin_s: float) -> dict[str, B
                                                          f"{settings.check_fall} fall + {skew:.2f} skew{m}"),
         "keepalived_crashed": Budget(base["keepalived_crashed"], down),
         "link_cut": Budget(base["link_cut"], down),
+        "host_loss": Budget(base["host_loss"], down),
         "holder_back": Budget(round((advert + margin_s) * 1000, 1), f"{advert:g} advert{m}"),
     }
 

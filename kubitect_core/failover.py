@@ -259,6 +259,8 @@ def expected_budget(settings: object, *, backup_priority: int = 10,
     - HAProxy killed: the check notices within interval x fall (plus the check's run time), the
       holder goes FAULT and sends priority 0, the backup waits its skew.
     - keepalived crashed / link cut: the backup waits Master_Down_Interval = 3 x advert + skew.
+    - host loss (every VM on the holder's host stops at once, or the host drops off the network):
+      the same silence as a crash, so the same Master_Down_Interval.
     """
     advert = float(settings.advert_int)
     version = int(getattr(settings, "vrrp_version", 2 if advert.is_integer() else 3))
@@ -270,8 +272,26 @@ def expected_budget(settings: object, *, backup_priority: int = 10,
         "haproxy_killed": check + skew,
         "keepalived_crashed": down,
         "link_cut": down,
+        "host_loss": down,
     }
     return {case: round((s + margin_s) * 1000, 1) for case, s in seconds.items()}
+
+
+def answer_runs(probes: list[Probe], since: float | None = None) -> list[list]:
+    """Who answered, in order: [[answer, count], ...] over successful requests (sent after `since`).
+
+    With HAProxy's whoami frontend the answer names the load balancer a request reached, so a
+    run sequence like [lb-1, lb-2, lb-1] shows requests alternating between two holders.
+    """
+    runs: list[list] = []
+    for p in sorted(probes, key=lambda p: p.sent):
+        if not p.ok or (since is not None and p.sent < since):
+            continue
+        if runs and runs[-1][0] == p.detail:
+            runs[-1][1] += 1
+        else:
+            runs.append([p.detail, 1])
+    return runs
 
 
 def summary(gaps_ms: list[float]) -> dict[str, float]:
@@ -290,6 +310,7 @@ async def _probe_main(args: argparse.Namespace) -> int:
     out = res.as_dict()
     out["mark"] = res.mark
     out["outage_windows"] = [[s, e] for s, e in res.outages]
+    out["answers"] = answer_runs(prober.probes, res.mark)
     print(json.dumps(out), flush=True)
     return 0 if res.recovered else 1
 

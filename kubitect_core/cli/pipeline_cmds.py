@@ -105,6 +105,28 @@ def _print_events(events) -> None:
         console.print(text + (f"\n        {e.message}" if e.message else ""))
 
 
+CHAOS_CASES = ("host",)
+HOST_FAULTS = ("power", "uplink")
+
+
+def _confirm_chaos(chaos: str, host_fault: str, cluster: str, yes: bool) -> None:
+    """Destructive cases run only when asked for and confirmed: a prompt, or --yes without a TTY."""
+    unknown = [c for c in chaos.split(",") if c not in CHAOS_CASES]
+    if unknown or host_fault not in HOST_FAULTS:
+        error_box("Error", [f"--chaos takes {', '.join(CHAOS_CASES)}; --host-fault takes {', '.join(HOST_FAULTS)}"])
+        raise typer.Exit(2)
+    what = {"power": "destroys every VM on the VIP holder's host at once (a power cut); they stay off until "
+                     "`kubitect apply --reconcile`",
+            "uplink": "cuts the VIP holder's host off the network for a few seconds (lab only)"}[host_fault]
+    if yes:
+        return
+    if not is_interactive():
+        error_box("Refused", [f"verify --chaos host {what}. Without a terminal to ask on, pass --yes."])
+        raise typer.Exit(2)
+    if not typer.confirm(f"verify --chaos host on cluster '{cluster}' {what}. Continue?", default=False):
+        raise typer.Exit(1)
+
+
 def _load_cluster_name(engine, path: Path) -> str:
     return engine.load(path).config.cluster.name
 
@@ -218,7 +240,8 @@ def register(app: typer.Typer) -> None:
         if output == "text":
             console.print(f"Cluster '{cluster}' has been destroyed.")
 
-    @app.command(epilog="Example: kubitect verify --cluster kubitect-ha --no-failover")
+    @app.command(epilog="Examples: kubitect verify --cluster kubitect-ha --no-failover\n\n"
+                 "kubitect verify --cluster kubitect-ha --chaos host   (destructive: loses a whole host; asks first)")
     def verify(
         cluster: str = typer.Option(..., "--cluster", help="Name of the cluster to check."),
         failover: bool = typer.Option(True, "--failover/--no-failover", help="Run the VIP failover matrix."),
@@ -229,16 +252,24 @@ def register(app: typer.Typer) -> None:
                                     "(default: the first worker, else the first master)."),
         margin: float = typer.Option(None, "--failover-margin", help="Seconds added to each timer budget."),
         checks: str = typer.Option(None, "--checks", "-k", help="Only checks matching this pytest -k expression."),
+        chaos: str = typer.Option(None, "--chaos", help="Destructive cases to add: 'host' loses the VIP "
+                                  "holder's whole host (asks first; never by default)."),
+        host_fault: str = typer.Option("power", "--host-fault", help="With --chaos host: 'power' (the host's "
+                                       "VMs destroyed at once) or 'uplink' (its cable pulled; lab only)."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before a destructive case."),
         output: str = typer.Option("text", "--output", "-o", help="text | json"),
         home: str = typer.Option(None, "--home", help=HOME_HELP),
     ) -> None:
         """Run the conformance suite (testinfra) against a live cluster and report measured figures."""
         from kubitect_core.engine import Options, run_sync
 
+        if chaos is not None:
+            _confirm_chaos(chaos, host_fault, cluster, yes)
         engine, progress = _engine(home, output, auto_approve=True)
         flags = {"failover": failover, "junit": str(junit) if junit else None,
                  "report": str(report) if report else None, "failover_vantage": vantage,
-                 "failover_margin": margin, "checks": checks}
+                 "failover_margin": margin, "checks": checks,
+                 "chaos": chaos, "host_fault": host_fault if chaos else None}
         _event_log(engine, cluster)
         outcome = _handle(lambda: run_sync(engine.verify(cluster, Options(flags=flags))), output)
         if output == "text" and progress:

@@ -24,7 +24,7 @@ from typing import Any
 import libvirt
 from kubitect_plugins.libvirt import hosttype, images, network_layer, storage_layer, vms_layer
 from kubitect_plugins.libvirt.connection import ConnectionCache, HostConnection, lookup
-from kubitect_plugins.libvirt.readiness import lease_ip, wait_ready
+from kubitect_plugins.libvirt.readiness import lease_ip, update_warning, wait_ready
 from kubitect_plugins.libvirt.spec import (
     HostSpec,
     Names,
@@ -172,6 +172,27 @@ class LibvirtProvider:
             return out
 
         return await self._each_host(ctx, hosts, forget, record=False)
+
+    def power_off(self, record: dict[str, Any], host: str, names: list[str]) -> dict[str, float]:
+        """Stops the named nodes on `host` at once, as a power cut would: `virDomainDestroy`, no
+        shutdown. `record` is this provider's vms record (it names each host's URI). Used by the
+        host-loss conformance case (`kubitect verify --chaos host`); the domains stay defined, so
+        `kubitect apply --reconcile` starts them again. Returns {node: monotonic time it stopped}.
+        """
+        uri = (record.get("hosts", {}).get(host) or {}).get("uri")
+        if not uri:
+            raise LibvirtError(f"host '{host}' has no recorded libvirt URI; was the vms stage applied?")
+        conn = libvirt.open(uri)
+        try:
+            doms = [conn.lookupByName(n) for n in names]  # look up first, so the cut itself is quick
+            stopped = {}
+            for name, dom in zip(names, doms, strict=True):
+                if dom.isActive():
+                    dom.destroy()
+                stopped[name] = time.monotonic()
+            return stopped
+        finally:
+            conn.close()
 
     # -- layers ----------------------------------------------------------------------------
 
@@ -341,9 +362,12 @@ class LibvirtProvider:
                 rec["ip"] = await lease_ip(hc, names.network, rec["mac"],
                                            timeout=float(ctx.options.get("boot_timeout", 600)))
             ctx.progress(name, f"waiting for SSH on {rec['ip']} and cloud-init")
-            await wait_ready(ctx, rec["ip"], timeout=float(ctx.options.get("boot_timeout", 600)))
+            update = await wait_ready(ctx, rec["ip"], timeout=float(ctx.options.get("boot_timeout", 600)))
             rec["ready"] = True
-            ctx.progress(name, "ready")
+            if update:
+                rec["update_on_boot"] = update
+            warning = update_warning(update)
+            ctx.progress(name, f"ready; {warning}" if warning else "ready")
 
 
 def _check_layer(layer: str) -> None:
