@@ -46,13 +46,16 @@ class PowerCut(HostFault):
     def __init__(self, inventory: dict[str, Any]) -> None:
         super().__init__("power")
         self.inventory = inventory
+        self._registry = None
 
     def _provider(self, host: str):
         from kubitect_core.plugins import load_registry
 
+        if self._registry is None:
+            self._registry = load_registry()
         providers = {n.get("host"): n.get("provider") or "libvirt" for n in self.inventory.get("nodes", [])}
         name = providers.get(host, "libvirt")
-        provider = load_registry().providers.get(name)
+        provider = self._registry.providers.get(name)
         if provider is None or not hasattr(provider, "power_off"):
             raise FaultUnavailable(f"the VM provider '{name}' of host {host} cannot cut its power "
                                    "(it has no power_off)")

@@ -116,3 +116,15 @@ def test_power_cut_asks_the_hosts_provider_and_uplink_needs_a_lab(monkeypatch):
     with pytest.raises(hostloss.FaultUnavailable, match="unknown host fault"):
         hostloss.fault_named("flood", inv)
     assert os.environ.get("KUBITECT_LAB") is None
+
+
+def test_the_registry_loads_twice_in_one_process_with_the_libvirt_provider():
+    """The host-loss case loads the plugins in the conformance process; a second load (any caller)
+    must still offer the libvirt provider, the same instance, with its power_off."""
+    from kubitect_core.plugins import load_registry
+
+    pytest.importorskip("libvirt", reason="libvirt-python is not installed (the provider is a stand-in)")
+    first, second = load_registry(), load_registry()
+    assert "libvirt" in second.providers and second.providers["libvirt"] is first.providers["libvirt"]
+    assert not [p.error for p in second.plugins if p.error]
+    assert hasattr(second.providers["libvirt"], "power_off")
