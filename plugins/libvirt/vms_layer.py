@@ -173,7 +173,9 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
                                       if dom.isActive() else "definition updated"))
             if not dry_run:
                 _put_seed(conn, main_pool, seed_name, build_iso(seed))
-                conn.defineXML(xml)
+                # Keep the domain's UUID: libvirt refuses a redefinition under the same name
+                # without it ("already exists with uuid ...").
+                conn.defineXML(xml.replace("<name>", f"<uuid>{dom.UUIDString()}</uuid>\n  <name>", 1))
                 dom.setAutostart(1)
         else:
             out.changes.append(Change("keep", "domain", node.name, host))

@@ -12,6 +12,7 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import libvirt
 import pytest
 import yaml
 from kubitect_plugins.libvirt import vms_layer
@@ -364,3 +365,22 @@ def test_kubitect_run_drives_the_provider_through_the_cli(tmp_path):
 def load_topology(path: Path):
     from kubitect_core.config import load_config
     return load_config(path).topology
+
+
+def test_a_changed_node_is_redefined_in_place_keeping_its_uuid(seed, tmp_path):
+    """A changed definition (more CPUs; or a new kubitect release's cloud-init seed) redefines the
+    domain under its UUID: libvirt refuses a redefinition by name without it."""
+    seed.apply_all()
+    m1 = f"{CLUSTER}-master-1"
+    before = seed.conn("host3").lookupByName(m1).UUIDString()
+    data = yaml.safe_load(Path(seed.loaded.source).read_text())
+    data["cluster"]["nodes"]["master"]["instances"][0]["cpu"] = 3
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(data, sort_keys=False))
+    from kubitect_core.config import load_config
+    seed.loaded = load_config(changed)
+    applied = [str(c) for c in seed.run("apply", "vms") if c.action != "keep"]
+    assert any(c.startswith(f"change domain {m1} on host3 (definition updated") for c in applied), applied
+    dom = seed.conn("host3").lookupByName(m1)
+    inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)  # the running guest keeps 2 until it reboots
+    assert dom.UUIDString() == before and int(ET.fromstring(inactive).findtext("vcpu")) == 3
