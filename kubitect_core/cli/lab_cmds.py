@@ -34,8 +34,8 @@ def _need_root() -> None:
         raise typer.Exit(2)
 
 
-@lab_app.command("up", epilog="Examples: kubitect lab up demo --libvirt\n\n"
-                 "kubitect lab up seed --config examples/ha.yaml && "
+@lab_app.command("up", epilog="Example: kubitect lab up demo --libvirt\n\n"
+                 "Example: kubitect lab up seed --config examples/ha.yaml && "
                  "kubitect lab exec seed -- kubitect apply --config examples/ha.yaml")
 def up(
     name: str = typer.Argument("main", help="Lab name (namespace <prefix><name>)."),

@@ -240,8 +240,9 @@ def register(app: typer.Typer) -> None:
         if output == "text":
             console.print(f"Cluster '{cluster}' has been destroyed.")
 
-    @app.command(epilog="Examples: kubitect verify --cluster kubitect-ha --no-failover\n\n"
-                 "kubitect verify --cluster kubitect-ha --chaos host   (destructive: loses a whole host; asks first)")
+    @app.command(epilog="Example: kubitect verify --cluster kubitect-ha --no-failover\n\n"
+                 "Example: kubitect verify --cluster kubitect-ha --chaos host   (destructive: loses a whole host; "
+                 "asks first)")
     def verify(
         cluster: str = typer.Option(..., "--cluster", help="Name of the cluster to check."),
         failover: bool = typer.Option(True, "--failover/--no-failover", help="Run the VIP failover matrix."),
