@@ -121,14 +121,23 @@ def lab_up(name: str, *, libvirt: bool = False, prefix: str = DEFAULT_PREFIX, co
     state = _state_dir(ns)
     state.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {"namespace": ns, "libvirt": libvirt, "created": time.time()}
-    try:
+
+    def work() -> None:
         if libvirt:
             info["daemons"] = libvirtd.start(ns, state, lab_env(ns))
+
+    return _build(ns, prefix, info, started, work)
+
+
+def _build(ns: str, prefix: str, info: dict[str, Any], started: float, work) -> LabStatus:
+    """Runs `work()` (which fills `info`) and records the lab; a failure removes the half-built lab."""
+    try:
+        work()
     except BaseException:
         lab_down(ns, prefix=prefix)
         raise
     info["up_seconds"] = round(time.monotonic() - started, 2)
-    (state / "lab.json").write_text(json.dumps(info))
+    (_state_dir(ns) / "lab.json").write_text(json.dumps(info))
     return lab_status_of(ns)
 
 
@@ -157,7 +166,8 @@ def _hosts_up(ns: str, prefix: str, config: Path, image: Path | None, say) -> La
                             "kind": "hosts"}
     (state / "lab.json").write_text(json.dumps(info))
     _write_workstation_passwd(ns, plan.home)
-    try:
+
+    def work() -> None:
         netns.create(ns)
         hostlab.build_network(plan)
         say(f"segment {plan.cidr}: gateway {plan.gateway}, workstation {plan.workstation_ip}, "
@@ -168,12 +178,8 @@ def _hosts_up(ns: str, prefix: str, config: Path, image: Path | None, say) -> La
         if image_path is not None:
             info["image"] = _import_image(plan, image_path, say)
         info.update(hostlab.lab_info(plan, ups))
-    except BaseException:
-        lab_down(ns, prefix=prefix)
-        raise
-    info["up_seconds"] = round(time.monotonic() - started, 2)
-    (state / "lab.json").write_text(json.dumps(info))
-    return lab_status_of(ns)
+
+    return _build(ns, prefix, info, started, work)
 
 
 def _default_image(say) -> Path:

@@ -130,23 +130,11 @@ def start(ns: str, state: Path, env: dict[str, str], timeout: float = 90.0) -> d
     binds = " && ".join(
         f"mount --bind {shlex.quote(str(src))} {shlex.quote(str(dst))}" for src, dst in mounts
     )
-    started: dict[str, int] = {}
-    for daemon in ("virtlogd", "libvirtd"):
-        pidfile = state / f"{daemon}.pid"
-        pidfile.unlink(missing_ok=True)
-        script = (
-            f"mkdir -p {ETC_LIBVIRT} && {binds} && exec {daemon} -d -p {shlex.quote(str(pidfile))}"
-        )
-        denv = {**env, "LIBVIRT_LOG_OUTPUTS": f"3:file:{state / (daemon + '.log')}"}
-        proc = subprocess.run(
-            netns.exec_argv(ns, ["sh", "-c", script]), env=denv, capture_output=True, text=True,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"{daemon} did not start in {ns}: {proc.stderr.strip()}")
-        pid = _wait_pid(pidfile, 10.0)
-        if pid is None:
-            raise RuntimeError(f"{daemon} started in {ns} but wrote no live PID to {pidfile}")
-        started[daemon] = pid
+    def argv(daemon: str, pidfile: Path) -> list[str]:
+        script = f"mkdir -p {ETC_LIBVIRT} && {binds} && exec {daemon} -d -p {shlex.quote(str(pidfile))}"
+        return netns.exec_argv(ns, ["sh", "-c", script])
+
+    started = _start_daemons(argv, ns, state, env)
     _wait_ready(started["libvirtd"], timeout, state / "libvirtd.log")
     return started
 
@@ -184,20 +172,27 @@ def start_in_host(host, hostdir: Path, env: dict[str, str], timeout: float = 120
     and /var/cache libvirt directories (`write_host_config` first), so several hosts' daemons
     never meet. Returns the daemons' PIDs.
     """
-    started: dict[str, int] = {}
-    for daemon in ("virtlogd", "libvirtd"):
-        pidfile = hostdir / f"{daemon}.pid"
-        pidfile.unlink(missing_ok=True)
-        denv = {**env, "LIBVIRT_LOG_OUTPUTS": f"3:file:{hostdir / (daemon + '.log')}"}
-        proc = host.run([daemon, "-d", "-p", str(pidfile)], env=denv, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{daemon} did not start in {host.netns}: {proc.stderr.strip()}")
-        pid = _wait_pid(pidfile, 10.0)
-        if pid is None:
-            raise RuntimeError(f"{daemon} started in {host.netns} but wrote no live PID to {pidfile}")
-        started[daemon] = pid
+    started = _start_daemons(lambda daemon, pidfile: host.argv([daemon, "-d", "-p", str(pidfile)]),
+                             host.netns, hostdir, env)
     _wait_ready(started["libvirtd"], timeout, hostdir / "libvirtd.log", enter=host.argv,
                 sock=hostdir / "run-libvirt/libvirt-sock")
+    return started
+
+
+def _start_daemons(argv, where: str, state: Path, env: dict[str, str]) -> dict[str, int]:
+    """Starts virtlogd then libvirtd with `argv(daemon, pidfile)`; their PIDs once each wrote one."""
+    started: dict[str, int] = {}
+    for daemon in ("virtlogd", "libvirtd"):
+        pidfile = state / f"{daemon}.pid"
+        pidfile.unlink(missing_ok=True)
+        denv = {**env, "LIBVIRT_LOG_OUTPUTS": f"3:file:{state / (daemon + '.log')}"}
+        proc = subprocess.run(argv(daemon, pidfile), env=denv, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{daemon} did not start in {where}: {proc.stderr.strip()}")
+        pid = _wait_pid(pidfile, 10.0)
+        if pid is None:
+            raise RuntimeError(f"{daemon} started in {where} but wrote no live PID to {pidfile}")
+        started[daemon] = pid
     return started
 
 
