@@ -130,6 +130,7 @@ def start(ns: str, state: Path, env: dict[str, str], timeout: float = 90.0) -> d
     binds = " && ".join(
         f"mount --bind {shlex.quote(str(src))} {shlex.quote(str(dst))}" for src, dst in mounts
     )
+
     def argv(daemon: str, pidfile: Path) -> list[str]:
         script = f"mkdir -p {ETC_LIBVIRT} && {binds} && exec {daemon} -d -p {shlex.quote(str(pidfile))}"
         return netns.exec_argv(ns, ["sh", "-c", script])
