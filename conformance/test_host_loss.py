@@ -110,7 +110,7 @@ def test_host_loss_moves_the_vip_to_another_host(chaos, request, kubitect_invent
                 break
 
     try:
-        result = vantage.probe(vip, inject, target=target, max_seconds=limit)
+        result = vantage.probe(vip, inject, target=target, max_seconds=limit, min_seconds=budget.ms / 1000)
         gap = result.get("gap_ms")
         record_property("gap_ms", "unrecovered" if gap is None else gap)
         record_property("outages", result.get("outages"))

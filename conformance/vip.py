@@ -102,14 +102,19 @@ class Vantage:
         return bool(ok), str(detail)
 
     def probe(self, vip: str, inject: Any, *, target: Target = API_TARGET, max_seconds: float = 15.0,
-              quiet: float | None = None) -> dict[str, Any]:
-        """Starts the prober, calls `inject()` once it sees the target, returns the prober's JSON result."""
-        args = ["probe", vip, *target.args(), "--max-seconds", str(max_seconds)]
+              quiet: float | None = None, min_seconds: float = 0.0) -> dict[str, Any]:
+        """Starts the prober, calls `inject()` once it sees the target, returns the prober's JSON result.
+
+        The prober marks the fault when told (just before `inject()`), and watches at least
+        `min_seconds` after it (for faults that take effect after a delay).
+        """
+        args = ["probe", vip, *target.args(), "--max-seconds", str(max_seconds), "--go-on-stdin",
+                "--min-seconds", str(min_seconds)]
         if quiet is not None:
             args += ["--quiet", str(quiet)]
         code = "import sys\nsys.exit(p.main(sys.argv[1:]))\n"
         proc = subprocess.Popen(self._code_argv(code, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+                                stdin=subprocess.PIPE, text=True, start_new_session=True)
         try:
             first = proc.stdout.readline().strip() if proc.stdout else ""
             if first != "ready":
@@ -117,6 +122,9 @@ class Vantage:
                 raise RuntimeError(f"the prober at {self.name} did not see {vip}:{target.port} answer before "
                                    f"the fault: {first!r} {proc.stderr.read() if proc.stderr else ''}")
             time.sleep(0.2)  # a baseline of successes before the fault
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
             inject()
             out, err = proc.communicate(timeout=max_seconds + 15)
         finally:

@@ -128,3 +128,50 @@ def test_the_registry_loads_twice_in_one_process_with_the_libvirt_provider():
     assert "libvirt" in second.providers and second.providers["libvirt"] is first.providers["libvirt"]
     assert not [p.error for p in second.plugins if p.error]
     assert hasattr(second.providers["libvirt"], "power_off")
+
+
+def test_the_gap_is_the_longest_outage_not_a_blip_before_the_fault():
+    """One request timing out on a busy emulated machine just before the fault takes effect must
+    not stand in for the outage the fault caused (it made the link-cut case stop watching early)."""
+    P = failover.Probe
+    probes = [P(0.0, 0.1, True, "a"), P(0.1, 0.35, False, "TimeoutError"), P(0.2, 0.3, True, "a"),
+              P(0.5, 0.75, False, "TimeoutError"), P(1.0, 1.25, False, "TimeoutError"), P(2.5, 2.6, True, "b")]
+    result = failover.FailoverResult(len(probes), 3, failover.outages(probes))
+    assert len(result.outages) == 2
+    assert result.gap_ms == pytest.approx(2100.0)  # 0.5 -> 2.6, not the 0.2 s blip
+
+
+def test_the_prober_marks_the_fault_on_go_and_watches_at_least_min_seconds():
+    import http.server
+    import json
+    import threading
+    import time
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server API)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"lb-x")
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "kubitect_core.failover", "probe", "127.0.0.1", "--port",
+                                 str(server.server_port), "--path", "/", "--plain", "--go-on-stdin",
+                                 "--min-seconds", "1.0", "--quiet", "0.2", "--max-seconds", "5"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # no mark yet: the prober waits for the go
+        sent = time.monotonic()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out = json.loads(proc.communicate(timeout=20)[0].splitlines()[-1])
+        watched = time.monotonic() - sent
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out["mark"] >= sent - 0.05 and watched >= 1.0  # marked at the go, watched min_seconds
+    assert out["gap_ms"] == 0.0 and out["answers"] and out["answers"][0][0] == "lb-x"
