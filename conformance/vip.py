@@ -106,7 +106,7 @@ class Vantage:
         """Starts the prober, calls `inject()` once it sees the target, returns the prober's JSON result.
 
         The prober marks the fault when told (just before `inject()`), and watches at least
-        `min_seconds` after it (for faults that take effect after a delay).
+        `min_seconds` after `inject()` returned (for faults that take effect after a delay).
         """
         args = ["probe", vip, *target.args(), "--max-seconds", str(max_seconds), "--go-on-stdin",
                 "--min-seconds", str(min_seconds)]
@@ -126,6 +126,8 @@ class Vantage:
             proc.stdin.write("go\n")
             proc.stdin.flush()
             inject()
+            proc.stdin.write("injected\n")  # min_seconds count from here
+            proc.stdin.flush()
             out, err = proc.communicate(timeout=max_seconds + 15)
         finally:
             if proc.poll() is None:

@@ -218,19 +218,24 @@ class Prober:
         return FailoverResult(len(probes), sum(not p.ok for p in probes), outages(probes), self._mark)
 
     async def wait_recovered(self, timeout: float = 15.0, *, settle: float = 0.3,
-                             quiet: float | None = None, min_seconds: float = 0.0) -> FailoverResult:
+                             quiet: float | None = None, min_seconds: float = 0.0,
+                             injected: asyncio.Event | None = None) -> FailoverResult:
         """Wait until an outage has begun and ended and `settle` s of successes followed.
 
         Returns early with no outage when `quiet` s pass without any failure (a seamless
-        handover); returns unrecovered at `timeout`. Never returns before `min_seconds`: a fault
-        that takes effect late (a link cut after a delay) is then still watched to its end.
+        handover); returns unrecovered at `timeout`. Never returns before `min_seconds` have
+        passed since the injection ended (`injected` set, else since the call): a fault that takes
+        effect late, or an injection that itself takes a while, is then still watched to its end.
         """
         start = time.monotonic()
+        done_at: float | None = None if injected is not None else start
         while time.monotonic() - start < timeout:
             await asyncio.sleep(0.05)
             res = self.result()
             now = time.monotonic()
-            if now - start < min_seconds:
+            if done_at is None and injected is not None and injected.is_set():
+                done_at = now
+            if done_at is None or now - done_at < min_seconds:
                 continue
             if not res.outages:
                 if quiet is not None and now - start >= quiet:
@@ -313,11 +318,24 @@ async def _probe_main(args: argparse.Namespace) -> int:
                       timeout=args.timeout, plain=args.plain) as prober:
         await prober.wait_ready(args.ready_timeout)
         print("ready", flush=True)
-        if args.go_on_stdin:  # the fault is injected right after "go": mark it then, not at ready
-            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        injected = None
+        if args.go_on_stdin:
+            # "go": the fault is being injected now (the mark); the next line: the injection
+            # ended, from which --min-seconds count.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, sys.stdin.readline)
+            injected = asyncio.Event()
+
+            async def second_line() -> None:
+                await loop.run_in_executor(None, sys.stdin.readline)
+                injected.set()
+
+            reader = loop.create_task(second_line())
         prober.mark()
         res = await prober.wait_recovered(args.max_seconds, settle=args.settle, quiet=args.quiet,
-                                          min_seconds=args.min_seconds)
+                                          min_seconds=args.min_seconds, injected=injected)
+        if injected is not None:
+            reader.cancel()
     out = res.as_dict()
     out["mark"] = res.mark
     out["outage_windows"] = [[s, e] for s, e in res.outages]
@@ -342,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", type=float, default=None, help="stop after this long without a failure")
     p.add_argument("--plain", action="store_true", help="plain HTTP instead of TLS")
     p.add_argument("--min-seconds", type=float, default=0.0, help="watch at least this long after the mark")
-    p.add_argument("--go-on-stdin", action="store_true", help="after 'ready', mark when a line arrives on stdin")
+    p.add_argument("--go-on-stdin", action="store_true",
+                   help="after 'ready', mark when a line arrives on stdin; --min-seconds count from the next line")
     h = sub.add_parser("holder", help="print the load balancer answering for the VIP")
     h.add_argument("vip")
     h.add_argument("--port", type=int, default=WHOAMI_PORT)
