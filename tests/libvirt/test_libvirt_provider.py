@@ -384,3 +384,29 @@ def test_a_changed_node_is_redefined_in_place_keeping_its_uuid(seed, tmp_path):
     dom = seed.conn("host3").lookupByName(m1)
     inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)  # the running guest keeps 2 until it reboots
     assert dom.UUIDString() == before and int(ET.fromstring(inactive).findtext("vcpu")) == 3
+
+
+def test_power_off_stops_a_hosts_nodes_at_once_and_reconcile_starts_them(seed, monkeypatch):
+    """The host-loss fault (`verify --chaos host`): the host's domains are destroyed (no
+    shutdown) through the URI the vms record names, stay defined, and the next apply starts them."""
+    seed.apply_all()
+    conn = seed.conn("host3")
+
+    class Shared:  # the test driver's state lives in one connection: hand that one out
+        def __getattr__(self, name):
+            return getattr(conn, name)
+
+        def close(self):
+            pass
+
+    opened = []
+    monkeypatch.setattr("kubitect_plugins.libvirt.provider.libvirt.open", lambda uri: opened.append(uri) or Shared())
+    nodes = [f"{CLUSTER}-master-1", f"{CLUSTER}-worker-1"]
+    stopped = seed.provider.power_off(seed.records["vms"], "host3", nodes)
+    assert opened == [seed.records["vms"]["hosts"]["host3"]["uri"]] and sorted(stopped) == sorted(nodes)
+    assert not [n for n in nodes if conn.lookupByName(n).isActive()]
+    with pytest.raises(RuntimeError, match="no recorded libvirt URI"):
+        seed.provider.power_off(seed.records["vms"], "nowhere", nodes)
+    restarted = [str(c) for c in seed.run("apply", "vms") if c.action != "keep"]
+    assert sorted(restarted) == sorted(f"change domain {n} on host3 (started)" for n in nodes)
+    assert all(conn.lookupByName(n).isActive() for n in nodes)
