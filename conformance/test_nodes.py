@@ -28,7 +28,8 @@ def test_node_identity_is_as_configured(node):
     if user != node.control.user:
         problems.append(f"logged in as '{user}', expected the node user '{node.control.user}'")
     if node.ip and f" {node.ip}/" not in addrs:
-        problems.append(f"no interface carries the configured IP {node.ip}")
+        source = "DHCP lease recorded for it" if node.info.get("dhcp") else "configured IP"
+        problems.append(f"no interface carries the {source} {node.ip}")
     assert not problems, f"node {node.label()}: " + "; ".join(problems)
 
 

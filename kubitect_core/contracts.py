@@ -56,10 +56,22 @@ ProgressFn = Callable[[str, str], None]  # (subject, message): "lb-1", "waiting 
 class StageContext:
     """Everything a plugin may read while converging one layer of one cluster.
 
+    `topology` is THE place to read nodes and their addresses from: the as-built topology.
+    For every stage after the machine stages (loadbalancers, kubernetes, verify, third-party
+    stages) the engine builds it from the config's topology with what the vms stage recorded
+    laid over it (`kubitect_core.topology.as_built`): each recorded node carries the recorded
+    `ip`, `mac`, `host` and `domain`, and `endpoint` follows those addresses. A node the vms stage
+    has not recorded yet keeps the config's values: a DHCP node (`dhcp=True`, nat mode without
+    an IP) then has `ip=None`, which is what a plan on a fresh cluster sees, and a plugin must
+    cope with it (plan: "address assigned by DHCP", `Node.address`). The machine stages
+    (network, storage, vms; `Stage.config_topology`) get the config's topology instead, since
+    their providers converge to the config and keep what they made in their own `record`.
+    Plugins never read node addresses from `facts["vms"]` or from the config.
+
     `record` is the stage's own slice of the recorded state (a JSON-able dict). A plugin writes
     what now exists into it (e.g. `record["domains"]["k8s-master-1"] = {...}`); the engine saves it
     after every call, also after a failure, so a re-run knows what was already made.
-    `facts` is read-only: what earlier stages recorded, by stage name (e.g. `facts["vms"]`,
+    `facts` is read-only: what earlier stages recorded, by stage name (e.g.
     `facts["loadbalancers"]["endpoint"]`).
     """
 
@@ -99,9 +111,25 @@ class VmProvider(Protocol):
     """A VM provider (libvirt, nspawn, a third party's) behind the network, storage and vms stages.
 
     `layer` is "network", "storage" or "vms"; a provider serves all three for the hosts that
-    select it (`hosts[].provider`, default "libvirt"). The vms layer must leave every node
-    reachable over SSH as `ctx.ssh.user` with the cluster key, at the address the config gives,
-    and record per node: name, host, ip, mac, volumes.
+    select it (`hosts[].provider`, default "libvirt"). `ctx.topology` is the config's topology
+    here (a DHCP node has `ip=None`); `ctx.record` is this provider's own slice of the stage.
+
+    The vms layer must leave every node reachable over SSH as `ctx.ssh.user` with the cluster
+    key, at the address the config gives or, for a DHCP node, at the address it was leased, and
+    record per node, in `ctx.record["nodes"][<node name>]` (what the engine builds the as-built
+    topology from for every later stage, see `kubitect_core.topology.as_built`):
+
+        name    the node's name (the topology's `Node.name`)
+        host    the host it runs on (a `hosts[].name`)
+        ip      the IPv4 address it answers SSH at; for a DHCP node the lease, recorded as soon as
+                it is known (checkpoint) and never a stale one: a provider that finds a node's
+                address changed since it was recorded fails with a clear error (or keeps it stable,
+                e.g. with a DHCP reservation), it does not silently record the new one
+        mac     the MAC of its cluster NIC (lower case)
+        domain  the machine's name on the host (libvirt domain, nspawn machine)
+
+    plus whatever else the provider needs (volumes, pids, ...). A node gone from the config is
+    removed from the record when its machine is deleted.
     """
 
     name: str

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import shlex
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncssh
+
+from kubitect_core import known_hosts as kh
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -48,9 +49,9 @@ class Result:
         return self.exit_status == 0
 
 
-def _label(address: str, port: int, name: str | None) -> str:
-    where = address if port == 22 else f"{address}:{port}"
-    return f"node {name} ({where})" if name and name != address else f"node {where}"
+def _label(address: str, port: int | None, name: str | None, kind: str = "node") -> str:
+    where = address if port in (22, None) else f"{address}:{port}"
+    return f"{kind} {name} ({where})" if name and name != address else f"{kind} {where}"
 
 
 def _short(text: str, limit: int) -> str:
@@ -63,66 +64,67 @@ def _short(text: str, limit: int) -> str:
 
 def known_hosts_pattern(address: str, port: int = 22) -> str:
     """The host field OpenSSH uses for `address:port`, so ssh(1) and this module share one file."""
-    return address if port == 22 else f"[{address}]:{port}"
+    return kh.host_pattern(address, port)
 
 
-def pinned_keys(known_hosts: Path, address: str, port: int = 22) -> list[asyncssh.SSHKey]:
-    """The keys pinned for exactly this address and port (no wildcard, no port fallback)."""
-    if not known_hosts.is_file():
-        return []
-    wanted = known_hosts_pattern(address, port)
-    keys: list[asyncssh.SSHKey] = []
-    for line in known_hosts.read_text().splitlines():
-        parts = line.split()
-        if len(parts) < 3 or line.lstrip().startswith(("#", "@")):
-            continue
-        if wanted in parts[0].split(","):
-            with contextlib.suppress(asyncssh.KeyImportError):
-                keys.append(asyncssh.import_public_key(f"{parts[1]} {parts[2]}"))
-    return keys
+def pinned_keys(known_hosts: Path, address: str, port: int = 22, *, name: str | None = None) -> list[asyncssh.SSHKey]:
+    """The keys pinned for exactly this address and port, or the explicit pin `name`."""
+    return kh.keys_for(Path(known_hosts), name or known_hosts_pattern(address, port))
 
 
-def pin_key(known_hosts: Path, address: str, port: int, key: asyncssh.SSHKey) -> None:
-    """Records a first-contact host key (file 0600, appended under an exclusive lock)."""
-    known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    line = f"{known_hosts_pattern(address, port)} {key.export_public_key('openssh').decode().strip()}\n"
-    fd = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.fchmod(fd, 0o600)
-        if key.public_data not in {k.public_data for k in pinned_keys(known_hosts, address, port)}:
-            os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+def pin_key(known_hosts: Path, address: str, port: int, key: asyncssh.SSHKey, *, name: str | None = None,
+            replace: bool = False) -> None:
+    """Records a host key (file 0600, under a lock, never twice).
+
+    replace=True drops other keys pinned for the same name: for a key kubitect generated itself.
+    """
+    kh.pin(Path(known_hosts), name or known_hosts_pattern(address, port), key, replace=replace)
 
 
-def forget_host(known_hosts: Path, address: str, port: int = 22) -> bool:
-    """Removes the pinned key of a node that was re-created on purpose; True if one was removed."""
-    if not known_hosts.is_file():
-        return False
-    wanted = known_hosts_pattern(address, port)
-    lines = known_hosts.read_text().splitlines(keepends=True)
-    kept = [ln for ln in lines if not (ln.split() and wanted in ln.split()[0].split(","))]
-    if len(kept) == len(lines):
-        return False
-    _write_atomic(known_hosts, "".join(kept), 0o600)
-    return True
+def forget_host(known_hosts: Path, address: str, port: int = 22, *, name: str | None = None) -> bool:
+    """Removes the pinned keys of a machine that is gone or re-created on purpose; True if any."""
+    return kh.forget(Path(known_hosts), name or known_hosts_pattern(address, port))
+
+
+class HostKeyUnknown(RemoteError):
+    """First contact with `verify` on, and the key is not in the user's known_hosts."""
 
 
 class _PinningClient(asyncssh.SSHClient):
-    """Accepts an unknown host key only when nothing is pinned yet for the address."""
+    """Decides about a key that is not pinned: accept it on first contact, never once pinned.
 
-    def __init__(self, has_pin: bool) -> None:
+    With `known_first` set, a first-contact key is accepted only when the user's own known_hosts
+    (asyncssh-matched for the host, address and port the connection resolved) already trusts it.
+    """
+
+    def __init__(self, has_pin: bool, known_first: Sequence[Path] | None = None) -> None:
         self.has_pin = has_pin
-        self.rejected = False
+        self.known_first = known_first
+        self.offered: asyncssh.SSHKey | None = None
         self.new_key: asyncssh.SSHKey | None = None
+        self.unknown = False
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        self.offered = key
         if self.has_pin:
-            self.rejected = True
             return False
+        if self.known_first is not None:
+            trusted = _user_trusted(self.known_first, host, addr, port)
+            if key.public_data not in {k.public_data for k in trusted}:
+                self.unknown = True
+                return False
         self.new_key = key
         return True
+
+
+def _user_trusted(files: Sequence[Path], host: str, addr: str, port: int) -> list[asyncssh.SSHKey]:
+    if not files:
+        return []
+    try:
+        known = asyncssh.read_known_hosts([str(f) for f in files])
+        return list(asyncssh.match_known_hosts(known, host, addr, port)[0])
+    except (OSError, ValueError):
+        return []
 
 
 # --------------------------------------------------------------------------- connection
@@ -226,48 +228,75 @@ class Remote:
         await self.close()
 
 
-async def connect(address: str, *, user: str, key: Path, known_hosts: Path, port: int = 22,
-                  timeout: float = 10.0, name: str | None = None) -> Remote:
+async def connect(address: str, *, user: str, key: Path | None, known_hosts: Path, port: int | None = 22,
+                  timeout: float = 10.0, name: str | None = None, kind: str = "node",
+                  pin_as: str | None = None, ssh_config: Sequence[Path] | None = None,
+                  verify_with: Sequence[Path] | None = None, use_agent: bool = False) -> Remote:
     """Opens one connection, pinning the host key in `known_hosts` on first contact.
 
-    `name` (the node name) only improves messages. A key different from the pinned one raises
-    HostKeyChanged; any other failure raises RemoteError naming the node.
+    `name` (the node or host name) and `kind` only improve messages. A key different from the
+    pinned one raises HostKeyChanged; any other failure raises RemoteError naming the machine.
+
+    For a libvirt host, reached as ssh(1) would reach it: `ssh_config` files are honoured
+    (ProxyJump, Port when `port` is None, IdentityFile when `key` is None, HostName), the pin is
+    recorded under `pin_as`, `use_agent` allows the ssh-agent, and `verify_with` (the user's
+    known_hosts files, for `ssh.verify: true`) must already trust a first-contact key, else
+    HostKeyUnknown.
     """
     known_hosts = Path(known_hosts)
-    label = _label(address, port, name)
-    pins = pinned_keys(known_hosts, address, port)
-    client = _PinningClient(has_pin=bool(pins))
-    try:
-        client_key = asyncssh.read_private_key(str(key))
-    except (OSError, asyncssh.KeyImportError) as exc:
-        raise RemoteError(f"{label}: cannot read the SSH private key {key}: {type(exc).__name__}") from None
+    label = _label(address, port, name, kind)
+    pattern = pin_as or known_hosts_pattern(address, port or 22)
+    pins = kh.keys_for(known_hosts, pattern)
+    client = _PinningClient(has_pin=bool(pins), known_first=verify_with)
+    client_keys: Any = ()
+    if key is not None:
+        try:
+            client_keys = [asyncssh.read_private_key(str(key))]
+        except (OSError, asyncssh.KeyImportError) as exc:
+            raise RemoteError(f"{label}: cannot read the SSH private key {key}: {type(exc).__name__}") from None
+    options: dict[str, Any] = dict(
+        username=user, client_keys=client_keys, known_hosts=(pins, [], []), password=None,
+        kbdint_auth=False, gss_host=None, preferred_auth="publickey", connect_timeout=timeout,
+        config=[str(p) for p in ssh_config] if ssh_config is not None else [],
+    )
+    if not use_agent:
+        options["agent_path"] = None
     try:
         conn, _ = await asyncio.wait_for(
-            asyncssh.create_connection(
-                lambda: client, address, port=port, username=user, client_keys=[client_key],
-                known_hosts=(pins, [], []), agent_path=None, config=[], password=None,
-                kbdint_auth=False, gss_host=None, preferred_auth="publickey",
-                connect_timeout=timeout,
-            ),
+            asyncssh.create_connection(lambda: client, address, port=port if port is not None else (), **options),
             timeout + 1,
         )
     except (asyncssh.HostKeyNotVerifiable, asyncssh.KeyExchangeFailed) as exc:
-        if pins:
+        # No key offered to us and not a key-type mismatch: a ProxyJump host on the way failed.
+        ours = client.offered is not None or isinstance(exc, asyncssh.KeyExchangeFailed)
+        if pins and ours:
+            offered = kh.fingerprint(client.offered) if client.offered else "a key of another type"
             raise HostKeyChanged(
-                f"{label}: the SSH host key changed since it was pinned in {known_hosts}. If the "
-                f"node was re-created on purpose, remove its entry "
-                f"(ssh-keygen -R '{known_hosts_pattern(address, port)}' -f {known_hosts}); otherwise "
-                f"something else answers at this address."
+                f"{label}: the SSH host key changed since it was pinned in {known_hosts}: pinned "
+                f"{', '.join(kh.fingerprint(k) for k in pins)}, offered {offered}. If the {kind} was "
+                f"re-installed or re-created on purpose, remove its entry "
+                f"(ssh-keygen -R '{pattern}' -f {known_hosts}); otherwise something else answers "
+                f"at this address."
             ) from None
-        raise RemoteError(f"{label}: SSH key exchange failed: {exc}") from None
+        if client.unknown:
+            where = ", ".join(str(f) for f in verify_with or ()) or "the user's known_hosts (none exists)"
+            raise HostKeyUnknown(
+                f"{label}: ssh.verify is true and the host key it offers ({kh.fingerprint(client.offered)}) "
+                f"is not in {where}. Check the fingerprint on the host (ssh-keygen -lf "
+                f"/etc/ssh/ssh_host_ed25519_key.pub) and add it (ssh once, or ssh-keyscan), or set "
+                f"verify: false to trust it on first contact."
+            ) from None
+        via = "" if ours else " (on the way there: check the ProxyJump host in your SSH config)"
+        raise RemoteError(f"{label}: SSH host key check failed{via}: {exc}") from None
     except asyncssh.PermissionDenied:
-        raise RemoteError(f"{label}: SSH login as '{user}' with key {key} was refused") from None
-    except (TimeoutError, asyncssh.Error, OSError) as exc:
+        how = f"key {key}" if key is not None else "the keys of your SSH config and agent"
+        raise RemoteError(f"{label}: SSH login as '{user}' with {how} was refused") from None
+    except (TimeoutError, asyncssh.Error, OSError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
         raise RemoteError(f"{label}: cannot connect over SSH: {reason}") from None
     if client.new_key is not None:
-        pin_key(known_hosts, address, port, client.new_key)
-    return Remote(conn, address, user=user, port=port, name=name)
+        kh.pin(known_hosts, pattern, client.new_key)
+    return Remote(conn, address, user=user, port=port or 22, name=name)
 
 
 async def wait_reachable(address: str, *, user: str, key: Path, known_hosts: Path, port: int = 22,

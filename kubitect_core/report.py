@@ -43,6 +43,14 @@ def checks_table(report: dict[str, Any]) -> list[str]:
     return _table(["check", "result", "time", "detail"], rows)
 
 
+def nodes_table(report: dict[str, Any]) -> list[str]:
+    """One row per node checked: name, role, the address it was reached at and where that came from."""
+    rows = [[n.get("name") or "?", n.get("role") or "?", n.get("ip") or "-",
+             "DHCP lease" if n.get("address") == "dhcp" else "config", n.get("host") or "-"]
+            for n in report.get("nodes") or []]
+    return _table(["node", "role", "address", "from", "host"], rows)
+
+
 def failover_table(report: dict[str, Any]) -> list[str]:
     """One row per failover case: case, budget (ms), measured gap (ms), result, holders."""
     rows = []
@@ -63,6 +71,8 @@ def render_text(report: dict[str, Any]) -> str:
     """The whole report as the terminal shows it after `kubitect verify`."""
     lines = [f"Conformance of cluster '{report.get('cluster')}': {report.get('passed', 0)} passed, "
              f"{report.get('failed', 0)} failed, {report.get('skipped', 0)} skipped", ""]
+    if report.get("nodes"):
+        lines += nodes_table(report) + [""]
     lines += checks_table(report)
     if report.get("failover"):
         fo = report["failover"]

@@ -55,6 +55,10 @@ class Stage:
     # was lost). True for layers whose plugins find their objects by tags (VMs, networks, disks);
     # false for layers that live on those VMs and vanish with them.
     destroy_without_record: bool = False
+    # Whether this stage's plugins see the config's topology instead of the as-built one
+    # (`StageContext.topology`): true for the machine layers, which converge the machines to the
+    # config and keep what they made in their own record.
+    config_topology: bool = False
 
     async def plan(self, ctx: StageContext, registry: Registry) -> list[Change]:
         return []

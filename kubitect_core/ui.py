@@ -41,46 +41,56 @@ class RichProgress:
         self.t0 = time.monotonic()
         self.rows: list[tuple[str, str, bool, float, str]] = []
         self.verbose = verbose
+        self.failed = False  # a failure was shown: the closing error box need not repeat it
 
     def _stamp(self) -> str:
         return f"[dim]{time.monotonic() - self.t0:7.1f}s[/dim]"
 
     @hookimpl
     def kubitect_stage_started(self, cluster: str, stage: str, action: str) -> None:
-        self.out.print(f"{self._stamp()} [bold]{stage}[/bold] {action} …")
+        self.out.print(f"{self._stamp()} [bold]{escape(stage)}[/bold] {escape(action)} …")
 
     @hookimpl
     def kubitect_stage_progress(self, cluster: str, stage: str, subject: str, message: str) -> None:
-        self.out.print(f"{self._stamp()}   {stage} [cyan]{escape(subject)}[/cyan]: {escape(message)}")
+        self.out.print(f"{self._stamp()}   {escape(stage)} [cyan]{escape(subject)}[/cyan]: {escape(message)}")
 
     @hookimpl
     def kubitect_stage_finished(self, cluster, stage, action, ok, seconds, changes, error) -> None:
         if ok and error:  # skipped, with the reason in `error`
-            self.out.print(f"{self._stamp()} [yellow]➜[/yellow] {stage} {action} {escape(error)}")
+            self.out.print(f"{self._stamp()} [yellow]➜[/yellow] {escape(stage)} {escape(action)} {escape(error)}")
             self.rows.append((stage, action, True, seconds, error))
             return
         if ok:
             summary = _change_summary(changes) if action != "plan" else f"{len(changes)} planned"
-            self.out.print(f"{self._stamp()} [green]✔[/green] {stage} {action} done in {seconds:.1f}s: {summary}")
+            self.out.print(f"{self._stamp()} [green]✔[/green] {escape(stage)} {escape(action)} done in {seconds:.1f}s: "
+                           f"{escape(summary)}")
             if self.verbose or action == "plan":
                 for c in changes:
                     if getattr(c, "action", "") != "keep" or self.verbose:
                         self.out.print(f"           {escape(str(c))}")
         else:
-            self.out.print(f"{self._stamp()} [red]✘[/red] {stage} {action} failed after {seconds:.1f}s: "
-                           f"{escape(str(error))}")
+            lines = str(error).splitlines() or [""]
+            head = f"{self._stamp()} [red]✘[/red] {escape(stage)} {escape(action)} failed after {seconds:.1f}s:"
+            if len(lines) == 1:
+                self.out.print(f"{head} {escape(lines[0])}", soft_wrap=True)
+            else:  # one line per host or problem, said once
+                self.out.print(head)
+                for line in lines:
+                    self.out.print(f"           {escape(line)}", soft_wrap=True)
+            self.failed = True
         self.rows.append((stage, action, ok, seconds, _change_summary(changes) if ok else (error or "")))
 
     def summary(self, title: str) -> None:
         if not self.rows:
             return
-        table = Table(title=title, title_justify="left")
+        table = Table(title=escape(title), title_justify="left")
         for col in ("stage", "action", "result", "time", "changes"):
             table.add_column(col)
         for stage, action, ok, seconds, summary in self.rows:
             result = "[red]failed[/red]" if not ok else \
                 "[yellow]skipped[/yellow]" if summary.startswith("skipped") else "[green]ok[/green]"
-            table.add_row(stage, action, result, f"{seconds:.1f}s", escape(summary))
+            table.add_row(escape(stage), escape(action), result, f"{seconds:.1f}s",
+                          escape(summary.splitlines()[0] if summary else ""))
         self.out.print(table)
 
 
@@ -121,7 +131,7 @@ class JsonEvents:
 
 def error_box(title: str, lines: list[str]) -> None:
     """A boxed error on stderr, in the spirit of the original's blocks, without a traceback."""
-    err_console.print(f"[red]┌ {title}[/red]")
+    err_console.print(f"[red]┌ {escape(title)}[/red]")
     for line in lines:
         for sub in str(line).splitlines() or [""]:
             err_console.print(f"[red]│[/red] {escape(sub)}", soft_wrap=True)

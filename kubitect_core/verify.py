@@ -14,6 +14,7 @@ Files in the cluster directory after a run:
 
 The report (reports/conformance.json, also copied to `--report FILE`):
     {"cluster", "time", "passed", "failed", "skipped",
+     "nodes": [{"name", "role", "host", "domain", "ip", "address": config|dhcp}] (the as-built nodes checked),
      "cases": [{"name", "module", "outcome": passed|failed|skipped, "seconds", "message",
                 "properties": {...recorded by the check, e.g. gap_ms}}],
      "failover": [{"case": keepalived_stopped|haproxy_killed|keepalived_crashed|link_cut|holder_back|host_loss,
@@ -67,24 +68,12 @@ def _providers(config: Any) -> dict[str, str]:
     return out
 
 
-def _recorded_nodes(facts: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per-node records of the vms stage, whether kept per provider or flat."""
-    vms = facts.get("vms") or {}
-    found: dict[str, dict[str, Any]] = dict(vms.get("nodes") or {})
-    for value in vms.values():
-        if isinstance(value, dict) and isinstance(value.get("nodes"), dict):
-            found.update(value["nodes"])
-    return found
-
-
 def inventory_nodes(ctx: StageContext) -> list[dict[str, Any]]:
-    """Topology nodes with what the checks need: IPs filled from the vms record (DHCP), provider."""
-    recorded = _recorded_nodes(ctx.facts)
+    """The as-built topology's nodes (leased addresses included) with the provider of their host."""
     providers = _providers(ctx.config)
     nodes = []
     for n in ctx.topology.nodes:
         entry = asdict(n)
-        entry["ip"] = n.ip or (recorded.get(n.name) or {}).get("ip")
         entry["provider"] = providers.get(n.host, "libvirt")
         nodes.append(entry)
     return nodes
@@ -163,13 +152,19 @@ def failover_rows(cases: list[dict]) -> list[dict]:
     return rows
 
 
-def build_report(cluster: str, cases: list[dict]) -> dict:
-    """The JSON report: counts, every case, and the failover table (gaps and budgets in ms)."""
+def report_nodes(inventory_nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the report says about each checked node: where it was reached and how it got that address."""
+    return [{"name": n.get("name"), "role": n.get("role"), "host": n.get("host"), "domain": n.get("domain"),
+             "ip": n.get("ip"), "address": "dhcp" if n.get("dhcp") else "config"} for n in inventory_nodes]
+
+
+def build_report(cluster: str, cases: list[dict], nodes: list[dict[str, Any]] | None = None) -> dict:
+    """The JSON report: counts, the nodes checked, every case, and the failover table (ms)."""
     return {"cluster": cluster, "time": datetime.now(UTC).isoformat(timespec="seconds"),
             "passed": sum(c["outcome"] == "passed" for c in cases),
             "failed": sum(c["outcome"] == "failed" for c in cases),
             "skipped": sum(c["outcome"] == "skipped" for c in cases),
-            "cases": cases, "failover": failover_rows(cases)}
+            "nodes": report_nodes(nodes or []), "cases": cases, "failover": failover_rows(cases)}
 
 
 def pytest_argv(ctx: StageContext, modules: list[str], junit: Path, ini: Path) -> list[str]:
@@ -215,7 +210,7 @@ async def run_conformance(ctx: StageContext, registry) -> list[Change]:
         raise StageError(f"conformance run produced no results (exit {proc.returncode}):\n"
                          + out.decode(errors="replace")[-2000:])
     cases = parse_junit(junit)
-    report = build_report(ctx.cluster, cases)
+    report = build_report(ctx.cluster, cases, inventory_nodes(ctx))
     report_path = reports / "conformance.json"
     report_path.write_text(json.dumps(report, indent=2))
     for option, source in (("junit", junit), ("report", report_path)):

@@ -6,6 +6,7 @@ import asyncio
 from collections import defaultdict
 from dataclasses import replace
 
+from kubitect_core import user_known_hosts
 from kubitect_core.contracts import Change, StageContext
 from kubitect_core.stage import MissingPlugin, Stage
 
@@ -13,10 +14,20 @@ DEFAULT_PROVIDER = "libvirt"
 
 
 def hosts_by_provider(ctx: StageContext, registry, stage: str) -> dict[object, list[str]]:
-    """Groups the config's hosts by the provider each selects (`hosts[].provider`)."""
+    """Groups the config's hosts by the provider each selects (`hosts[].provider`).
+
+    Without a config (destroy of a cluster whose stored config cannot be read), the record says
+    it: each provider's slice of the stage record, with the hosts it recorded.
+    """
     groups: dict[str, list[str]] = defaultdict(list)
-    for host in ctx.config.hosts:
-        groups[getattr(host, "provider", None) or DEFAULT_PROVIDER].append(host.name)
+    if ctx.config is None:
+        for name, recorded in ctx.record.items():
+            if isinstance(recorded, dict):
+                hosts = recorded.get("hosts")
+                groups[name] += [h for h in hosts if isinstance(h, str)] if isinstance(hosts, dict) else []
+    else:
+        for host in ctx.config.hosts:
+            groups[getattr(host, "provider", None) or DEFAULT_PROVIDER].append(host.name)
     out = {}
     for name, hosts in groups.items():
         if name not in registry.providers:
@@ -29,11 +40,14 @@ class _ProviderLayer(Stage):
     """Asks each provider to converge this layer on its hosts; providers run concurrently.
 
     Each provider gets its own slice of the stage record (`record[<provider name>]`), so two
-    providers in one cluster never overwrite each other's bookkeeping.
+    providers in one cluster never overwrite each other's bookkeeping; the engine reads the node
+    records of every slice back into the as-built topology (`kubitect_core.topology.recorded_nodes`).
+    The providers see the config's topology (`config_topology`): they converge to it.
     """
 
     layer = ""
     destroy_without_record = True
+    config_topology = True
 
     async def _each(self, method: str, ctx: StageContext, registry) -> list[Change]:
         groups = hosts_by_provider(ctx, registry, self.name)
@@ -66,6 +80,17 @@ class StorageStage(_ProviderLayer):
 
 
 class VmsStage(_ProviderLayer):
+    """Also keeps the nodes' pinned keys in the user's known_hosts (`ssh.addToKnownHosts`)."""
+
     name = layer = "vms"
     description = "nodes created, booted and reachable over SSH"
     requires = ("network", "storage")
+
+    async def plan(self, ctx, registry):
+        return await self._each("plan", ctx, registry) + user_known_hosts.converge(ctx, dry_run=True)
+
+    async def apply(self, ctx, registry):
+        return await self._each("apply", ctx, registry) + user_known_hosts.converge(ctx)
+
+    async def destroy(self, ctx, registry):
+        return await self._each("destroy", ctx, registry) + user_known_hosts.converge(ctx, remove_all=True)

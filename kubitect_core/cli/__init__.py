@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from kubitect_core import __version__
-from kubitect_core.cli import config_cmds, image_cmds, lab_cmds, pipeline_cmds
+from kubitect_core.cli import config_cmds, image_cmds, lab_cmds, pipeline_cmds, topology_cmds
 from kubitect_core.cli.groups import export_app, list_app
 
 app = typer.Typer(
@@ -40,7 +40,7 @@ def _root(
 app.add_typer(list_app, name="list")
 app.add_typer(export_app, name="export")
 
-for _module in (config_cmds, pipeline_cmds, lab_cmds, image_cmds):
+for _module in (config_cmds, pipeline_cmds, lab_cmds, image_cmds, topology_cmds):
     _module.register(app)
 
 

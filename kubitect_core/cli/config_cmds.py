@@ -62,9 +62,17 @@ def _err() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+MAX_SHOWN_ISSUES = 50  # a file with 10,000 duplicate hosts gets 50 boxes and a count, not 10,000
+
+
 def print_issues(issues: list[ConfigIssue], console: Console | None = None) -> None:
-    """One box per issue: path as title, then file:line:column and the message."""
+    """One box per issue: path as title, then file:line:column and the message (at most 50 boxes)."""
     console = console or _err()
+    if len(issues) > MAX_SHOWN_ISSUES:
+        rest = len(issues) - MAX_SHOWN_ISSUES
+        print_issues(issues[:MAX_SHOWN_ISSUES], console)
+        console.print(Text(f"... and {rest} more issue{'s' if rest != 1 else ''} like these, not shown."))
+        return
     for issue in issues:
         style = "red" if issue.severity == "error" else "yellow"
         title = f"{issue.severity.capitalize()}: {issue.path or '(file)'}"
@@ -90,8 +98,9 @@ def print_summary(loaded: LoadedConfig, console: Console) -> None:
     hosts = loaded.config.hosts
     counts = ", ".join(f"{roles.get(r, 0)} {ROLE_NAMES[r][roles.get(r, 0) != 1]}"
                        for r in ("lb", "master", "worker"))
-    console.print(f"[green]✓[/green] {escape(str(loaded.source or 'config'))} is valid: cluster [bold]{topo.cluster}"
-                  f"[/bold], {counts} over {len(hosts)} host{'s' if len(hosts) != 1 else ''}")
+    console.print(f"[green]✓[/green] {escape(str(loaded.source or 'config'))} is valid: cluster "
+                  f"[bold]{escape(topo.cluster)}[/bold], {counts} over {len(hosts)} "
+                  f"host{'s' if len(hosts) != 1 else ''}")
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col in ("host", "connection", "provider", "load balancers", "masters", "workers"):
         table.add_column(col)
@@ -99,16 +108,18 @@ def print_summary(loaded: LoadedConfig, console: Console) -> None:
         on = Counter(n.role for n in topo.on_host(host.name))
         conn = host.connection.type if host.connection.is_local else f"remote {host.connection.ip}"
         name = host.name + (" (default)" if host.default else "")
-        table.add_row(name, conn, host.provider, *(str(on.get(r, 0)) for r in ("lb", "master", "worker")))
+        table.add_row(escape(name), escape(conn), escape(host.provider),
+                      *(str(on.get(r, 0)) for r in ("lb", "master", "worker")))
     console.print(table)
     net = loaded.config.cluster.network
-    console.print(f"network: {net.mode} {net.cidr} gateway {net.gateway}"
-                  + (f" bridge {net.bridge}" if net.bridge else ""))
-    console.print(f"VIP: {topo.vip or 'none'}"
-                  + (f" (VRID {topo.virtual_router_id})" if topo.virtual_router_id else ""))
-    console.print(f"endpoint: {topo.endpoint or 'assigned by DHCP'}:6443")
+    # Every value below comes from the config: printed as text, never as rich markup ("[/x]").
+    console.print(escape(f"network: {net.mode} {net.cidr} gateway {net.gateway}"
+                         + (f" bridge {net.bridge}" if net.bridge else "")))
+    console.print(escape(f"VIP: {topo.vip or 'none'}"
+                         + (f" (VRID {topo.virtual_router_id})" if topo.virtual_router_id else "")))
+    console.print(escape(f"endpoint: {topo.endpoint or 'assigned by DHCP'}:6443"))
     k8s = loaded.config.kubernetes
-    console.print(f"kubernetes: {k8s.version} by {k8s.manager}, {k8s.network_plugin}")
+    console.print(escape(f"kubernetes: {k8s.version} by {k8s.manager}, {k8s.network_plugin}"))
     for warning in loaded.warnings:
         console.print(f"[yellow]warning[/yellow] {escape(warning.path)}: {escape(warning.message)}")
     for notice in loaded.notices:
@@ -130,7 +141,7 @@ def validate(
         loaded = load_config(path, context=validation_context())
     except ConfigError as exc:
         print_issues(exc.issues)
-        _err().print(f"[red]invalid configuration file[/red] {path}: {len(exc.issues)} error(s)")
+        _err().print(f"[red]invalid configuration file[/red] {escape(str(path))}: {len(exc.issues)} error(s)")
         raise typer.Exit(EXIT_INVALID) from None
     out = _out()
     print_summary(loaded, out)

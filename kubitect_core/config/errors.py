@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Severity = Literal["error", "warning"]
 
@@ -57,5 +58,19 @@ def format_path(loc: tuple | list) -> str:
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + short_value(str(part), 80)
     return out
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 4, 4, 60, 60, 40
+
+
+def short_value(value: Any, limit: int = 60) -> str:
+    """A value as a message shows it: bounded however large the value is (never the whole of an
+    expanded alias or a 4,000-digit number), with control characters escaped."""
+    if isinstance(value, str):
+        text = value if value.isprintable() else value.encode("unicode_escape", "backslashreplace").decode("ascii")
+    else:
+        text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

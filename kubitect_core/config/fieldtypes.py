@@ -10,36 +10,35 @@ import ipaddress
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-_ALNUM_HYP = re.compile(r"^[a-zA-Z0-9-]+$")
-_ALNUM_HYP_US = re.compile(r"^[a-zA-Z0-9_-]+$")
-_MAC = re.compile(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
-VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
-STRICT_VERSION_RE = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
-_TAINT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?(=[A-Za-z0-9._-]*)?:"
-                    r"(NoSchedule|PreferNoSchedule|NoExecute)$")
+from kubitect_core.config.errors import short_value
+
+# Every pattern is applied with fullmatch: `^...$` with match() would accept a trailing newline
+# ("gold\n"), which then reaches a unit file or a command line.
+_ALNUM_HYP = re.compile(r"[a-zA-Z0-9-]+")
+_ALNUM_HYP_US = re.compile(r"[a-zA-Z0-9_-]+")
+_MAC = re.compile(r"([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}")
+VERSION_RE = re.compile(r"v?(\d{1,9})\.(\d{1,9})\.(\d{1,9})")
+STRICT_VERSION_RE = re.compile(r"v(\d{1,9})\.(\d{1,9})\.(\d{1,9})")
+_TAINT = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?(=[A-Za-z0-9._-]*)?:"
+                    r"(NoSchedule|PreferNoSchedule|NoExecute)")
 IFNAMSIZ = 16  # Linux: names are at most 15 characters plus the terminating NUL
 
 
 def _fail(kind: str, message: str, value: Any) -> PydanticCustomError:
-    return PydanticCustomError(kind, message + " (actual: {value})", {"value": _short(value)})
-
-
-def _short(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else value
-    return text if len(text) <= 60 else text[:57] + "..."
+    return PydanticCustomError(kind, message + " (actual: {value})", {"value": short_value(value)})
 
 
 def _alnum_hyp(value: str) -> str:
-    if not _ALNUM_HYP.match(value):
+    if not _ALNUM_HYP.fullmatch(value):
         raise _fail("alnum_hyphen", "must be non-empty and contain only letters, digits and '-'", value)
     return value
 
 
 def _alnum_hyp_us(value: str) -> str:
-    if not _ALNUM_HYP_US.match(value):
+    if not _ALNUM_HYP_US.fullmatch(value):
         raise _fail("alnum_hyphen_underscore",
                     "must be non-empty and contain only letters, digits, '-' and '_'", value)
     return value
@@ -72,7 +71,7 @@ def _cidr4(value: str) -> str:
 
 
 def _mac(value: str) -> str:
-    if not _MAC.match(value):
+    if not _MAC.fullmatch(value):
         raise _fail("mac", "must be a MAC address such as 52:54:00:6b:3c:58", value)
     return value
 
@@ -89,27 +88,30 @@ def _ifname(value: str) -> str:
 
 
 def _version(value: str) -> str:
-    if not VERSION_RE.match(value):
+    if not VERSION_RE.fullmatch(value):
         raise _fail("version", "must be a Kubernetes version such as v1.34.2 (vMAJOR.MINOR.PATCH)", value)
     return value
 
 
 def _strict_version(value: str) -> str:
-    if not STRICT_VERSION_RE.match(value):
+    if not STRICT_VERSION_RE.fullmatch(value):
         raise _fail("version", "must be a version such as v1.16.4 (vMAJOR.MINOR.PATCH)", value)
     return value
 
 
 def _taint(value: str) -> str:
-    if not _TAINT.match(value):
+    if not _TAINT.fullmatch(value):
         raise _fail("taint", "must be a taint KEY[=VALUE]:EFFECT with EFFECT one of "
                              "[NoSchedule|PreferNoSchedule|NoExecute], e.g. dedicated=gpu:NoSchedule", value)
     return value
 
 
 def _non_empty(value: str) -> str:
+    """Paths and URLs: not blank, and on one line (they reach XML, URIs and command lines)."""
     if not value.strip():
         raise _fail("non_empty", "must not be empty", value)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise _fail("one_line", "must be one line without tabs or control characters", value)
     return value
 
 
@@ -148,6 +150,8 @@ InstanceId = Annotated[
 LabelValue = Annotated[
     str, BeforeValidator(_scalar_to_str), WithJsonSchema({"type": ["string", "number", "boolean"]})
 ]
-Port = Annotated[int, Field(ge=1, le=65535)]
-Uint8 = Annotated[int, Field(ge=0, le=255)]
-Positive = Annotated[int, Field(ge=1)]
+# Numbers must be YAML numbers, as in Kubitect (yaml.v3 refuses `port: "22"` for an int field):
+# strict, so "22\n" or " 22" is not quietly turned into 22.
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+Uint8 = Annotated[StrictInt, Field(ge=0, le=255)]
+Positive = Annotated[StrictInt, Field(ge=1)]

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from kubitect_core.config.context import ValidationContext, default_context
@@ -16,8 +15,12 @@ from kubitect_core.config.messages import translate
 from kubitect_core.config.models import Config
 from kubitect_core.config.resolve import fill_defaults, resolve_topology
 from kubitect_core.config.rules import run_rules
-from kubitect_core.config.yamlmarks import MarkedYaml, parse
+from kubitect_core.config.source import read_config_file
+from kubitect_core.config.typed import as_typed
+from kubitect_core.config.yamlmarks import MarkedYaml, YamlProblem, parse
 from kubitect_core.topology import Topology
+
+MAX_MESSAGE = 2000
 
 
 @dataclass
@@ -31,24 +34,7 @@ class LoadedConfig:
     notices: list[str] = field(default_factory=list)
     extensions: dict[str, BaseModel] = field(default_factory=dict)  # "<path>.<key>" -> model
     source: Path | None = None
-
-
-def read_config_file(path: str | Path) -> str:
-    """The config file's text, read exactly once.
-
-    Why one function: the bytes validated must be the bytes applied and stored; every command
-    that takes a config reads it here and passes the text on (`load_config_text`).
-    """
-    path = Path(path)
-    name = str(path)
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([ConfigIssue("", f"file '{name}' does not exist.", file=name)]) from None
-    except IsADirectoryError:
-        raise ConfigError([ConfigIssue("", f"'{name}' is a directory, not a config file.", file=name)]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigIssue("", f"cannot read '{name}': {exc}", file=name)]) from None
+    marked: MarkedYaml | None = field(default=None, repr=False, compare=False)  # lines of the text validated
 
 
 def parse_yaml(text: str, source: str) -> Any:
@@ -79,13 +65,9 @@ def _validate_text(text: str, source: str, context: ValidationContext | None) ->
 def _parse(text: str, source: str) -> MarkedYaml:
     try:
         return parse(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([ConfigIssue("", f"not valid YAML: {problem}.", source, line, col)]) from None
-    except RecursionError:
-        raise ConfigError([ConfigIssue("", "not valid YAML: nested too deeply.", source)]) from None
+    except YamlProblem as exc:
+        raise ConfigError([ConfigIssue(format_path(exc.path), f"not valid YAML: {exc.message}", source, exc.line,
+                                       exc.column)]) from None
 
 
 def validate_raw(raw: dict, *, source: str = "<config>", text: str | None = None,
@@ -97,9 +79,11 @@ def validate_raw(raw: dict, *, source: str = "<config>", text: str | None = None
     marked = MarkedYaml(data=raw)
     if text is not None:
         try:
-            marked.marks = parse(text).marks
-        except yaml.YAMLError:
+            parsed = parse(text)
+        except YamlProblem:
             pass
+        else:
+            marked.marks, marked.texts = parsed.marks, parsed.texts
     return _validate(marked, source, context)
 
 
@@ -109,6 +93,8 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
 
     def issue(loc: tuple, message: str, severity: str = "error") -> ConfigIssue:
         line, col = marked.position(loc)
+        if len(message) > MAX_MESSAGE:  # a safety net: messages quote values through short_value
+            message = message[:MAX_MESSAGE - 3] + "..."
         return ConfigIssue(format_path(loc), message, source, line, col, severity)  # type: ignore[arg-type]
 
     if raw is None:
@@ -118,8 +104,11 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
                                      f"kubernetes and addons (actual: {type(raw).__name__}).")])
     errors: list[ConfigIssue] = [issue(loc, f"duplicate key `{loc[-1]}`; each key may appear only once "
                                             "in a mapping.") for loc in marked.duplicates]
-    data = copy.deepcopy(raw)
-    extensions, ext_errors, ext_keys = _split_extensions(data, context)
+    problems: list[tuple[tuple, str]] = []
+    typed = as_typed(raw, Config, marked.texts, problems=problems)  # as Kubitect's typed decoder reads it
+    errors += [issue(loc, msg) for loc, msg in problems]
+    data = copy.deepcopy(typed)
+    extensions, ext_errors, ext_keys = _split_extensions(data, context, marked.texts)
     errors += [issue(loc, msg) for loc, msg in ext_errors]
     config = None
     try:
@@ -128,14 +117,14 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
         errors += [issue(tuple(e["loc"]), translate(e, ext_keys)) for e in exc.errors()]
     except RecursionError:
         errors.append(issue((), "the config is nested too deeply."))
-    findings = run_rules(raw, context, tolerant=config is None or bool(errors))
+    findings = run_rules(typed, context, tolerant=config is None or bool(errors))
     errors += [issue(f.loc, f.message) for f in findings.items if f.severity == "error"]
     warnings = [issue(f.loc, f.message, "warning") for f in findings.items if f.severity == "warning"]
     if errors or config is None:
         raise ConfigError(_dedupe(errors))
     fill_defaults(config)
     return LoadedConfig(raw=raw, config=config, topology=resolve_topology(config), warnings=warnings,
-                        notices=findings.notices, extensions=extensions)
+                        notices=findings.notices, extensions=extensions, marked=marked)
 
 
 def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
@@ -148,7 +137,7 @@ def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
     return out
 
 
-def _split_extensions(data: dict, context: ValidationContext) -> tuple[dict, list, dict]:
+def _split_extensions(data: dict, context: ValidationContext, texts: dict) -> tuple[dict, list, dict]:
     """Pops each plugin extension key from `data` and validates it with the plugin's model.
 
     A missing key validates `{}` (the model's defaults), so an original config still loads.
@@ -165,7 +154,8 @@ def _split_extensions(data: dict, context: ValidationContext) -> tuple[dict, lis
         value = container.pop(ext.key, None) if isinstance(container, dict) else None
         try:
             name = f"{ext.path}.{ext.key}" if ext.path else ext.key
-            models[name] = ext.model.model_validate({} if value is None else value, by_alias=True, by_name=False)
+            value = {} if value is None else as_typed(value, ext.model, texts, (*base, ext.key))
+            models[name] = ext.model.model_validate(value, by_alias=True, by_name=False)
         except ValidationError as exc:
             for e in exc.errors():
                 loc = (*base, ext.key, *e["loc"])

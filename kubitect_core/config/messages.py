@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import difflib
-import types
-import typing
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 
+from kubitect_core.config.errors import short_value
 from kubitect_core.config.models import Config
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strips Optional/Annotated so we can walk to the model a location points into."""
-    while True:
-        origin = get_origin(annotation)
-        if origin is typing.Annotated:
-            annotation = get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
-                return annotation
-            annotation = args[0]
-        else:
-            return annotation
+from kubitect_core.config.typed import unwrap_annotation as _unwrap
 
 
 def model_at(loc: tuple, root: type[BaseModel] = Config) -> Any:
@@ -68,11 +53,6 @@ def suggest(key: str, candidates: list[str]) -> str | None:
     return lowered[match[0]] if match else None
 
 
-def _short(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else value
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _expected(ctx: dict | None) -> str:
     raw = (ctx or {}).get("expected", "")
     items = [p.strip().strip("'") for p in raw.replace(" or ", ", ").split(",") if p.strip()]
@@ -96,21 +76,23 @@ def translate(error: dict, extra_keys: dict[tuple, list[str]] | None = None,
         described = f" {field.description}" if field is not None and field.description else ""
         return f"is required.{described}"
     if kind == "literal_error":
-        return f"must be one of the following values: {_expected(ctx)} (actual: {_short(value)})."
+        return f"must be one of the following values: {_expected(ctx)} (actual: {short_value(value)})."
+    if kind in ("int_type", "int_parsing", "int_from_float") and isinstance(value, str):
+        return f"must be a whole number such as 4, not text (actual: {short_value(value)!r})."
     if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"must be a whole number (actual: {_short(value)})."
+        return f"must be a whole number (actual: {short_value(value)})."
     if kind in ("bool_type", "bool_parsing"):
-        return f"must be true or false (actual: {_short(value)})."
+        return f"must be true or false (actual: {short_value(value)})."
     if kind == "string_type":
-        return f"must be a string (actual: {_short(value)})."
+        return f"must be a string (actual: {short_value(value)})."
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"must be a mapping of keys to values (actual: {_short(value)})."
+        return f"must be a mapping of keys to values (actual: {short_value(value)})."
     if kind == "list_type":
-        return f"must be a list (actual: {_short(value)})."
+        return f"must be a list (actual: {short_value(value)})."
     if kind == "greater_than_equal":
-        return f"must be at least {ctx['ge']} (actual: {_short(value)})."
+        return f"must be at least {ctx['ge']} (actual: {short_value(value)})."
     if kind == "less_than_equal":
-        return f"must be at most {ctx['le']} (actual: {_short(value)})."
+        return f"must be at most {ctx['le']} (actual: {short_value(value)})."
     message = error.get("msg", "is invalid")
     if not message.endswith("."):
         message += "."

@@ -54,9 +54,13 @@ class Model(BaseModel):
 class HostSsh(Model):
     """SSH access to a remote host (libvirt URI qemu+ssh://user@ip:port/system?keyfile=...)."""
 
-    keyfile: NonEmpty | None = Field(None, description="Password-less private key for the remote host.")
-    port: Port = 22
-    verify: bool = Field(False, description="Verify the host key (false adds no_verify=1 to the URI).")
+    keyfile: NonEmpty | None = Field(
+        None, description="Password-less private key for the remote host; default: the IdentityFile "
+                          "~/.ssh/config names for it, else ~/.ssh/id_rsa.")
+    port: Port = Field(22, description="SSH port; when not set, ~/.ssh/config's Port for the host, else 22.")
+    verify: bool = Field(False, description="true: the host key must already be in ~/.ssh/known_hosts; "
+                                            "false: it is pinned on first contact. A changed key is "
+                                            "refused either way.")
 
 
 class Connection(Model):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kubitect_core.config.errors import ConfigIssue, format_path
+from kubitect_core.config.errors import ConfigError, ConfigIssue, format_path
 from kubitect_core.config.loader import LoadedConfig
-from kubitect_core.config.yamlmarks import parse
+from kubitect_core.config.source import read_config_file
+from kubitect_core.config.yamlmarks import YamlProblem, parse
 
 
 def _key_issue(source: Path | None, loc: tuple, path: str, what: str, marks) -> ConfigIssue | None:
@@ -26,21 +27,20 @@ def _key_issue(source: Path | None, loc: tuple, path: str, what: str, marks) -> 
 
 
 def preflight(loaded: LoadedConfig) -> list[ConfigIssue]:
-    """Key files named by a loaded config exist; issues carry the file's lines."""
-    return preflight_config(loaded.config, loaded.source)
+    """Key files named by a loaded config exist; issues carry the lines of the text validated."""
+    return preflight_config(loaded.config, loaded.source, marks=loaded.marked)
 
 
-def preflight_config(config, source: Path | None = None) -> list[ConfigIssue]:
+def preflight_config(config, source: Path | None = None, *, marks=None) -> list[ConfigIssue]:
     """Key files named by the config exist (`~` expanded): host keyfiles, privateKeyPath and .pub.
 
     Takes the resolved config alone (plus the file, for line numbers), so the validate stage,
     which holds no LoadedConfig, checks exactly what `kubitect validate --preflight` checks.
     """
-    marks = None
-    if source is not None:
-        try:
-            marks = parse(source.read_text(encoding="utf-8"))
-        except Exception:  # the file changed since it was validated; report without lines
+    if marks is None and source is not None:
+        try:  # through the one guarded reader: the file may since have become a FIFO or huge
+            marks = parse(read_config_file(source))
+        except (ConfigError, YamlProblem):  # the file changed since it was validated: no lines
             marks = None
     issues: list[ConfigIssue] = []
     for i, host in enumerate(config.hosts):

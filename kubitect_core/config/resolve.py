@@ -13,7 +13,7 @@ from typing import Any
 from kubitect_core.config import versions
 from kubitect_core.config.context import DEFAULT_MANAGER, LEGACY_MANAGERS
 from kubitect_core.config.models import Config, NodeInstance, Resources
-from kubitect_core.topology import DataDisk, Node, Topology
+from kubitect_core.topology import DataDisk, Node, Topology, control_plane_endpoint
 
 BUILTIN_CPU, BUILTIN_RAM_GIB, BUILTIN_DISK_GIB = 2, 4, 32
 DEFAULT_LB_PRIORITY = 10
@@ -133,14 +133,7 @@ def resolve_topology(config: Config) -> Topology:
         default = section.default
         for inst in section.instances:
             nodes.append(_k8s_node(name, role, inst, default, default_host, resources(inst, default)))
-    masters = [n for n in nodes if n.role == "master"]
-    lbs = [n for n in nodes if n.role == "lb"]
-    if lb.vip:
-        endpoint = lb.vip
-    elif len(lbs) == 1:
-        endpoint = lbs[0].ip or ""
-    else:
-        endpoint = masters[0].ip or "" if masters else ""
+    endpoint = control_plane_endpoint(lb.vip, nodes)
     vrid = None
     if lb.vip:
         vrid = lb.virtual_router_id if lb.virtual_router_id is not None else default_virtual_router_id(name)

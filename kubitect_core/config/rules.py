@@ -21,6 +21,8 @@ from kubitect_core.config.context import (
     InstallerInfo,
     ValidationContext,
 )
+from kubitect_core.config.errors import short_value
+from kubitect_core.config.fieldtypes import VERSION_RE
 
 ROLES = (("lb", "loadBalancer"), ("master", "master"), ("worker", "worker"))
 RESERVED_LB_PORTS = {6443: "the load balancers serve the Kubernetes API on it",
@@ -53,6 +55,13 @@ def _m(value: Any) -> dict:
 
 def _l(value: Any) -> list:
     return value if isinstance(value, list) else []
+
+
+def _truthy(value: Any) -> bool:
+    """True as the model reads a boolean (true, or text such as "yes"/"on", as Kubitect does)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "on", "y", "t", "1")
+    return value is True or (type(value) is int and value == 1)
 
 
 def _s(value: Any) -> str | None:
@@ -149,7 +158,7 @@ def _duplicates(entries: list[tuple[tuple, Any]], what: str, scope: str, out: Fi
             continue
         k = key(value)
         if k in seen:
-            out.error(loc, f"{what} '{value}' is already used by {_where(seen[k])}; "
+            out.error(loc, f"{what} '{short_value(value)}' is already used by {_where(seen[k])}; "
                            f"each {what} must be unique {scope}.")
         else:
             seen[k] = loc[:-1]
@@ -173,10 +182,8 @@ def check_hosts(v: RawView, ctx: ValidationContext, out: Findings) -> None:
                 if conn.get(key) is None:
                     out.error(("hosts", i, "connection", key),
                               f"is required when connection.type is 'remote' ({what}).")
-            if _m(conn.get("ssh")).get("keyfile") is None:
-                out.error(("hosts", i, "connection", "ssh", "keyfile"),
-                          "is required when connection.type is 'remote': the path of a password-less "
-                          "private key that logs in to the host.")
+            # ssh.keyfile may be left out: the key ~/.ssh/config names for the host, else
+            # ~/.ssh/id_rsa, is used (Kubitect's documented default; see plugins/libvirt/host_ssh).
         pools = [(("hosts", i, "dataResourcePools", j, "name"), _s(_m(p).get("name")))
                  for j, p in enumerate(_l(h.get("dataResourcePools")))]
         _duplicates(pools, "pool name", f"on host hosts[{i}]", out)
@@ -184,10 +191,18 @@ def check_hosts(v: RawView, ctx: ValidationContext, out: Findings) -> None:
             if name == "main":
                 out.error(loc, "the name 'main' is reserved for the host's main resource pool; "
                                "choose another pool name.")
+        paths = [(("hosts", i, "mainResourcePoolPath"), h.get("mainResourcePoolPath"))]
+        paths += [(("hosts", i, "dataResourcePools", j, "path"), _m(p).get("path"))
+                  for j, p in enumerate(_l(h.get("dataResourcePools")))]
+        for loc, path in paths:
+            if isinstance(path, str) and path.strip() and not path.startswith("/"):
+                out.error(loc, "must be an absolute directory on the host, starting with '/' (libvirt would "
+                               "resolve a relative path against its own working directory, and '~' is not "
+                               f"expanded there) (actual: {short_value(path)}).")
         provider = h.get("provider", DEFAULT_PROVIDER)
         if isinstance(provider, str) and provider not in ctx.providers:
             out.error(("hosts", i, "provider"),
-                      f"unknown VM provider '{provider}'; installed providers: {_choices(ctx.providers)}.")
+                      f"unknown VM provider '{short_value(provider)}'; installed providers: {_choices(ctx.providers)}.")
 
 
 # -------------------------------------------------------------------------------------- cluster
@@ -213,10 +228,10 @@ def check_cluster(v: RawView, ctx: ValidationContext, out: Findings) -> None:
         if keypath.endswith(".pub"):
             out.error(("cluster", "nodeTemplate", "ssh", "privateKeyPath"),
                       "must name the private key, not the public one: <path>.pub is read next to it "
-                      f"(actual: {keypath}).")
+                      f"(actual: {short_value(keypath)}).")
         elif keypath.endswith("/"):
             out.error(("cluster", "nodeTemplate", "ssh", "privateKeyPath"),
-                      f"must be the path of a key file, not a directory (actual: {keypath}).")
+                      f"must be the path of a key file, not a directory (actual: {short_value(keypath)}).")
 
 
 def _check_address(v: RawView, loc: tuple, ip: ipaddress.IPv4Address, out: Findings,
@@ -252,7 +267,8 @@ def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
     impl = lb.get("implementation")
     if isinstance(impl, str) and impl not in ctx.load_balancers:
         out.error(("cluster", "nodes", "loadBalancer", "implementation"),
-                  f"unknown load balancer implementation '{impl}'; installed: {_choices(ctx.load_balancers)}.")
+                  f"unknown load balancer implementation '{short_value(impl)}'; "
+                  f"installed: {_choices(ctx.load_balancers)}.")
     if lbs > 1 and lb.get("vip") is None:
         out.error(("cluster", "nodes", "loadBalancer", "vip"),
                   f"a virtual IP (VIP) is required when several load balancer instances are configured "
@@ -266,7 +282,7 @@ def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
         host = inst.data.get("host")
         if isinstance(host, str) and host not in hosts:
             out.error(inst.loc + ("host",), f"must name one of the configured hosts: {_choices(hosts)} "
-                                            f"(actual: {host}).")
+                                            f"(actual: {short_value(host)}).")
         ip = _ipv4(inst.data.get("ip"))
         if ip is not None:
             _check_address(v, inst.loc + ("ip",), ip, out)
@@ -274,7 +290,7 @@ def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
         if cluster_name and node_id:
             node_name = f"{cluster_name}-{inst.role}-{node_id}"
             if len(node_name) > HOSTNAME_MAX:
-                out.error(inst.loc + ("id",), f"the node name '{node_name}' is longer than {HOSTNAME_MAX} "
+                out.error(inst.loc + ("id",), f"the node name '{short_value(node_name)}' is longer than {HOSTNAME_MAX} "
                                               "characters (the hostname limit); shorten cluster.name or the id.")
     ips = [(inst.loc + ("ip",), str(ip)) for inst in v.instances() if (ip := _ipv4(inst.data.get("ip")))]
     _duplicates(ips, "IP address", "across all node instances", out)
@@ -356,12 +372,13 @@ def _check_data_disks(v: RawView, out: Findings) -> None:
                 reported.add((loc, host))
                 whom = f" (for {_where(inst.loc)})" if loc[:len(dloc)] == dloc else ""
                 if not pools:
-                    out.error(loc + ("pool",), f"points to data resource pool '{pool}', but host '{host}' "
+                    out.error(loc + ("pool",), f"points to data resource pool '{short_value(pool)}', but host "
+                                               f"'{short_value(host)}' "
                                                f"has no dataResourcePools; use 'main' or add the pool to the "
                                                f"host{whom}.")
                 else:
-                    out.error(loc + ("pool",), f"must be 'main' or one of the pools of host '{host}': "
-                                               f"{_choices(['main', *pools])} (actual: {pool}){whom}.")
+                    out.error(loc + ("pool",), f"must be 'main' or one of the pools of host '{short_value(host)}': "
+                                               f"{_choices(['main', *pools])} (actual: {short_value(pool)}){whom}.")
 
 
 def _host_of(inst: Inst, default_host: str | None) -> Any:
@@ -370,26 +387,30 @@ def _host_of(inst: Inst, default_host: str | None) -> Any:
     return default_host if host is None else host
 
 
-_LABEL_KEY = re.compile(r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+_LABEL_KEY = re.compile(r"([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
 
 
 def _check_labels(v: RawView, out: Findings) -> None:
-    """Kubernetes rejects malformed labels at node registration; say so before anything is built."""
+    """Kubernetes refuses a malformed label when the node registers, late in apply: refuse it here.
+
+    A label written without a value (`node-role.kubernetes.io/node:`) is "" (valid), as in Kubitect.
+    """
     places = [(("cluster", "nodes", k, "default", "labels"), _m(_m(v.section(k).get("default")).get("labels")))
               for k in ("master", "worker")]
     places += [(inst.loc + ("labels",), _m(inst.data.get("labels"))) for inst in v.instances()
                if inst.role != "lb"]
     for loc, labels in places:
         for key, value in labels.items():
-            text = str(value).lower() if isinstance(value, bool) else value
-            if isinstance(key, str) and not _LABEL_KEY.match(key):
-                out.warn((*loc, key), f"'{key}' is not a valid Kubernetes label key ([prefix/]name, name up "
-                                      "to 63 letters, digits, '-', '_', '.'); the node will not get it.")
-            elif isinstance(text, str | int | float) and not _LABEL_VALUE.match(str(text)):
-                out.warn((*loc, key), f"'{text}' is not a valid Kubernetes label value (up to 63 letters, "
-                                      "digits, '-', '_', '.', starting and ending alphanumeric); the node "
-                                      "will not get it.")
+            if isinstance(key, str) and not _LABEL_KEY.fullmatch(key):
+                out.error((*loc, key), f"'{short_value(key)}' is not a valid Kubernetes label key ([prefix/]name: "
+                                       "the name up to 63 letters, digits, '-', '_' or '.', starting and ending "
+                                       "with a letter or digit; the prefix a DNS name); Kubernetes would refuse "
+                                       "the node's labels.")
+            elif isinstance(value, str) and not _LABEL_VALUE.fullmatch(value):
+                out.error((*loc, key), f"'{short_value(value)}' is not a valid Kubernetes label value (up to 63 "
+                                       "letters, digits, '-', '_' or '.', starting and ending with a letter or "
+                                       "digit, or empty); Kubernetes would refuse the node's labels.")
 
 
 def _check_nat_spread(v: RawView, out: Findings) -> None:
@@ -420,26 +441,40 @@ def check_kubernetes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
     raw_manager = k8s.get("manager")
     installed = sorted(ctx.installers)
     if isinstance(raw_manager, str) and raw_manager in LEGACY_MANAGERS:
-        out.notices.append(f"kubernetes.manager '{raw_manager}' is served by the '{manager}' installer "
+        out.notices.append(f"kubernetes.manager '{short_value(raw_manager)}' is served by the "
+                           f"'{short_value(manager)}' installer "
                            "(what Kubespray runs underneath).")
     if manager is not None and manager not in ctx.installers:
         what = "the default installer" if raw_manager is None else "unknown installer"
         out.error(("kubernetes", "manager"),
-                  f"{what} '{manager}' is not installed; installed installers: {_choices(installed)}.")
+                  f"{what} '{short_value(manager)}' is not installed; installed installers: {_choices(installed)}.")
     info = ctx.installers.get(manager or "", InstallerInfo())
     raw_version = k8s.get("version")
     version = raw_version if raw_version is not None else versions.DEFAULT_KUBERNETES_VERSION
     if not isinstance(version, str) or versions.parse_version(version) is None \
-            or not re.match(r"^v?\d+\.\d+\.\d+$", version):
+            or not VERSION_RE.fullmatch(version):
         return  # the format error comes from the model
     verdict = versions.classify(version, info.supported, info.maintained_from)
-    by = f"installer '{manager}'" if manager in ctx.installers else "the default range"
+    by = f"installer '{short_value(manager)}'" if manager in ctx.installers else "the default range"
     if verdict == "unsupported":
         prefix = "" if raw_version is not None else "the default version "
         out.error(("kubernetes", "version"),
                   f"{prefix}{versions.normalize(version)} is not supported by {by}; supported: "
-                  f"{versions.describe_range(info.supported)} (actual: {version}).")
-    elif verdict == "eol":
+                  f"{versions.describe_range(info.supported)} (actual: {short_value(version)}).")
+        return
+    status, newest = versions.release_status(version)
+    as_of = versions.release_history().as_of
+    if status == "unreleased":
+        out.error(("kubernetes", "version"),
+                  f"{versions.normalize(version)} is not a released Kubernetes version: the newest patch of its "
+                  f"minor is {newest} (kubitect's list of Kubernetes releases, as of {as_of}) "
+                  f"(actual: {short_value(version)}).")
+        return
+    if status == "unknown":
+        out.warn(("kubernetes", "version"),
+                 f"{versions.normalize(version)} is newer than kubitect's list of Kubernetes releases (which "
+                 f"ends at {newest}, as of {as_of}); make sure this release exists.")
+    if verdict == "eol":
         out.warn(("kubernetes", "version"),
                  f"{versions.normalize(version)} is past its upstream end of life (maintained from "
                  f"{versions.normalize(info.maintained_from)}); {by} can still install it, but consider "
@@ -450,15 +485,13 @@ def check_addons(v: RawView, ctx: ValidationContext, out: Findings) -> None:
     addons = _m(v.raw.get("addons"))
     if addons.get("kubespray") is not None:
         manager = effective_manager(_m(v.raw.get("kubernetes")).get("manager")) or DEFAULT_MANAGER
-        out.notices.append(f"addons.kubespray is kept for compatibility but not applied: the '{manager}' "
+        out.notices.append(f"addons.kubespray is kept for compatibility but not applied: the '{short_value(manager)}' "
                            "installer does not run Kubespray.")
     rook = _m(addons.get("rook"))
-    if rook.get("enabled") is True:
-        disks = any(_l(inst.data.get("dataDisks")) for inst in v.instances())
-        disks = disks or any(_l(_m(v.section(k).get("default")).get("dataDisks")) for k in ("master", "worker"))
-        if not disks:
-            out.warn(("addons", "rook", "enabled"),
-                     "Rook needs raw data disks, but no node has dataDisks; add some to the workers.")
+    if _truthy(rook.get("enabled")):
+        out.error(("addons", "rook", "enabled"),
+                  "the Rook addon is not implemented in kubitect yet, so enabling it would be silently "
+                  "ignored; remove `addons.rook` (or set enabled: false) and install Rook after apply.")
 
 
 RULES = (check_hosts, check_cluster, check_nodes, check_kubernetes, check_addons)

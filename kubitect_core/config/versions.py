@@ -1,8 +1,16 @@
-"""Kubernetes version ranges: one default range, kept here, until installers declare their own."""
+"""Kubernetes versions: the default supported range, and which patch releases exist.
+
+The release list is data (kubernetes_releases.json next to this module, with its date and
+source), so that `v1.28.100` is refused at validate time instead of failing a download later.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 
 from kubitect_core.config.fieldtypes import VERSION_RE
 
@@ -21,7 +29,7 @@ def parse_version(text: str, *, upper: bool = False) -> tuple[float, float, floa
     """
     if not isinstance(text, str):
         return None
-    match = VERSION_RE.match(text)
+    match = VERSION_RE.fullmatch(text)
     if match:
         return tuple(float(p) for p in match.groups())  # type: ignore[return-value]
     parts = text.removeprefix("v").split(".")
@@ -53,3 +61,47 @@ def classify(version: str, supported: tuple[str, str], maintained_from: str) -> 
 def describe_range(supported: tuple[str, str]) -> str:
     """`v1.28.0 - v1.35.x`, for messages."""
     return f"{normalize(supported[0])} - {normalize(supported[1])}"
+
+
+@dataclass(frozen=True)
+class ReleaseHistory:
+    """The newest patch of each minor, as of a date (see kubernetes_releases.json)."""
+
+    as_of: str
+    latest_patch: dict[tuple[int, int], int]
+
+    def newest(self, major: int, minor: int) -> str | None:
+        """`v1.28.15` for (1, 28), or None when the minor is not in the list."""
+        patch = self.latest_patch.get((major, minor))
+        return None if patch is None else f"v{major}.{minor}.{patch}"
+
+    @property
+    def newest_minor(self) -> tuple[int, int]:
+        return max(self.latest_patch)
+
+
+@cache
+def release_history() -> ReleaseHistory:
+    """The release list shipped with kubitect."""
+    data = json.loads(resources.files(__package__).joinpath("kubernetes_releases.json").read_text("utf-8"))
+    latest = {tuple(int(p) for p in minor.split(".")): int(patch) for minor, patch in data["latest_patch"].items()}
+    return ReleaseHistory(as_of=data["as_of"], latest_patch=latest)  # type: ignore[arg-type]
+
+
+def release_status(version: str) -> tuple[str, str | None]:
+    """("released", None), ("unreleased", newest patch of its minor), or ("unknown", newest known minor).
+
+    "unknown" is a minor newer than the list (kubitect older than the release): the caller warns.
+    A minor older than the list is left to the supported-range check.
+    """
+    match = VERSION_RE.fullmatch(version)
+    if match is None:
+        return ("released", None)  # not a version at all: the format check reports it
+    major, minor, patch = (int(p) for p in match.groups())
+    history = release_history()
+    newest = history.newest(major, minor)
+    if newest is not None:
+        return ("released", None) if patch <= history.latest_patch[(major, minor)] else ("unreleased", newest)
+    if (major, minor) > history.newest_minor:
+        return ("unknown", "v{}.{}".format(*history.newest_minor))
+    return ("released", None)

@@ -26,7 +26,7 @@ RELEASE_BASE = "https://github.com/k3s-io/k3s/releases/download"
 K3S_SUFFIX = "+k3s1"
 POD_CIDR_DEFAULT = "10.42.0.0/16"  # k3s's own defaults, used whenever they do not overlap the nodes
 SERVICE_CIDR_DEFAULT = "10.43.0.0/16"
-_SAFE_ARG = re.compile(r"^[A-Za-z0-9._/:=,+@-]+$")
+_SAFE_ARG = re.compile(r"[A-Za-z0-9._/:=,+@-]+")
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent)),
                           undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
@@ -95,7 +95,7 @@ def args_for(ctx: StageContext, node: Node) -> list[str]:
 
 def _checked(args: list[str]) -> list[str]:
     for arg in args:
-        if not _SAFE_ARG.match(arg):
+        if not _SAFE_ARG.fullmatch(arg):
             raise StageError(f"k3s argument {arg!r} contains characters a systemd unit cannot carry safely")
     return args
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from kubitect_plugins.keepalived_haproxy import node_ops
 from kubitect_plugins.keepalived_haproxy.render import (
     ForwardPort,
@@ -47,19 +45,6 @@ def configured_nic(ctx: StageContext) -> str | None:
         return None
 
 
-def resolved_topology(ctx: StageContext) -> Topology:
-    """The topology with DHCP nodes' IPs taken from what the vms stage recorded."""
-    recorded = (ctx.facts.get("vms") or {}).get("nodes") or {}
-    nodes = []
-    for n in ctx.topology.nodes:
-        ip = n.ip or (recorded.get(n.name) or {}).get("ip")
-        nodes.append(replace(n, ip=ip) if ip != n.ip else n)
-    topo = replace(ctx.topology, nodes=tuple(nodes))
-    if not topo.vip and topo.load_balancers:
-        topo = replace(topo, endpoint=endpoint(topo))
-    return topo
-
-
 class KeepalivedHaproxy:
     """contracts.LoadBalancer: HAProxy on every LB, keepalived VRRP for the VIP (kubitect.md 4)."""
 
@@ -96,14 +81,17 @@ class KeepalivedHaproxy:
 
     async def plan(self, ctx: StageContext) -> list[Change]:
         """What apply would do per LB node; reads the nodes' files, changes nothing."""
-        topo = resolved_topology(ctx)
+        topo = ctx.topology
         if lb_mode(topo) == "none":
-            return [Change("keep", "endpoint", endpoint(topo), detail="no load balancers: first master")]
+            first = topo.masters[0] if topo.masters else None
+            where = topo.endpoint or (f"{first.name} ({first.address})" if first else "none")
+            return [Change("keep", "endpoint", where, detail="no load balancers: first master")]
         services = self._services(topo)
 
         async def one(node: Node) -> list[Change]:
             if not node.ip:
-                return [Change("create", "loadbalancer", node.name, node.name, "node not created yet")]
+                return [Change("create", "loadbalancer", node.name, node.name,
+                               f"node not created yet; {node.address}")]
             try:
                 remote = await pool.get(node.ip, name=node.name)
             except RemoteError:
@@ -120,7 +108,7 @@ class KeepalivedHaproxy:
 
     async def apply(self, ctx: StageContext) -> list[Change]:
         """Converge every LB node; records the endpoint, the VIP and per-node config hashes."""
-        topo = resolved_topology(ctx)
+        topo = ctx.topology
         self._record_endpoint(ctx, topo)
         if lb_mode(topo) == "none":
             ctx.record["nodes"] = {}
@@ -183,7 +171,7 @@ class KeepalivedHaproxy:
         if ctx.options.get("machines_deleted"):
             ctx.record.clear()
             return []
-        topo = resolved_topology(ctx)
+        topo = ctx.topology
         paths = [self.layout.haproxy_cfg, self.layout.keepalived_conf, self.layout.check_script,
                  node_ops.SYSCTL_FILE]
 

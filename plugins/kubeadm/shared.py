@@ -365,12 +365,12 @@ def finish_kubeconfig(ctx: StageContext, fetched: str) -> list[str]:
     if getattr(other, "merge_kubeconfig", False):
         target = Path(ctx.options.get("user_kubeconfig") or kubeconfig.default_user_kubeconfig())
         try:
-            previous = kubeconfig.current_context(target)
-            if previous and previous != ctx.cluster:
-                ctx.record["previous_context"] = previous
-            if kubeconfig.merge_into(target, text, ctx.cluster):
-                notes.append(f"merged into {target}")
-            ctx.record["merged_into"] = str(target)
+            merged = kubeconfig.merge_into(target, text, ctx.cluster, name=ctx.options.get("kubeconfig_name"),
+                                           receipt=ctx.record.get(kubeconfig.RECEIPT_KEY))
+            ctx.record[kubeconfig.RECEIPT_KEY] = merged.receipt  # destroy removes exactly these entries
+            ctx.record["merged_into"] = merged.receipt["file"]
+            if merged.changed:
+                notes.append(f"merged into {target} as '{merged.receipt['name']}'")
         except (kubeconfig.KubeconfigError, OSError) as exc:
             # like the original: a merge failure is only a warning, the cluster is fine
             ctx.progress(ctx.cluster, f"warning: kubeconfig not merged into {target}: {exc}")
@@ -381,19 +381,20 @@ def finish_kubeconfig(ctx: StageContext, fetched: str) -> list[str]:
 def drop_kubeconfig(ctx: StageContext) -> list[str]:
     """Undoes finish_kubeconfig: removes the merged entries (only if apply merged) and the file."""
     notes = []
-    merged = ctx.record.get("merged_into")
-    if merged:
+    receipt = ctx.record.get(kubeconfig.RECEIPT_KEY)
+    if receipt:
         try:
-            if kubeconfig.remove_from(Path(merged), ctx.cluster, restore=ctx.record.get("previous_context")):
-                notes.append(f"removed from {merged}")
+            removal = kubeconfig.remove_from(receipt)
+            notes += [f"removed {e} from {receipt['file']}" for e in removal.removed]
+            notes += [f"left {e} in {receipt['file']}" for e in removal.kept]
         except (kubeconfig.KubeconfigError, OSError) as exc:
-            ctx.progress(ctx.cluster, f"warning: could not remove the cluster from {merged}: {exc}")
+            ctx.progress(ctx.cluster, f"warning: could not remove the cluster from {receipt['file']}: {exc}")
     path = Path(ctx.cluster_dir) / "kubeconfig"
     if path.exists():
         path.unlink()
         notes.append(f"deleted {path}")
     ctx.record.pop("merged_into", None)
-    ctx.record.pop("previous_context", None)
+    ctx.record.pop(kubeconfig.RECEIPT_KEY, None)
     ctx.record.pop("kubeconfig", None)
     return notes
 

@@ -12,6 +12,7 @@ import io
 from dataclasses import dataclass
 
 import pycdlib
+from kubitect_plugins.libvirt.node_keys import NodeHostKey
 from kubitect_plugins.libvirt.render import render
 
 VOLUME_LABEL = "cidata"
@@ -45,17 +46,22 @@ class SeedFiles:
 
 def render_seed(*, hostname: str, user: str, public_key: str, update_on_boot: bool,
                 instance_id: str, nic: str, static: bool, ip: str | None, prefix: int,
-                gateway: str, nameservers: tuple[str, ...] | list[str], mac: str | None = None) -> SeedFiles:
+                gateway: str, nameservers: tuple[str, ...] | list[str], mac: str | None = None,
+                host_key: NodeHostKey | None = None) -> SeedFiles:
     """Renders user-data, meta-data and network-config v2 for one node.
 
     `static` is True in route and bridge modes with an IP (the guest configures the address);
     in nat mode the guest uses DHCP and gets its address from the libvirt reservation. With
     `mac`, the NIC is matched by MAC and named `nic`, so the config applies whatever name the
     guest kernel gave the device (PCI slot order differs between machine types).
+
+    `host_key` becomes the node's only SSH host key (cloud-init deletes the image's keys and
+    generates none), so the key kubitect pinned is the key the node presents. The user-data then
+    holds a secret: it is written only into the seed ISO, never logged.
     """
     user_data = render("user-data.j2", hostname=hostname, user=user, public_key=public_key,
                        update_on_boot=bool(update_on_boot), update_index_timeout=UPDATE_INDEX_TIMEOUT_S,
-                       update_status_file=UPDATE_STATUS_FILE)
+                       update_status_file=UPDATE_STATUS_FILE, host_key=host_key)
     meta_data = render("meta-data.j2", instance_id=instance_id, hostname=hostname)
     network_config = render("network-config.j2", nic=nic, static=bool(static and ip), ip=ip,
                             prefix=prefix, gateway=gateway, nameservers=list(nameservers), mac=mac)

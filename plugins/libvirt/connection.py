@@ -8,14 +8,13 @@ run in order, different hosts run concurrently, and the asyncio loop never block
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import libvirt
+from kubitect_plugins.libvirt.host_ssh import HostSsh, check_host_key, write_wrapper
 
 T = TypeVar("T")
 
@@ -35,16 +34,19 @@ def quiet_libvirt() -> None:
 class HostConnection:
     """A host's libvirt connection and the one thread allowed to use it during a run."""
 
-    def __init__(self, host: str, uri: str):
+    def __init__(self, host: str, uri: str, ssh: HostSsh | None = None):
         self.host = host
         self.uri = uri
+        self.ssh = ssh  # a remote host: its key is pinned or checked before libvirt connects
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"libvirt-{host}")
         self._conn: libvirt.virConnect | None = None
 
     def _open(self) -> libvirt.virConnect:
         if self._conn is None:
             quiet_libvirt()
-            _probe_ssh_endpoint(self.host, self.uri)
+            if self.ssh is not None:
+                write_wrapper(self.ssh)
+                check_host_key(self.ssh)
             try:
                 self._conn = libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
@@ -89,11 +91,11 @@ class ConnectionCache:
         self._by_key: dict[tuple[str, str], HostConnection] = {}
         self._lock = threading.Lock()
 
-    def get(self, host: str, uri: str) -> HostConnection:
+    def get(self, host: str, uri: str, ssh: HostSsh | None = None) -> HostConnection:
         with self._lock:
             key = (host, uri)
             if key not in self._by_key:
-                self._by_key[key] = HostConnection(host, uri)
+                self._by_key[key] = HostConnection(host, uri, ssh)
             return self._by_key[key]
 
     def find(self, host: str) -> HostConnection | None:
@@ -126,22 +128,3 @@ def lookup(fn: Callable[[str], Any], name: str) -> Any | None:
         if is_missing(exc):
             return None
         raise
-
-
-SSH_PROBE_TIMEOUT_S = 8.0
-
-
-def _probe_ssh_endpoint(host: str, uri: str, timeout: float = SSH_PROBE_TIMEOUT_S) -> None:
-    """Fails fast, naming the host, when a qemu+ssh host's SSH port does not answer.
-
-    libvirt's ssh transport waits for the TCP stack's own timeout (minutes) on an address that
-    drops packets; a bounded TCP connect first turns that into a clear error within seconds.
-    """
-    parsed = urlsplit(uri)
-    if not parsed.scheme.endswith("+ssh") or not parsed.hostname:
-        return
-    try:
-        socket.create_connection((parsed.hostname, parsed.port or 22), timeout=timeout).close()
-    except OSError as exc:
-        raise ConnectionError(f"host {host}: {parsed.hostname}:{parsed.port or 22} does not answer SSH "
-                              f"({exc or 'timed out'}); check hosts[].connection") from exc

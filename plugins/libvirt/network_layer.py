@@ -2,7 +2,10 @@
 
 Bridge mode creates nothing (the VMs attach to the host's existing bridge). In nat mode every
 node with an IP gets a DHCP host reservation by MAC, so the guest can use DHCP and still get its
-configured address. No nwfilter is attached: the VRRP VIP must be able to move between VMs.
+configured address. A node without an IP (DHCP) gets a reservation of the address it was first
+leased, made by the vms layer once the lease is known (`pin`), so its address survives reboots
+and lease expiry; this layer keeps such reservations for as long as the node is in the topology.
+No nwfilter is attached: the VRRP VIP must be able to move between VMs.
 
 Runs on the host's worker thread; `dry_run` makes it a plan (nothing touched).
 """
@@ -25,12 +28,13 @@ from kubitect_core.topology import Node
 
 @dataclass(frozen=True)
 class Reservation:
-    mac: str
+    mac: str  # "" for an address held by name only (the VIP): no machine has that MAC
     name: str
     ip: str
 
     def xml(self) -> str:
-        return f"<host mac='{self.mac}' name='{self.name}' ip='{self.ip}'/>"
+        mac = f"mac='{self.mac}' " if self.mac else ""
+        return f"<host {mac}name='{self.name}' ip='{self.ip}'/>"
 
 
 def dhcp_range(net: NetSpec) -> tuple[str, str]:
@@ -42,11 +46,22 @@ def dhcp_range(net: NetSpec) -> tuple[str, str]:
     return str(ipaddress.IPv4Address(start)), str(ipaddress.IPv4Address(last))
 
 
-def reservations(net: NetSpec, nodes: list[tuple[Node, str]]) -> list[Reservation]:
-    """DHCP reservations for nodes with an IP (nat mode only), sorted by name."""
+def vip_name(cluster: str) -> str:
+    """The reservation name that holds the VIP (`<cluster>-vip`: no node is named so)."""
+    return f"{cluster}-vip"
+
+
+def reservations(net: NetSpec, nodes: list[tuple[Node, str]], vip: str | None = None,
+                 cluster: str = "") -> list[Reservation]:
+    """DHCP reservations (nat mode only), sorted by name: one per node with an IP, by MAC, and
+    one holding the VIP by name. dnsmasq leases no reserved address to anyone else, so a DHCP
+    node can get neither a configured node's address nor the VIP keepalived will claim."""
     if net.mode != "nat":
         return []
-    return sorted((Reservation(mac, n.name, n.ip) for n, mac in nodes if n.ip), key=lambda r: r.name)
+    out = [Reservation(mac, n.name, n.ip) for n, mac in nodes if n.ip]
+    if vip:
+        out.append(Reservation("", vip_name(cluster), vip))
+    return sorted(out, key=lambda r: r.name)
 
 
 def network_xml(cluster: str, net: NetSpec, res: list[Reservation]) -> tuple[str, str]:
@@ -74,6 +89,29 @@ def _bridge_of(xml: str) -> str | None:
     return el.get("name") if el is not None else None
 
 
+def pinned(reserved: set[Reservation], nodes: list[tuple[Node, str]]) -> set[Reservation]:
+    """The reservations of DHCP nodes (their leases, pinned by the vms layer) among `reserved`."""
+    dhcp = {(mac.lower(), n.name) for n, mac in nodes if not n.ip}
+    return {r for r in reserved if (r.mac, r.name) in dhcp}
+
+
+def pin(conn: libvirt.virConnect, network: str, res: Reservation) -> bool:
+    """Reserves `res.ip` for `res.mac` in the network (live and persistent); True when it changed.
+
+    An entry of the same MAC (or name) with another address is replaced, so the reservation always
+    says what the vms layer recorded.
+    """
+    net = conn.networkLookupByName(network)
+    current = _current_reservations(net.XMLDesc(0))
+    if res in current:
+        return False
+    for old in current:
+        if old.mac == res.mac or old.name == res.name:
+            _update_host(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, old)
+    _update_host(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, res)
+    return True
+
+
 def _update_host(net: libvirt.virNetwork, command: int, res: Reservation) -> None:
     flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
     if net.isActive():
@@ -88,7 +126,7 @@ def _remove(net: libvirt.virNetwork) -> None:
 
 
 def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
-             nodes: list[tuple[Node, str]], dry_run: bool) -> tuple[list[Change], dict | None]:
+             nodes: list[tuple[Node, str]], dry_run: bool, vip: str | None = None) -> tuple[list[Change], dict | None]:
     """Plans or applies the host's cluster network; returns the changes and the record entry."""
     changes: list[Change] = []
     name = f"{cluster}-network"
@@ -99,7 +137,7 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
             _remove(obj)
     if net.mode == "bridge":
         return changes, {"mode": "bridge", "bridge": net.bridge}
-    res = reservations(net, nodes)
+    res = reservations(net, nodes, vip, cluster)
     xml, digest = network_xml(cluster, net, res)
     existing = lookup(conn.networkLookupByName, name)
     if existing is not None:
@@ -123,7 +161,7 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
         existing.create()
         return changes, {"name": name, "mode": net.mode, "bridge": _bridge_of(existing.XMLDesc(0))}
     have = _current_reservations(existing.XMLDesc(0))
-    want = set(res)
+    want = set(res) | pinned(have, nodes)
     added, removed = sorted(want - have, key=str), sorted(have - want, key=str)
     started = not existing.isActive()
     if added or removed or started:

@@ -99,13 +99,13 @@ def cluster_pools(conn: libvirt.virConnect, cluster: str,
     """The cluster's pools by name: its main pool, its data pools, and any name in `known`."""
     names = Names(cluster)
     others = {c for c in known_clusters(conn) if c != cluster and c.startswith(cluster + "-")}
-    data_re = re.compile(rf"^{re.escape(cluster)}-(.+){DATA_SUFFIX}$")
+    data_re = re.compile(rf"{re.escape(cluster)}-(.+){DATA_SUFFIX}")
     out = {}
     for pool in conn.listAllStoragePools(0):
         name = pool.name()
         if name == names.main_pool or name in (known or set()):
             out[name] = pool
-        elif data_re.match(name) and not any(name.startswith(o + "-") for o in others):
+        elif data_re.fullmatch(name) and not any(name.startswith(o + "-") for o in others):
             out[name] = pool
     return out
 

@@ -15,19 +15,31 @@ Record layout (the stage's `ctx.record` slice):
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import libvirt
-from kubitect_plugins.libvirt import hosttype, images, network_layer, storage_layer, vms_layer
+from kubitect_plugins.libvirt import host_ssh, hosttype, images, network_layer, node_keys, storage_layer, vms_layer
 from kubitect_plugins.libvirt.connection import ConnectionCache, HostConnection, lookup
-from kubitect_plugins.libvirt.readiness import lease_ip, update_warning, wait_ready
+from kubitect_plugins.libvirt.host_ssh import HostSsh
+from kubitect_plugins.libvirt.readiness import (
+    NotReady,
+    boot_diagnosis,
+    check_lease,
+    ipv4_leases,
+    update_warning,
+    wait_leases,
+    wait_ready,
+)
 from kubitect_plugins.libvirt.spec import (
     HostSpec,
     Names,
+    NetSpec,
     attr,
     host_specs,
     image_spec,
@@ -37,10 +49,20 @@ from kubitect_plugins.libvirt.spec import (
 
 from kubitect_core.contracts import Change, StageContext
 from kubitect_core.images.vm_image import vm_image_for_source
+from kubitect_core.remote import RemoteError
 from kubitect_core.topology import Node
 
 LAYERS = ("network", "storage", "vms")
 DEFAULT_MAX_BOOTING = 3  # 2-core hosts: more VMs booting at once only slows all of them
+
+
+def _host_line(host: str, exc: BaseException) -> str:
+    """`host: cause`, once: causes that already name the host ("host h1: ...") are not prefixed again."""
+    text = str(exc).strip() or type(exc).__name__
+    for prefix in (f"host {host}: ", f"{host}: "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return f"{host}: {text}"
 
 
 class LibvirtError(RuntimeError):
@@ -55,20 +77,32 @@ class LibvirtProvider:
     def __init__(self) -> None:
         self.connections = ConnectionCache()
         self._domain_types: dict[tuple[str, str], str] = {}  # (host, uri) -> "kvm" | "qemu"
+        self._scratch: tempfile.TemporaryDirectory | None = None
 
     # -- connections -----------------------------------------------------------------------
 
+    def _ssh_dir(self, ctx: StageContext) -> Path:
+        """Where hosts' pinned keys and ssh wrappers live: the cluster's ssh dir. A plan of a
+        cluster never applied creates no cluster directory: it uses a scratch one for the run."""
+        if ctx.cluster_dir.is_dir():
+            return ctx.cluster_dir / "ssh"
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="kubitect-plan-")
+        return Path(self._scratch.name) / "ssh"
+
     def host_specs(self, ctx: StageContext, hosts: list[str]) -> dict[str, HostSpec]:
-        """The hosts to work on; a host gone from the config is reached through its recorded URI,
-        so scaling a host away can still clean it up."""
-        specs = host_specs(ctx.config, ctx.options.get("libvirt_uris"))
+        """The hosts to work on; a host gone from the config is reached through its recorded
+        access (or URI), so scaling a host away can still clean it up."""
+        specs = host_specs(ctx.config, ctx.options.get("libvirt_uris"), self._ssh_dir(ctx))
         recorded = ctx.record.get("hosts", {})
         out = {}
         for h in hosts:
             if h in specs:
                 out[h] = specs[h]
             elif h in recorded:
-                out[h] = HostSpec(name=h, uri=recorded[h]["uri"], remote=False, main_pool_path="")
+                ssh = HostSsh.from_record(recorded[h].get("ssh"))
+                out[h] = HostSpec(name=h, uri=ssh.uri() if ssh else recorded[h]["uri"], remote=ssh is not None,
+                                  main_pool_path="", ssh=ssh)
             else:
                 raise LibvirtError(f"host '{h}' is neither configured nor recorded")
         return out
@@ -85,6 +119,9 @@ class LibvirtProvider:
     def close(self) -> None:
         """Closes every connection (the end of a process run)."""
         self.connections.close_all()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
 
     async def _each_host(self, ctx: StageContext, hosts: list[str],
                          fn: Callable[[HostSpec, HostConnection], Awaitable[list[Change]]],
@@ -94,17 +131,19 @@ class LibvirtProvider:
             ctx.record.setdefault("hosts", {})
             for h, spec in specs.items():
                 ctx.record["hosts"].setdefault(h, {})["uri"] = spec.uri
-        results = await asyncio.gather(*(fn(spec, self.connection(h, spec.uri)) for h, spec in specs.items()),
-                                       return_exceptions=True)
+                if spec.ssh is not None:
+                    ctx.record["hosts"][h]["ssh"] = spec.ssh.as_record()
+        results = await asyncio.gather(*(fn(spec, self.connections.get(h, spec.uri, spec.ssh))
+                                         for h, spec in specs.items()), return_exceptions=True)
         changes: list[Change] = []
         errors = []
         for h, res in zip(specs, results, strict=True):
             if isinstance(res, BaseException):
-                errors.append(f"{h}: {res}")
+                errors.append(_host_line(h, res))
             else:
                 changes += res
         if errors:
-            raise LibvirtError("; ".join(errors))
+            raise LibvirtError("\n".join(errors))
         return changes
 
     # -- contract --------------------------------------------------------------------------
@@ -116,6 +155,10 @@ class LibvirtProvider:
         image = image_spec(ctx.config)
         if "://" not in image.source and not Path(image.source).is_file():
             problems.append(f"cluster.nodeTemplate.os.source: image file {image.source} does not exist")
+        if net.mode == "bridge":
+            problems += [f"node {n.name}: no ip, and in bridge mode the address a DHCP server outside "
+                         "kubitect hands out cannot be learned; give it an ip (or use network mode nat)"
+                         for h in hosts for n in self._nodes(ctx, h) if not n.ip]
 
         async def check(spec: HostSpec, hc: HostConnection) -> list[Change]:
             try:
@@ -150,6 +193,9 @@ class LibvirtProvider:
             if layer == "vms":
                 recorded = [n for n, v in ctx.record.get("nodes", {}).items() if v.get("host") == h]
                 out = await hc.call(lambda c: vms_layer.destroy(c, cluster=cluster, host=h, recorded=recorded))
+                keys = node_keys.store_for(ctx)
+                for n in {*recorded, *(c.name for c in out if c.kind == "domain")}:
+                    node_keys.forget(ctx, keys, n, ctx.record.get("nodes", {}).get(n, {}).get("ip"))
                 for n in recorded:
                     ctx.record["nodes"].pop(n, None)
                 return out
@@ -164,6 +210,8 @@ class LibvirtProvider:
             recorded = [rec["name"]] if rec.get("name") else []
             out = await hc.call(lambda c: network_layer.destroy(c, cluster=cluster, host=h, recorded=recorded))
             ctx.record.get("networks", {}).pop(h, None)
+            if spec.ssh is not None:  # the host's last layer is gone: so is its pinned key
+                host_ssh.forget(spec.ssh)
             return out
 
         async def forget(spec: HostSpec, hc: HostConnection) -> list[Change]:
@@ -215,7 +263,7 @@ class LibvirtProvider:
         async def one(spec: HostSpec, hc: HostConnection) -> list[Change]:
             nodes = [(n, node_mac(topo, n)) for n in self._nodes(ctx, spec.name)]
             changes, rec = await hc.call(lambda c: network_layer.converge(
-                c, cluster=ctx.cluster, host=spec.name, net=net, nodes=nodes, dry_run=dry_run))
+                c, cluster=ctx.cluster, host=spec.name, net=net, nodes=nodes, dry_run=dry_run, vip=topo.vip))
             if not dry_run:
                 ctx.record.setdefault("networks", {})[spec.name] = rec
             return changes
@@ -312,6 +360,7 @@ class LibvirtProvider:
         names = Names(ctx.cluster)
         sem = asyncio.Semaphore(int(ctx.options.get("max_booting", DEFAULT_MAX_BOOTING)))
         previous = dict(ctx.record.get("nodes", {}))
+        keys = node_keys.store_for(ctx)
 
         async def one(spec: HostSpec, hc: HostConnection) -> list[Change]:
             h = spec.name
@@ -323,51 +372,115 @@ class LibvirtProvider:
             dtype = await self._domain_type(ctx, h, hc, kernel, dry_run)
             res = await hc.call(lambda c: vms_layer.converge(
                 c, cluster=ctx.cluster, host=h, net=net, tpl=tpl, nodes=nodes, domain_type=dtype,
-                pool_dirs=pool_dirs, dry_run=dry_run))
+                pool_dirs=pool_dirs, dry_run=dry_run, host_keys=keys))
             if dry_run:
                 return res.changes
             ctx.record["hosts"].setdefault(h, {})["domain_type"] = dtype
             nodes_rec = ctx.record.setdefault("nodes", {})
             for name in list(nodes_rec):
                 if nodes_rec[name].get("host") == h and name not in res.nodes:
+                    node_keys.forget(ctx, keys, name, nodes_rec[name].get("ip"))
                     del nodes_rec[name]
             for name, rec in res.nodes.items():
                 before = previous.get(name, {})
                 rec["ready"] = before.get("ready", False)
-                if rec["ip"] is None and before.get("mac") == rec["mac"]:
-                    rec["ip"] = before.get("ip")  # a DHCP node keeps the lease it was seen with
+                if rec["dhcp"] and before.get("mac") == rec["mac"]:
+                    rec["ip"] = before.get("ip")  # the lease it was set up at (checked against the server)
                 nodes_rec[name] = rec
             pending = [n for n in res.nodes if n in res.to_start or not nodes_rec[n]["ready"]]
-            await asyncio.gather(*(self._boot(ctx, hc, nodes_rec[n], names, sem, n in res.to_start)
-                                   for n in pending))
-            return res.changes
+            running = [n for n in res.nodes if n not in pending and nodes_rec[n]["dhcp"]]
+            done = await asyncio.gather(
+                *(self._boot(ctx, hc, nodes_rec[n], net, sem, n in res.to_start, keys) for n in pending),
+                *(self._settle_lease(ctx, hc, nodes_rec[n], net, wait=None) for n in running))
+            return res.changes + [c for extra in done for c in extra]
 
         return await self._each_host(ctx, hosts, one, record=not dry_run)
 
-    async def _boot(self, ctx: StageContext, hc: HostConnection, rec: dict[str, Any], names: Names,
-                    sem: asyncio.Semaphore, start: bool) -> None:
-        """Starts a node (bounded concurrency) and waits until SSH answers and cloud-init is done.
+    @staticmethod
+    def _waits(ctx: StageContext, hc: HostConnection) -> bool:
+        """Whether guests are waited for (leases, SSH). The test driver runs no guest: not there,
+        unless a test asks for it (option `libvirt_wait`) with doubles for leases and SSH."""
+        return bool(ctx.options.get("libvirt_wait", not hc.is_test_driver))
 
-        The test driver runs no guest: there the node is started and not waited for.
+    async def _boot(self, ctx: StageContext, hc: HostConnection, rec: dict[str, Any], net: NetSpec,
+                    sem: asyncio.Semaphore, start: bool, keys: node_keys.NodeKeyStore) -> list[Change]:
+        """Starts a node (bounded concurrency) and waits until SSH answers and cloud-init is done;
+        a DHCP node's lease is waited for, checked and pinned first (`_settle_lease`).
+
+        The node's generated host key is pinned for its address before the first contact (for a
+        DHCP node: once the lease is known and agrees with the record).
         """
         name = rec["name"]
         async with sem:
             if start:
                 ctx.progress(name, "starting")
                 await hc.call(lambda c: vms_layer.start(c, name))
-            if hc.is_test_driver or ctx.options.get("libvirt_wait") is False:
-                return
-            if not rec.get("ip"):
-                ctx.progress(name, "waiting for a DHCP lease")
-                rec["ip"] = await lease_ip(hc, names.network, rec["mac"],
-                                           timeout=float(ctx.options.get("boot_timeout", 600)))
+            node_keys.pin(ctx, keys, name, rec.get("ip"))
+            if not self._waits(ctx, hc):
+                return []
+            timeout = float(ctx.options.get("boot_timeout", 600))
+            changes = await self._settle_lease(ctx, hc, rec, net, wait=timeout) if rec.get("dhcp") else []
+            node_keys.pin(ctx, keys, name, rec.get("ip"))
             ctx.progress(name, f"waiting for SSH on {rec['ip']} and cloud-init")
-            update = await wait_ready(ctx, rec["ip"], timeout=float(ctx.options.get("boot_timeout", 600)))
+            try:
+                update = await wait_ready(ctx, rec["ip"], timeout=timeout)
+            except (RemoteError, NotReady) as exc:
+                local = hc.uri.split("://", 1)[-1].startswith("/")
+                why = await hc.call(lambda c: boot_diagnosis(c, name, local=local))
+                raise NotReady(f"{exc}\n  {why}") from exc
             rec["ready"] = True
             if update:
                 rec["update_on_boot"] = update
             warning = update_warning(update)
             ctx.progress(name, f"ready; {warning}" if warning else "ready")
+            return changes
+
+    async def _settle_lease(self, ctx: StageContext, hc: HostConnection, rec: dict[str, Any], net: NetSpec,
+                            wait: float | None) -> list[Change]:
+        """A DHCP node's address: the lease (waited for up to `wait` seconds, else only looked up),
+        refused when it moved away from the recorded one (`check_lease`), recorded right away, and
+        kept stable by a DHCP reservation MAC -> IP in the cluster network.
+
+        Why a reservation: libvirt's dnsmasq hands a returning MAC its old address only while it
+        remembers the lease; the reservation makes the address part of the network's definition.
+        """
+        if not self._waits(ctx, hc):
+            return []
+        name, mac, host = rec["name"], rec["mac"], rec["host"]
+        network = Names(ctx.cluster).network
+        if net.mode == "bridge":  # preflight refuses this; no DHCP server of ours to ask
+            raise NotReady(f"node {name} has no ip and network mode is bridge: its address cannot be known")
+        if rec.get("ip") and not _is_ipv4(rec["ip"]):
+            raise NotReady(f"node {name}: the vms record holds {rec['ip']!r} as its address, which is no IPv4 "
+                           "address; remove the node's entry from the record and run the vms stage again")
+        if wait is None:
+            current = await hc.call(lambda c: ipv4_leases(c, network, mac))
+        else:
+            if not rec.get("ip"):
+                ctx.progress(name, "waiting for a DHCP lease")
+            current = await wait_leases(hc, network, mac, timeout=wait)
+        recorded = rec.get("ip")
+        if recorded and current and recorded not in current:
+            await hc.call(lambda c: network_layer.pin(c, network, network_layer.Reservation(mac, name, recorded)))
+            check_lease(name, mac, recorded, current, network=network, host=host)
+        ip = recorded or (current[0] if current else None)
+        if ip is None:
+            return []
+        if not recorded:
+            rec["ip"] = ip
+            ctx.checkpoint()  # recorded before anything else can fail
+            ctx.progress(name, f"leased {ip}")
+        if await hc.call(lambda c: network_layer.pin(c, network, network_layer.Reservation(mac, name, ip))):
+            return [Change("change", "network", network, host, f"reserved {ip} for {name} (its DHCP lease)")]
+        return []
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(str(text))
+    except ValueError:
+        return False
+    return True
 
 
 def _check_layer(layer: str) -> None:

@@ -8,6 +8,7 @@ import time
 import libvirt
 from kubitect_plugins.libvirt.cloudinit import UPDATE_INDEX_TIMEOUT_S, UPDATE_STATUS_FILE
 from kubitect_plugins.libvirt.connection import HostConnection
+from kubitect_plugins.libvirt.spec import serial_log
 
 from kubitect_core import remote
 from kubitect_core.contracts import StageContext
@@ -19,19 +20,46 @@ class NotReady(RuntimeError):
     """A VM did not get an address, answer SSH, or finish cloud-init in time."""
 
 
-async def lease_ip(hc: HostConnection, network: str, mac: str, timeout: float) -> str:
-    """The IPv4 the cluster network's DHCP server leased to `mac` (nat nodes without an IP)."""
+class LeaseChanged(NotReady):
+    """A DHCP node's lease is no longer the address it was set up at (and recorded with)."""
+
+
+def ipv4_leases(conn: libvirt.virConnect, network: str, mac: str) -> list[str]:
+    """The IPv4 addresses the network's DHCP server currently leases to `mac` (usually one)."""
+    leases = conn.networkLookupByName(network).DHCPLeases(mac, 0)
+    return [lease["ipaddr"] for lease in leases
+            if lease.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and lease.get("ipaddr")]
+
+
+async def wait_leases(hc: HostConnection, network: str, mac: str, timeout: float) -> list[str]:
+    """The IPv4 leases the cluster network's DHCP server holds for `mac`, once there is one."""
     deadline = time.monotonic() + timeout
-
-    def leases(conn: libvirt.virConnect) -> list[dict]:
-        return conn.networkLookupByName(network).DHCPLeases(mac, 0)
-
-    while time.monotonic() < deadline:
-        for lease in await hc.call(leases):
-            if lease.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and lease.get("ipaddr"):
-                return lease["ipaddr"]
+    while True:
+        found = await hc.call(lambda c: ipv4_leases(c, network, mac))
+        if found:
+            return found
+        if time.monotonic() >= deadline:
+            raise NotReady(f"no DHCP lease for MAC {mac} on {network} within {timeout:.0f} s")
         await asyncio.sleep(POLL)
-    raise NotReady(f"no DHCP lease for MAC {mac} on {network} within {timeout:.0f} s")
+
+
+def check_lease(node: str, mac: str, recorded: str | None, current: list[str], *, network: str,
+                host: str) -> None:
+    """Refuses a node whose DHCP lease moved away from the address it was recorded (and set up) at.
+
+    Everything after the vms stage (HAProxy backends, certificates, kubelet's node IP) was made
+    for the recorded address, so a new one is never taken over silently. No lease at all (the
+    server forgot it, the node is down) proves nothing and passes: the reservation brings the
+    recorded address back at the next request.
+    """
+    if not recorded or not current or recorded in current:
+        return
+    raise LeaseChanged(
+        f"node {node} (MAC {mac}) was set up at {recorded}, but network {network} on host {host} now "
+        f"leases it {', '.join(current)}: the DHCP reservation that kept its address was removed or "
+        f"changed. kubitect has reserved {recorded} for it again; restart the node (virsh reboot "
+        f"{node}) so it takes {recorded} back, then run the vms stage again. To give the cluster new "
+        "addresses, destroy and re-create it.")
 
 
 async def wait_ready(ctx: StageContext, ip: str, timeout: float) -> str | None:
@@ -65,3 +93,30 @@ def update_warning(status: str | None) -> str | None:
                 f"packages were not updated (the index gets at most {UPDATE_INDEX_TIMEOUT_S} s, then the boot "
                 "goes on)")
     return f"WARNING updateOnBoot: {status}"
+
+
+def boot_diagnosis(conn: libvirt.virConnect, name: str, *, local: bool, lines: int = 15) -> str:
+    """What a user needs when a node never answered: the domain's state and where its boot
+    console is logged; on a local host, the console's last lines too (a remote host's log is read
+    there, the path is named)."""
+    state = "unknown"
+    try:
+        code = conn.lookupByName(name).state()[0]
+        state = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
+                 libvirt.VIR_DOMAIN_SHUTOFF: "shut off", libvirt.VIR_DOMAIN_CRASHED: "crashed"}.get(
+                     code, f"state {code}")
+    except libvirt.libvirtError as exc:
+        state = f"not found ({exc.get_error_message()})"
+    log = serial_log(name)
+    out = f"domain {name} is {state}; its boot console is logged at {log}"
+    if local:
+        try:
+            with open(log, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 8192))
+                tail = f.read().decode("utf-8", "replace").splitlines()[-lines:]
+        except OSError:
+            tail = []
+        if tail:
+            out += "; its last lines:\n    " + "\n    ".join(line.rstrip() for line in tail)
+    return out

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubitect_plugins.libvirt.host_ssh import HostSsh, host_ssh
+
 from kubitect_core.config.resolve import DISTRO_PRESETS as CORE_PRESETS
 from kubitect_core.topology import Node, Topology
 
@@ -79,6 +81,7 @@ class HostSpec:
     remote: bool
     main_pool_path: str  # parent directory; the pool dir is <this>/<cluster>-main-resource-pool
     data_pools: dict[str, str] = field(default_factory=dict)  # pool name -> parent directory
+    ssh: HostSsh | None = None  # a qemu+ssh host (not an overridden URI)
 
 
 @dataclass(frozen=True)
@@ -157,41 +160,44 @@ class Names:
         return out
 
 
-def host_uri(host: Any, overrides: dict[str, str] | None = None) -> tuple[str, bool]:
+def host_uri(host: Any, overrides: dict[str, str] | None = None,
+             ssh_dir: Path | None = None) -> tuple[str, bool]:
     """The libvirt URI of a configured host and whether it is remote.
 
     Why overridable: tests map hosts to `test:///default` (option `libvirt_uris` or env
     `KUBITECT_LIBVIRT_URI_<HOST>`), and a lab may reach a "local" host through another socket.
+    A remote host's URI checks its SSH host key (see host_ssh); `ssh_dir` is the cluster's.
     """
+    uri, remote, _ssh = _host_access(host, overrides, ssh_dir)
+    return uri, remote
+
+
+def _host_access(host: Any, overrides: dict[str, str] | None,
+                 ssh_dir: Path | None) -> tuple[str, bool, HostSsh | None]:
     name = attr(host, "name")
     ctype = str(attr(host, "connection.type", "local")).lower()
     remote = ctype == "remote"
     override = (overrides or {}).get(name) or os.environ.get(f"KUBITECT_LIBVIRT_URI_{env_key(name)}")
     if override:
-        return override, remote
+        return override, remote, None
     if not remote:
-        return "qemu:///system", False
-    user = attr(host, "connection.user")
-    ip = attr(host, "connection.ip")
-    port = int(attr(host, "connection.ssh.port", 22))
-    keyfile = os.path.expanduser(str(attr(host, "connection.ssh.keyfile", "")))
-    uri = f"qemu+ssh://{user}@{ip}:{port}/system?keyfile={keyfile}"
-    if not attr(host, "connection.ssh.verify", False):
-        uri += "&no_verify=1"
-    return uri, True
+        return "qemu:///system", False, None
+    ssh = host_ssh(host, ssh_dir or Path("."), attr)
+    return ssh.uri(), True, ssh
 
 
-def host_specs(config: Any, overrides: dict[str, str] | None = None) -> dict[str, HostSpec]:
+def host_specs(config: Any, overrides: dict[str, str] | None = None,
+               ssh_dir: Path | None = None) -> dict[str, HostSpec]:
     """Every configured host, by name, with its URI and pool directories."""
     out: dict[str, HostSpec] = {}
     for host in attr(config, "hosts", []) or []:
-        uri, remote = host_uri(host, overrides)
+        uri, remote, ssh = _host_access(host, overrides, ssh_dir)
         pools = {attr(p, "name"): str(attr(p, "path", DEFAULT_POOL_PATH))
                  for p in attr(host, "data_resource_pools", []) or []}
         out[attr(host, "name")] = HostSpec(
             name=attr(host, "name"), uri=uri, remote=remote,
             main_pool_path=str(attr(host, "main_resource_pool_path", DEFAULT_POOL_PATH)),
-            data_pools=pools)
+            data_pools=pools, ssh=ssh)
     return out
 
 
@@ -226,3 +232,8 @@ def node_mac(topology: Topology, node: Node) -> str:
 def pool_dir(parent: str, pool_name: str) -> str:
     """A pool's directory: `<parent>/<pool name>` (per cluster, since the name starts with it)."""
     return str(Path(parent) / pool_name)
+
+
+def serial_log(node: str) -> str:
+    """Where a node's boot console is logged on its host (the domain's serial <log>)."""
+    return f"/var/log/libvirt/qemu/{node}-serial.log"

@@ -19,6 +19,7 @@ import libvirt
 from kubitect_plugins.libvirt import images
 from kubitect_plugins.libvirt.cloudinit import SeedFiles, build_iso, render_seed
 from kubitect_plugins.libvirt.connection import lookup
+from kubitect_plugins.libvirt.node_keys import NodeHostKey, NodeKeyStore
 from kubitect_plugins.libvirt.ownership import (
     add_recorded,
     cluster_domains,
@@ -27,7 +28,7 @@ from kubitect_plugins.libvirt.ownership import (
     metadata_of,
 )
 from kubitect_plugins.libvirt.render import render, spec_hash
-from kubitect_plugins.libvirt.spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id
+from kubitect_plugins.libvirt.spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id, serial_log
 from kubitect_plugins.libvirt.storage_layer import volume_xml
 
 from kubitect_core.contracts import Change
@@ -67,9 +68,11 @@ def libvirt_cpu_mode(cpu_mode: str, domain_type: str) -> str | None:
     return cpu_mode
 
 
-def node_seed(cluster: str, node: Node, net: NetSpec, tpl: NodeTemplate, mac: str | None = None) -> SeedFiles:
-    """The cloud-init files of one node: static address in route/bridge modes, DHCP in nat."""
-    return render_seed(mac=mac, hostname=node.name, user=tpl.user, public_key=tpl.public_key,
+def node_seed(cluster: str, node: Node, net: NetSpec, tpl: NodeTemplate, mac: str | None = None,
+              host_key: NodeHostKey | None = None) -> SeedFiles:
+    """The cloud-init files of one node: static address in route/bridge modes, DHCP in nat;
+    with `host_key`, the node's SSH host key (see node_keys)."""
+    return render_seed(mac=mac, host_key=host_key, hostname=node.name, user=tpl.user, public_key=tpl.public_key,
                        update_on_boot=tpl.update_on_boot, instance_id=instance_id(cluster, node.name),
                        nic=net.nic, static=net.mode != "nat", ip=node.ip, prefix=net.prefix,
                        gateway=net.gateway, nameservers=net.nameservers)
@@ -91,8 +94,15 @@ def domain_xml(*, cluster: str, node: Node, mac: str, net: NetSpec, tpl: NodeTem
         "bridge": net.bridge if net.mode == "bridge" else None,
     }
     digest = spec_hash(values)
-    xml = render("domain.xml.j2", ns=METADATA_NS, ns_prefix=METADATA_PREFIX, spec=digest, **values)
+    xml = render("domain.xml.j2", ns=METADATA_NS, ns_prefix=METADATA_PREFIX, spec=digest,
+                 serial_log=serial_log(node.name), **values)
     return xml, digest
+
+
+def _host_key(store: NodeKeyStore | None, node: str, create: bool) -> NodeHostKey | None:
+    if store is None:
+        return None
+    return store.ensure(node) if create else store.load(node)
 
 
 def _put_seed(conn, pool, name: str, data: bytes) -> bool:
@@ -127,8 +137,11 @@ def _node_volumes(conn, cluster: str, vm: str) -> list[tuple[str, libvirt.virSto
 
 def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec, tpl: NodeTemplate,
              nodes: list[tuple[Node, str]], domain_type: str, pool_dirs: dict[str, str],
-             dry_run: bool) -> VmResult:
-    """Plans or applies seeds and domains on one host; `pool_dirs` maps pool names to directories."""
+             dry_run: bool, host_keys: NodeKeyStore | None = None) -> VmResult:
+    """Plans or applies seeds and domains on one host; `pool_dirs` maps pool names to directories.
+
+    With `host_keys`, a node created here gets a generated SSH host key in its seed; an existing
+    node keeps the key it was given (none, for a node made before kubitect generated keys)."""
     names = Names(cluster)
     out = VmResult()
     main_pool = lookup(conn.storagePoolLookupByName, names.main_pool)
@@ -140,7 +153,8 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
     wanted = set()
     for node, mac in nodes:
         wanted.add(node.name)
-        seed = node_seed(cluster, node, net, tpl, mac)
+        dom = lookup(conn.lookupByName, node.name)
+        seed = node_seed(cluster, node, net, tpl, mac, _host_key(host_keys, node.name, dom is None and not dry_run))
         seed_name = names.seed(node.name)
         seed_path = str(Path(main_dir) / seed_name)
         disks = [(str(Path(pool_dirs[p]) / v), "qcow2" if i == 0 else "raw")
@@ -148,14 +162,15 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
         xml, digest = domain_xml(cluster=cluster, node=node, mac=mac, net=net, tpl=tpl,
                                  domain_type=domain_type, disks=disks, seed_path=seed_path,
                                  seed_digest=seed.digest, kernel=kernel, initrd=initrd)
+        # name, host, ip, mac, domain: what every provider records (contracts.VmProvider); a DHCP
+        # node's ip is filled in by the provider from the lease.
         out.nodes[node.name] = {"name": node.name, "host": host, "role": node.role, "id": node.id,
-                                "ip": node.ip, "mac": mac, "domain_type": domain_type,
-                                "volumes": [p for p, _f in disks] + [seed_path]}
-        dom = lookup(conn.lookupByName, node.name)
+                                "ip": node.ip, "mac": mac, "domain": node.name, "dhcp": bool(node.dhcp),
+                                "domain_type": domain_type, "volumes": [p for p, _f in disks] + [seed_path]}
         if dom is None:
             out.changes.append(Change("create", "volume", seed_name, host, "cloud-init seed"))
             out.changes.append(Change("create", "domain", node.name, host,
-                                      f"{domain_type}, {node.cpu} vCPU, {node.ram_gib} GiB"))
+                                      f"{domain_type}, {node.cpu} vCPU, {node.ram_gib} GiB, {node.address}"))
             if not dry_run:
                 _put_seed(conn, main_pool, seed_name, build_iso(seed))
                 dom = conn.defineXML(xml)

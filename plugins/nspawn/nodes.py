@@ -195,11 +195,7 @@ def _pin_host_key(ctx: StageContext, node: Node) -> None:
     import asyncssh
 
     key = asyncssh.read_public_key(f"{storage.host_key_path(ctx, node.name)}.pub")
-    kh = Path(ctx.ssh.known_hosts)
-    pinned = remote.pinned_keys(kh, node.ip or "")
-    if [k.public_data for k in pinned] != [key.public_data]:
-        remote.forget_host(kh, node.ip or "")
-        remote.pin_key(kh, node.ip or "", 22, key)
+    remote.pin_key(Path(ctx.ssh.known_hosts), node.ip or "", 22, key, replace=True)
 
 
 async def delete_stale_veth(machine: str) -> bool:
@@ -275,7 +271,9 @@ async def _mac_of(pid: int) -> str | None:
 def _record(ctx: StageContext, node: Node, spec: dict[str, Any], digest: str, pid: int,
             mac: str | None) -> dict[str, Any]:
     return {
-        "name": node.name, "host": node.host, "ip": node.ip, "mac": mac, "pid": pid,
+        # name, host, ip, mac, domain: what every provider records (contracts.VmProvider)
+        "name": node.name, "host": node.host, "ip": node.ip, "mac": mac.lower() if mac else None,
+        "domain": node.name, "pid": pid,
         "role": node.role, "spec": digest, "rootfs": spec["rootfs"],
         "dir": str(storage.node_dir(ctx, node.name)),
         "volumes": {"overlay": "tmpfs (volatile)", **spec["disks"]},
@@ -357,6 +355,9 @@ async def apply(ctx: StageContext, hosts: list[str]) -> list[Change]:
         if pid:
             await stop_process(pid)
         await remove_cgroups(name)
+        ip = records.get(name, {}).get("ip")
+        if ip:  # the node is gone: its pinned key must not vouch for a later machine at this address
+            remote.forget_host(Path(ctx.ssh.known_hosts), ip)
         records.pop(name, None)
         changes.append(Change("delete", "container", name))
     sem = asyncio.Semaphore(int(ctx.options.get("nspawn_parallel", DEFAULT_PARALLEL)))

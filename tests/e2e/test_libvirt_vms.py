@@ -7,9 +7,12 @@ one exercised. Three VMs (lb, master, worker with a data disk) boot from the loc
 12 image on a bridge inside the namespace; each is checked over SSH for hostname, user, sudo,
 static IP and data disk size. Then `kubitect destroy`, and virsh shows nothing of the cluster.
 
-The kubitect processes run under `unshare -m` with a private bind mount over ~/.ssh, so the
-`ssh` libvirt spawns (no_verify=1) records the lab sshd's host key there, not in root's real
-known_hosts.
+Trust, checked on the real path: kubitect pins the lab sshd's host key on first contact (the
+ssh libvirt runs checks it against that pin), and each VM presents exactly the host key kubitect
+generated and pinned before it booted; `addToKnownHosts` puts those keys into the user's
+known_hosts (a private KUBITECT_SSH_DIR, see tests/conftest.py) and destroy takes them out again.
+The kubitect processes also run under `unshare -m` with a private copy bound over root's ~/.ssh
+(or, where root has none, a check that none was made), so nothing reaches root's real ~/.ssh.
 """
 
 from __future__ import annotations
@@ -23,8 +26,13 @@ import sys
 import time
 from pathlib import Path
 
+import asyncssh
 import pytest
 import yaml
+from kubitect_plugins.libvirt.node_keys import NodeKeyStore
+
+from kubitect_core import known_hosts as kh
+from kubitect_core.state import ClusterState
 
 pytestmark = [
     pytest.mark.e2e,
@@ -116,7 +124,7 @@ def _config(tmp: Path, image: Path, keyfile: Path) -> Path:
         "cluster": {
             "name": CLUSTER,
             "network": {"mode": "bridge", "cidr": "10.155.0.0/24", "gateway": "10.155.0.1", "bridge": BRIDGE},
-            "nodeTemplate": {"user": "k8s", "updateOnBoot": False,
+            "nodeTemplate": {"user": "k8s", "updateOnBoot": False, "ssh": {"addToKnownHosts": True},
                              "os": {"distro": "debian12", "source": str(image)}},
             "nodes": {
                 "loadBalancer": {"instances": [{"id": "1", "ip": NODES[f"{CLUSTER}-lb-1"], "cpu": 1, "ram": 1,
@@ -137,15 +145,20 @@ def _config(tmp: Path, image: Path, keyfile: Path) -> Path:
 
 def _kubitect(lab, tmp: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
     """Runs the kubitect CLI inside the lab, with a private ~/.ssh (see the module docstring)."""
+    # Where root has a ~/.ssh, a private copy is bound over it; where it has none, nothing is bound
+    # and the run must not create one (checked after the run).
     ssh_home = tmp / "dot-ssh"
     ssh_home.mkdir(mode=0o700, exist_ok=True)
     dot_ssh = Path(pwd.getpwuid(0).pw_dir) / ".ssh"
-    if not dot_ssh.is_dir():
-        pytest.skip(f"e2e: {dot_ssh} does not exist to bind a private copy over")
     kubitect = str(Path(sys.executable).parent / "kubitect")
-    script = f"mount --bind {ssh_home} {dot_ssh} && exec {kubitect} " + " ".join(args)
-    return lab.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                   capture_output=True, text=True, timeout=timeout)
+    bind = f"mount --bind {ssh_home} {dot_ssh} && " if dot_ssh.is_dir() else ""
+    script = f"{bind}exec {kubitect} " + " ".join(args)
+    had_dot_ssh = dot_ssh.exists()
+    try:
+        return lab.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=timeout)
+    finally:
+        assert dot_ssh.exists() == had_dot_ssh, f"kubitect created {dot_ssh}"
 
 
 def _recorded_nodes(home: Path) -> dict:
@@ -164,10 +177,19 @@ def _virsh(lab, *args: str) -> str:
     return lab.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, check=True).stdout
 
 
-def test_three_vms_over_qemu_ssh_then_destroy(lab, vm_image, tmp_path):
+def _presented_key(lab, ip: str, port: int = 22) -> bytes:
+    """The ed25519 host key the machine at ip:port presents (ssh-keyscan inside the lab)."""
+    out = lab.run(["ssh-keyscan", "-T", "10", "-p", str(port), "-t", "ed25519", ip], capture_output=True,
+                  text=True).stdout
+    return [kh.line_key(line) for line in out.splitlines() if kh.line_key(line)][0].public_data
+
+
+def test_three_vms_over_qemu_ssh_then_destroy(lab, vm_image, tmp_path, private_user_ssh_dir):
     sshd, keyfile = _sshd(lab, tmp_path)
     home = tmp_path / "home"
     cfg = _config(tmp_path, vm_image.qcow2, keyfile)
+    user_kh = private_user_ssh_dir / "known_hosts"
+    user_kh.write_text("# the user's own line\n")
     measured: dict[str, float | str] = {}
     try:
         t0 = time.monotonic()
@@ -181,11 +203,21 @@ def test_three_vms_over_qemu_ssh_then_destroy(lab, vm_image, tmp_path):
         for name, ip in NODES.items():
             assert nodes[name]["ip"] == ip and nodes[name]["host"] == "lab" and nodes[name]["ready"]
             assert all(Path(v).parent.name.startswith(CLUSTER) for v in nodes[name]["volumes"])
-        from kubitect_core.state import ClusterState
         key = ClusterState(home, CLUSTER).ssh_dir / "id_ed25519"
+        cluster_ssh = ClusterState(home, CLUSTER).ssh_dir
+        sshd_key = asyncssh.read_public_key(str(tmp_path / "sshd" / "host_key.pub")).public_data
+        assert [k.public_data for k in kh.keys_for(cluster_ssh / "hosts_known_hosts", "[127.0.0.1]:2222")] \
+            == [sshd_key]  # the host's key, pinned on first contact
+        stored = NodeKeyStore(home / "clusters" / CLUSTER / "libvirt" / "host-keys")
+        for name, ip in NODES.items():
+            generated = stored.load(name).public.public_data
+            assert _presented_key(lab, ip) == generated  # the VM's key is the one kubitect made
+            assert [k.public_data for k in kh.keys_for(cluster_ssh / "known_hosts", ip)] == [generated]
+            assert [k.public_data for k in kh.keys_for(user_kh, ip)] == [generated]  # addToKnownHosts
         for name, ip in NODES.items():
             res = _ssh(lab, key, ip, "hostname; id -un; sudo -n true && echo SUDO-OK; "
-                                     "ip -4 -o addr show scope global; lsblk -b -dn -o NAME,SIZE; cloud-init status")
+                                     "ip -4 -o addr show scope global; lsblk -b -dn -o NAME,SIZE; cloud-init status; "
+                                     "ls /etc/ssh | grep ssh_host_")
             assert res.returncode == 0, f"ssh to {name} ({ip}) failed: {res.stderr}"
             lines = res.stdout.splitlines()
             assert lines[0] == name and lines[1] == "k8s" and lines[2] == "SUDO-OK", res.stdout
@@ -197,6 +229,8 @@ def test_three_vms_over_qemu_ssh_then_destroy(lab, vm_image, tmp_path):
             else:
                 assert "vdb" not in disks, res.stdout
             assert int(disks["vda"]) == 4 << 30, res.stdout  # the overlay main disk, mainDiskSize
+            assert [ln for ln in lines if ln.startswith("ssh_host_")] == [
+                "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"], res.stdout  # no other key made
 
         dumped = _virsh(lab, "dumpxml", f"{CLUSTER}-master-1")
         measured["domain_type"] = "kvm" if "type='kvm'" in dumped.splitlines()[0] else "qemu"
@@ -206,6 +240,7 @@ def test_three_vms_over_qemu_ssh_then_destroy(lab, vm_image, tmp_path):
                           "--auto-approve", "--home", str(home), str(cfg), timeout=300)
         measured["rerun_seconds"] = round(time.monotonic() - t0, 1)
         assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+        assert len(user_kh.read_text().splitlines()) == 1 + len(NODES)  # nothing added twice
     finally:
         t0 = time.monotonic()
         gone = _kubitect(lab, tmp_path, "destroy", "--cluster", CLUSTER, "--auto-approve", "--home",
@@ -214,6 +249,7 @@ def test_three_vms_over_qemu_ssh_then_destroy(lab, vm_image, tmp_path):
         print("\nmeasured:", json.dumps(measured))
         print(gone.stdout[-2500:])
     assert gone.returncode == 0, gone.stdout[-2000:] + gone.stderr[-2000:]
+    assert user_kh.read_text() == "# the user's own line\n"  # exactly kubitect's lines removed
     for args in (("list", "--all", "--name"), ("net-list", "--all", "--name"), ("pool-list", "--all", "--name")):
         assert CLUSTER not in _virsh(lab, *args), args
     for pool in _virsh(lab, "pool-list", "--all", "--name").split():
@@ -257,7 +293,6 @@ def test_nat_on_the_local_host_with_reservation_and_dhcp_lease(lab, vm_image, tm
         measured["worker_lease"] = worker["ip"]
         net = _virsh(lab, "net-dumpxml", f"{CLUSTER}-network")
         assert "ip='10.156.0.20'" in net and master["mac"] in net
-        from kubitect_core.state import ClusterState
         key = ClusterState(home, CLUSTER).ssh_dir / "id_ed25519"
         for name, rec in ((f"{CLUSTER}-master-1", master), (f"{CLUSTER}-worker-1", worker)):
             res = _ssh(lab, key, rec["ip"], "hostname; id -un; ip -4 -o addr show scope global; cloud-init status")

@@ -54,17 +54,20 @@ def skip_if_libvirtd_runs() -> None:
 
 
 @contextmanager
-def bridge_lab(name: str, prefix: str, bridge: str, gateway_cidr: str) -> Iterator:
-    """A lab namespace with libvirtd and a bridge holding the gateway address; always torn down."""
+def bridge_lab(name: str, prefix: str, bridge: str | None = None, gateway_cidr: str | None = None) -> Iterator:
+    """A lab namespace with libvirtd and a bridge holding the gateway address (without `bridge`:
+    none, for a nat or route network, which brings its own); always torn down."""
     from kubitect_core.lab.harness import Lab
 
     lab = Lab(name, libvirt=True, prefix=prefix)
     lab.up()
     try:
-        for argv in (["ip", "link", "set", "lo", "up"],
-                     ["ip", "link", "add", bridge, "type", "bridge"],
-                     ["ip", "addr", "add", gateway_cidr, "dev", bridge],
-                     ["ip", "link", "set", bridge, "up"]):
+        steps = [["ip", "link", "set", "lo", "up"]]
+        if bridge:
+            steps += [["ip", "link", "add", bridge, "type", "bridge"],
+                      ["ip", "addr", "add", str(gateway_cidr), "dev", bridge],
+                      ["ip", "link", "set", bridge, "up"]]
+        for argv in steps:
             lab.run(argv, check=True)
         yield lab
     finally:

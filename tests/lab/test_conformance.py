@@ -25,7 +25,7 @@ from sshd_lab import LAB_MARK_ENV, entered_netns
 
 from kubitect_core.contracts import StageContext
 from kubitect_core.stage import StageError
-from kubitect_core.topology import DataDisk
+from kubitect_core.topology import DataDisk, as_built, recorded_nodes
 
 pytestmark = pytest.mark.lab
 
@@ -61,14 +61,15 @@ def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monke
         records: dict = {"network": {}, "storage": {}, "vms": {}}
         lb_record: dict = {}
         settings = VrrpSettings()
-        lb_ctx = replace(base, record=lb_record, facts={"vms": records["vms"]},
-                         extensions={VRRP_ID: settings})
+        lb_ctx = replace(base, record=lb_record, extensions={VRRP_ID: settings})
         lbs = base.topology.load_balancers
         progress: list[tuple[str, str]] = []
         out: dict = {}
 
         def verify_ctx(record: dict, vrrp=settings, **options) -> StageContext:
-            return replace(base, record=record, facts={"vms": {"nspawn": records["vms"]}, "loadbalancers": lb_record},
+            vms = {"nspawn": records["vms"]}  # as the engine hands it to the verify stage
+            return replace(base, topology=as_built(base.topology, recorded_nodes(vms)), record=record,
+                           facts={"vms": vms, "loadbalancers": lb_record},
                            extensions={VRRP_ID: vrrp}, options=options,
                            progress=lambda s, m: progress.append((s, m)))
 

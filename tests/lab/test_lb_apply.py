@@ -76,7 +76,7 @@ def test_apply_converges_load_balancers_and_a_second_run_restarts_nothing(tmp_pa
         def ctx_for(layer: str) -> StageContext:
             return replace(base, record=records[layer])
 
-        lb_ctx = replace(base, record=lb_record, facts={"vms": records["vms"]})
+        lb_ctx = replace(base, record=lb_record)
         lbs = base.topology.load_balancers
         settings = VrrpSettings()
         out: dict = {}

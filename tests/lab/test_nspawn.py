@@ -24,7 +24,7 @@ from sshd_lab import LAB_MARK_ENV, entered_netns
 
 from kubitect_core import remote
 from kubitect_core.contracts import SshAccess, StageContext
-from kubitect_core.topology import DataDisk, Node, Topology
+from kubitect_core.topology import DataDisk, Node, Topology, as_built, recorded_nodes
 
 pytestmark = pytest.mark.lab
 
@@ -166,8 +166,12 @@ def test_three_nodes_up_keep_restart_and_destroy(tmp_path, rootfs, monkeypatch):
             assert p["ping_lb1"] == "ok"
             assert p["boot"] in ("running", "degraded")
             rec = recorded[node.name]
-            assert (rec["name"], rec["host"], rec["ip"]) == (node.name, "localhost", node.ip)
+            assert (rec["name"], rec["host"], rec["ip"], rec["domain"]) == (node.name, "localhost", node.ip, node.name)
             assert rec["pid"] > 0 and len(rec["mac"].split(":")) == 6
+        # what later stages get: the as-built topology from this record (the containers' real MACs)
+        built = as_built(ctx.topology, recorded_nodes({"nspawn": {"nodes": recorded}}))
+        assert [(n.name, n.ip, n.domain, n.mac) for n in built.nodes] == \
+            [(n.name, n.ip, n.name, recorded[n.name]["mac"]) for n in ctx.topology.nodes]
         assert recorded[f"{cluster}-master-1"]["volumes"]["data"].endswith("/disks/data.img")
         assert probes[f"{cluster}-master-1"]["disk"] == str(2 * 1024**3)
         assert probes[f"{cluster}-lb-1"]["disk"] == "none"
@@ -296,12 +300,14 @@ def test_changed_node_restarts_and_removed_node_goes(tmp_path, rootfs, monkeypat
             await layers.apply("network", "storage", "vms")
             layers.ctx = replace(layers.ctx, topology=replace(ctx.topology, nodes=(grown,)))
             planned = await layers.provider.plan("vms", layers.ctx_for("vms"), ["localhost"])
+            pinned_before = remote.pinned_keys(ctx.ssh.known_hosts, lb2.ip)
             changed = await layers.apply("storage", "vms")
-            return planned, changed, await _probe(layers.ctx, grown.ip)
+            pins = {n.name: remote.pinned_keys(ctx.ssh.known_hosts, n.ip) for n in (lb1, lb2)}
+            return planned, changed, await _probe(layers.ctx, grown.ip), pinned_before, pins
 
         with entered_netns(ns):
             try:
-                planned, changed, probe = asyncio.run(scenario())
+                planned, changed, probe, pinned_before, pins = asyncio.run(scenario())
                 running = find_nodes(cid)
             finally:
                 asyncio.run(layers.destroy())
@@ -312,6 +318,8 @@ def test_changed_node_restarts_and_removed_node_goes(tmp_path, rootfs, monkeypat
     assert probe["disk"] == str(1024**3) and probe["hostname"] == lb1.name
     assert list(running) == [lb1.name]
     assert not (ctx.cluster_dir / "nspawn" / lb2.name).exists()
+    assert len(pinned_before) == 1 and pins[lb2.name] == []  # the removed node's key is forgotten
+    assert len(pins[lb1.name]) == 1
 
 
 def test_an_existing_bridge_named_in_the_config_is_used_and_kept(tmp_path, rootfs, monkeypatch):

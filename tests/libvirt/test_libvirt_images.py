@@ -79,14 +79,14 @@ def _host(ctype, verify=False):
         ssh=SimpleNamespace(keyfile="~/.ssh/id_rsa_ha", port=2222, verify=verify)))
 
 
-def test_libvirt_uris_of_local_and_remote_hosts(monkeypatch):
+def test_libvirt_uris_of_local_and_remote_hosts(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", "/home/u")
     monkeypatch.delenv("KUBITECT_LIBVIRT_URI_HOST_1", raising=False)
     assert host_uri(_host("local")) == ("qemu:///system", False)
-    assert host_uri(_host("remote")) == (
-        "qemu+ssh://kubitect@10.10.0.5:2222/system?keyfile=/home/u/.ssh/id_rsa_ha&no_verify=1", True)
-    assert host_uri(_host("remote", verify=True))[0] == \
-        "qemu+ssh://kubitect@10.10.0.5:2222/system?keyfile=/home/u/.ssh/id_rsa_ha"
+    wrapper = f"{tmp_path}/ssh/libvirt-ssh-host-1"
+    expected = f"qemu+ssh://kubitect@10.10.0.5:2222/system?keyfile=/home/u/.ssh/id_rsa_ha&command={wrapper}&no_tty=1"
+    assert host_uri(_host("remote"), ssh_dir=tmp_path / "ssh") == (expected, True)
+    assert host_uri(_host("remote", verify=True), ssh_dir=tmp_path / "ssh")[0] == expected  # never no_verify
     monkeypatch.setenv("KUBITECT_LIBVIRT_URI_HOST_1", "test:///default")
     assert host_uri(_host("remote"))[0] == "test:///default"
     assert host_uri(_host("remote"), {"host-1": "qemu:///session"})[0] == "qemu:///session"

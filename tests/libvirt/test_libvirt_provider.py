@@ -17,6 +17,7 @@ import pytest
 import yaml
 from kubitect_plugins.libvirt import vms_layer
 from kubitect_plugins.libvirt.network_layer import network_xml, reservations
+from kubitect_plugins.libvirt.node_keys import NodeKeyStore
 from kubitect_plugins.libvirt.ownership import metadata_of
 from kubitect_plugins.libvirt.spec import net_spec, stable_mac
 from libvirt_helpers import HOST_BARE, HOST_BR0, make_image, write_config
@@ -189,6 +190,20 @@ def test_destroy_with_record_empties_it(seed):
     assert live_objects(seed) == set()
 
 
+def test_destroy_finishes_when_a_pool_vanishes_under_it(seed):
+    """A pool removed by someone else between destroy's listing and its removal (here: a transient
+    pool, which libvirt forgets on stop, so the later undefine meets "no storage pool with matching
+    uuid") is gone already, not an error."""
+    from kubitect_plugins.libvirt.storage_layer import remove_pool
+
+    conn = seed.conn("host3")
+    pool = conn.storagePoolCreateXML("<pool type='dir'><name>kubitect-ha-vanishing</name><target>"
+                                     "<path>/srv/vanishing</path></target></pool>", 0)
+    remove_pool(pool)
+    assert "kubitect-ha-vanishing" not in conn.listStoragePools() + conn.listDefinedStoragePools()
+    remove_pool(pool)  # the handle of a pool that no longer exists at all
+
+
 def test_preflight_checks_the_bridge_on_every_host(make_cluster, tmp_path):
     cfg = write_config(tmp_path / "ha.yaml", "ha.yaml", make_image(tmp_path / "img"))
     bare = make_cluster(cfg, host_uri=HOST_BARE)
@@ -220,7 +235,9 @@ def test_nat_mode_networks_with_reservations_and_dhcp_seed(nat):
         assert root.find("forward").get("mode") == "nat"
         assert root.find("ip").get("address") == "10.10.0.1" and root.find("ip").get("prefix") == "20"
         hosts = {(h.get("mac"), h.get("name"), h.get("ip")) for h in root.findall("./ip/dhcp/host")}
-        assert hosts == {(stable_mac(CLUSTER, n.name), n.name, n.ip) for n in topo.on_host(host) if n.ip}
+        # every node with an IP by MAC, and the VIP by name, so dnsmasq never leases them to a DHCP node
+        assert hosts == {(stable_mac(CLUSTER, n.name), n.name, n.ip) for n in topo.on_host(host) if n.ip} | \
+            {(None, f"{CLUSTER}-vip", topo.vip)}
         for node in topo.on_host(host):
             iface = ET.fromstring(nat.conn(host).lookupByName(node.name).XMLDesc(0)).find("./devices/interface")
             assert iface.get("type") == "network"
@@ -250,7 +267,7 @@ def test_nat_reservation_changes_in_place(nat, tmp_path, make_cluster):
     net = nat.conn("host3").networkLookupByName(f"{CLUSTER}-network")
     assert net.UUIDString() == net_before  # updated in place, not recreated
     ips = {h.get("ip") for h in ET.fromstring(net.XMLDesc(0)).findall("./ip/dhcp/host")}
-    assert ips == {"10.10.13.10", "10.10.13.99"}
+    assert ips == {"10.10.13.10", "10.10.13.99", "10.10.13.200"}  # the VIP stays held
 
 
 def test_scale_down_removes_the_node_with_its_volumes(seed, tmp_path):
@@ -275,6 +292,17 @@ def test_scale_down_removes_the_node_with_its_volumes(seed, tmp_path):
     assert {c.action for c in seed.apply_all()} == {"keep"}
 
 
+def _domain_xml(node, net, tpl, disks, host_key, kernel_dir=None):
+    """(XML, spec digest) of a node's domain as the provider makes it, for a given host key."""
+    main = disks[0][0].rsplit("/", 1)[0]
+    seed_files = vms_layer.node_seed(CLUSTER, node, net, tpl, stable_mac(CLUSTER, node.name), host_key)
+    return vms_layer.domain_xml(
+        cluster=CLUSTER, node=node, mac=stable_mac(CLUSTER, node.name), net=net, tpl=tpl, domain_type="qemu",
+        disks=disks, seed_path=f"{main}/{node.name}-cloudinit.iso", seed_digest=seed_files.digest,
+        kernel=f"{kernel_dir}/{CLUSTER}-base-kernel" if kernel_dir else None,
+        initrd=f"{kernel_dir}/{CLUSTER}-base-initrd" if kernel_dir else None)
+
+
 def test_domain_and_network_xml_golden(nat):
     """The XML the provider defines, pinned; libvirt holds the same spec digest (same inputs)."""
     nat.apply_all()
@@ -291,16 +319,17 @@ def test_domain_and_network_xml_golden(nat):
                                  cpu_mode="custom", kernel_boot=True)
     main = f"/var/lib/libvirt/images/{CLUSTER}-main-resource-pool"
     data = f"/mnt/libvirt/pools/{CLUSTER}-data-pool-data-resource-pool"
-    seed_files = vms_layer.node_seed(CLUSTER, node, net, tpl, stable_mac(CLUSTER, node.name))
-    xml, digest = vms_layer.domain_xml(
-        cluster=CLUSTER, node=node, mac=stable_mac(CLUSTER, node.name), net=net, tpl=tpl,
-        domain_type="qemu", disks=[(f"{main}/{node.name}-main-disk", "qcow2"),
-                                   (f"{data}/{node.name}-rook-data-disk", "raw")],
-        seed_path=f"{main}/{node.name}-cloudinit.iso", seed_digest=seed_files.digest,
-        kernel=f"{main}/{CLUSTER}-base-kernel", initrd=f"{main}/{CLUSTER}-base-initrd")
-    golden("domain-nat-worker-1.xml", xml)
+    host_key = NodeKeyStore(nat.home / "clusters" / CLUSTER / "libvirt" / "host-keys").load(node.name)
+    assert host_key is not None  # generated by the provider when it created the domain
+
+    disks = [(f"{main}/{node.name}-main-disk", "qcow2"), (f"{data}/{node.name}-rook-data-disk", "raw")]
+
+    def xml_of(key):
+        return _domain_xml(node, net, tpl, disks, key, kernel_dir=main)
+
+    golden("domain-nat-worker-1.xml", xml_of(None)[0])  # the generated host key is random
     held = nat.conn("host3").lookupByName(node.name).XMLDesc(0)
-    assert metadata_of(held)["spec"] == digest
+    assert metadata_of(held)["spec"] == xml_of(host_key)[1]
 
 
 def test_bridge_domain_golden(seed):
@@ -310,13 +339,13 @@ def test_bridge_domain_golden(seed):
     tpl = vms_layer.NodeTemplate(user="k8s", public_key=seed.ssh.public_key_text(), update_on_boot=True,
                                  cpu_mode="custom")
     main = f"/var/lib/libvirt/images/{CLUSTER}-main-resource-pool"
-    seed_files = vms_layer.node_seed(CLUSTER, node, net, tpl, stable_mac(CLUSTER, node.name))
-    xml, digest = vms_layer.domain_xml(
-        cluster=CLUSTER, node=node, mac=stable_mac(CLUSTER, node.name), net=net, tpl=tpl,
-        domain_type="qemu", disks=[(f"{main}/{node.name}-main-disk", "qcow2")],
-        seed_path=f"{main}/{node.name}-cloudinit.iso", seed_digest=seed_files.digest, kernel=None, initrd=None)
-    golden("domain-bridge-lb-1.xml", xml)
-    assert metadata_of(seed.conn("host1").lookupByName(node.name).XMLDesc(0))["spec"] == digest
+    host_key = NodeKeyStore(seed.home / "clusters" / CLUSTER / "libvirt" / "host-keys").load(node.name)
+
+    def xml_of(key):
+        return _domain_xml(node, net, tpl, [(f"{main}/{node.name}-main-disk", "qcow2")], key)
+
+    golden("domain-bridge-lb-1.xml", xml_of(None)[0])
+    assert metadata_of(seed.conn("host1").lookupByName(node.name).XMLDesc(0))["spec"] == xml_of(host_key)[1]
 
 
 def test_domain_type_override(seed, monkeypatch):
@@ -410,3 +439,23 @@ def test_power_off_stops_a_hosts_nodes_at_once_and_reconcile_starts_them(seed, m
     restarted = [str(c) for c in seed.run("apply", "vms") if c.action != "keep"]
     assert sorted(restarted) == sorted(f"change domain {n} on host3 (started)" for n in nodes)
     assert all(conn.lookupByName(n).isActive() for n in nodes)
+
+
+def test_a_node_that_never_answers_is_reported_with_its_state_and_console(seed, tmp_path, monkeypatch):
+    """The error for a node that never answered SSH names its domain state and console log and, on a
+    local host, shows the console's last lines (what a user reads to tell a hung boot from a
+    network problem)."""
+    from kubitect_plugins.libvirt import readiness
+
+    conn = seed.conn("host3")
+    conn.defineXML("<domain type='qemu'><name>kubitect-ha-stuck</name><memory>65536</memory>"
+                   "<os><type arch='x86_64'>hvm</type></os></domain>")
+    console = tmp_path / "stuck-serial.log"
+    console.write_text("".join(f"boot line {i}\n" for i in range(40)) + "Kernel panic - not syncing\n")
+    monkeypatch.setattr(readiness, "serial_log", lambda name: str(tmp_path / f"{name.split('-')[-1]}-serial.log"))
+    local = readiness.boot_diagnosis(conn, "kubitect-ha-stuck", local=True)
+    assert "domain kubitect-ha-stuck is shut off" in local and str(console) in local
+    assert local.rstrip().endswith("Kernel panic - not syncing") and "boot line 25" not in local
+    remote_host = readiness.boot_diagnosis(conn, "kubitect-ha-stuck", local=False)
+    assert str(console) in remote_host and "Kernel panic" not in remote_host
+    assert "not found" in readiness.boot_diagnosis(conn, "kubitect-ha-gone", local=True)

@@ -154,7 +154,8 @@ def test_update_on_boot_script_ends_within_its_bound_and_says_why(tmp_path, mirr
     PATH: a mirror that cannot be reached or never answers ends in a status line, not a hang."""
     status = tmp_path / "update-on-boot"
     ud = yaml.safe_load(render("user-data.j2", hostname="n", user="k8s", public_key=KEY, update_on_boot=True,
-                               update_index_timeout=2, update_status_file=str(status)))
+                               update_index_timeout=2, update_status_file=str(status),
+                               host_key=None))
     script = tmp_path / "update.sh"
     script.write_text(ud["write_files"][0]["content"])
     bin_dir = tmp_path / "bin"
@@ -166,3 +167,20 @@ def test_update_on_boot_script_ends_within_its_bound_and_says_why(tmp_path, mirr
                           text=True, timeout=20)
     assert proc.returncode == 0 and time.monotonic() - started < 8
     assert status.read_text().startswith(expected), status.read_text()
+
+
+def test_host_key_becomes_the_nodes_only_key_and_stays_out_of_reprs(tmp_path):
+    from kubitect_plugins.libvirt.node_keys import NodeKeyStore
+
+    store = NodeKeyStore(tmp_path / "host-keys")
+    key = store.ensure("demo-master-1")
+    assert store.ensure("demo-master-1") == key  # made once
+    files = node_seed("demo", NODE, net("bridge"), tpl(), host_key=key)
+    user_data = yaml.safe_load(files.user_data)
+    assert user_data["ssh_keys"] == {"ed25519_private": key.private_openssh, "ed25519_public": key.public_openssh}
+    assert user_data["ssh_deletekeys"] is True and user_data["ssh_genkeytypes"] == []
+    assert "PRIVATE" not in repr(key) and "PRIVATE" in key.private_openssh
+    label, back = read_iso(build_iso(files))
+    assert yaml.safe_load(back["user-data"])["ssh_keys"]["ed25519_private"] == key.private_openssh
+    without = yaml.safe_load(node_seed("demo", NODE, net("bridge"), tpl()).user_data)
+    assert "ssh_keys" not in without and "ssh_genkeytypes" not in without  # a node made before keys

@@ -25,7 +25,7 @@ from kubitect_plugins.keepalived_haproxy.settings import VrrpSettings
 
 from kubitect_core.contracts import SshAccess, StageContext
 from kubitect_core.report import display_name, render_text
-from kubitect_core.topology import DataDisk, Node, Topology
+from kubitect_core.topology import DataDisk, Node, Topology, as_built, recorded_nodes
 from kubitect_core.verify import build_report, inventory_nodes, parse_junit, pytest_argv, run_conformance
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,19 +40,24 @@ def _node(role, nid, ip, host="h1", priority=None, disks=()):
 def _ctx(tmp_path: Path, lbs: int = 2, vip: str | None = "10.9.0.200", **options) -> StageContext:
     nodes = [_node("lb", str(i + 1), f"10.9.0.{5 + i}", priority=200 - i) for i in range(lbs)]
     nodes += [_node("master", "1", None, host="h2", disks=(DataDisk("data", "main", 2),))]
-    topo = Topology(cluster="c", nodes=tuple(nodes), vip=vip, endpoint=vip or "10.9.0.10", virtual_router_id=9)
+    topo = Topology(cluster="c", nodes=tuple(nodes), vip=vip, endpoint=vip or "", virtual_router_id=9)
     config = SimpleNamespace(hosts=[SimpleNamespace(name="h1", provider="nspawn"),
                                     SimpleNamespace(name="h2", provider=None)])
     ssh = SshAccess("k8s", tmp_path / "id", tmp_path / "id.pub", tmp_path / "known_hosts")
-    facts = {"vms": {"libvirt": {"nodes": {"c-master-1": {"ip": "10.9.0.10"}}}}}
+    facts = {"vms": {"libvirt": {"nodes": {"c-master-1": {"name": "c-master-1", "ip": "10.9.0.10",
+                                                          "domain": "c-master-1"}}}}}
+    # what the engine hands the verify stage: the as-built topology (the master's lease recorded)
+    topo = as_built(topo, recorded_nodes(facts["vms"]))
     return StageContext(cluster="c", config=config, topology=topo, cluster_dir=tmp_path / "c", home=tmp_path,
                         ssh=ssh, record={}, facts=facts, options=options,
                         extensions={"cluster.nodes.loadBalancer.vrrp": VrrpSettings(advert_int=1)})
 
 
-def test_inventory_takes_dhcp_ips_from_the_vms_record_and_the_provider_from_the_host(tmp_path):
+def test_inventory_lists_the_as_built_nodes_and_the_provider_from_the_host(tmp_path):
     nodes = {n["name"]: n for n in inventory_nodes(_ctx(tmp_path))}
-    assert nodes["c-master-1"]["ip"] == "10.9.0.10"  # recorded by the provider, not in the config
+    assert nodes["c-master-1"]["ip"] == "10.9.0.10"  # the lease in the as-built topology
+    assert nodes["c-master-1"]["dhcp"] is True and nodes["c-master-1"]["domain"] == "c-master-1"
+    assert nodes["c-lb-1"]["dhcp"] is False and nodes["c-lb-1"]["domain"] is None
     assert nodes["c-lb-1"]["provider"] == "nspawn" and nodes["c-master-1"]["provider"] == "libvirt"
     assert list(nodes["c-master-1"]["data_disks"]) == [{"name": "data", "pool": "main", "size_gib": 2}]
 
@@ -105,6 +110,17 @@ def _junit_from_a_real_pytest_run(tmp_path: Path) -> Path:
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
                     f"--junitxml={junit}", str(mod)], cwd=tmp_path, capture_output=True)
     return junit
+
+
+def test_the_report_names_each_node_with_its_address_and_where_it_came_from(tmp_path):
+    report = build_report("c", [], inventory_nodes(_ctx(tmp_path, lbs=1, vip=None)))
+    assert report["nodes"] == [
+        {"name": "c-lb-1", "role": "lb", "host": "h1", "domain": None, "ip": "10.9.0.5", "address": "config"},
+        {"name": "c-master-1", "role": "master", "host": "h2", "domain": "c-master-1", "ip": "10.9.0.10",
+         "address": "dhcp"}]
+    rows = [line.split() for line in render_text(report).splitlines()]
+    assert ["c-master-1", "master", "10.9.0.10", "DHCP", "lease", "h2"] in rows
+    assert ["c-lb-1", "lb", "10.9.0.5", "config", "h1"] in rows
 
 
 def test_measured_gaps_travel_from_junit_properties_to_the_report_and_table(tmp_path):

@@ -9,7 +9,7 @@ from cfgedit import SEED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubitect_core.config import ConfigError, validate_raw
+from kubitect_core.config import ConfigError, parse_yaml, validate_raw
 
 SEED_DATA = yaml.safe_load(SEED.read_text())
 
@@ -74,8 +74,8 @@ def test_mutated_seed_only_raises_config_error(mutations):
         except (KeyError, IndexError, TypeError):
             continue  # an earlier mutation removed or replaced this path
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    raw = yaml.safe_load(text)
     try:
+        raw = parse_yaml(text, "fuzz.yaml")  # read back by the config reader itself (YAML 1.2)
         loaded = validate_raw(raw, source="fuzz.yaml", text=text)
     except ConfigError as exc:
         assert exc.issues and all(i.message and i.severity == "error" for i in exc.issues)
