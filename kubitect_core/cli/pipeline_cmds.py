@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,13 @@ def _confirm_chaos(chaos: str, host_fault: str, cluster: str, yes: bool) -> None
     unknown = [c for c in chaos.split(",") if c not in CHAOS_CASES]
     if unknown or host_fault not in HOST_FAULTS:
         error_box("Error", [f"--chaos takes {', '.join(CHAOS_CASES)}; --host-fault takes {', '.join(HOST_FAULTS)}"])
+        raise typer.Exit(2)
+    from kubitect_core.lab import MARKER_ENV
+
+    if host_fault == "uplink" and not os.environ.get(MARKER_ENV):
+        error_box("Refused", ["--host-fault uplink pulls a simulated host's cable at a lab's switch: run it "
+                              "inside a lab that simulates the hosts (kubitect lab up NAME --config FILE, then "
+                              "kubitect lab exec NAME -- kubitect verify ...). On real hosts use --host-fault power."])
         raise typer.Exit(2)
     what = {"power": "destroys every VM on the VIP holder's host at once (a power cut); they stay off until "
                      "`kubitect apply --reconcile`",

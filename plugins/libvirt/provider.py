@@ -227,7 +227,11 @@ class LibvirtProvider:
         host-loss conformance case (`kubitect verify --chaos host`); the domains stay defined, so
         `kubitect apply --reconcile` starts them again. Returns {node: monotonic time it stopped}.
         """
-        uri = (record.get("hosts", {}).get(host) or {}).get("uri")
+        recorded = record.get("hosts", {}).get(host) or {}
+        ssh = HostSsh.from_record(recorded.get("ssh"))
+        if ssh is not None:  # through the wrapper that checks the host's pinned key (refreshed if lost)
+            host_ssh.write_wrapper(ssh)
+        uri = ssh.uri() if ssh is not None else recorded.get("uri")
         if not uri:
             raise LibvirtError(f"host '{host}' has no recorded libvirt URI; was the vms stage applied?")
         conn = libvirt.open(uri)
