@@ -54,12 +54,14 @@ def up(
 
     try:
         st = harness.lab_up(name, libvirt=libvirt, prefix=prefix, config=config, image=image, progress=say)
-    except (RuntimeError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from None
     except ConfigError as exc:
         for issue in exc.issues:
-            console.print(f"[red]error:[/red] {escape(str(config))}: {escape(issue.path)}: {escape(issue.message)}")
+            where = issue.location if issue.file else str(config)
+            console.print(f"[red]error:[/red] {escape(where)}: {escape(issue.path)}: {escape(issue.message)}",
+                          soft_wrap=True)
+        raise typer.Exit(1) from None
+    except (RuntimeError, ValueError, OSError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
     extra = f", libvirtd pid {st.daemons.get('libvirtd')}" if libvirt and not config else ""
     console.print(f"[green]✔[/green] lab {st.namespace} up in {st.info.get('up_seconds')} s{extra}")

@@ -37,6 +37,7 @@ SWITCH_SUFFIX = "switch"
 HOST_PREFIX = "h-"
 UPLINK = "up0"
 WORKSTATION_UPLINK = "eth0"
+DEFAULT_KEYFILE = "~/.ssh/id_rsa"
 
 
 class LabConfigError(ValueError):
@@ -163,9 +164,8 @@ def plan(config: Any, topology: Any, ns: str, config_path: str = "") -> LabPlan:
             raise LabConfigError(
                 f"hosts[{name}].connection.type: a multi-host lab simulates remote hosts; a local host is "
                 "the workstation itself: use `kubitect lab up NAME --libvirt` for a one-host lab")
-        keyfile = str(_attr(h, "connection.ssh.keyfile", "") or "")
-        if not keyfile:
-            raise LabConfigError(f"hosts[{name}].connection.ssh.keyfile: the lab needs the key kubitect uses")
+        # Without ssh.keyfile kubitect uses ~/.ssh/id_rsa (Kubitect's default); in the lab, `~` is the lab home.
+        keyfile = str(_attr(h, "connection.ssh.keyfile", "") or "") or DEFAULT_KEYFILE
         pools = tuple(sorted({str(_attr(p, "path")) for p in (getattr(h, "data_resource_pools", None) or [])}))
         planned.append(PlannedHost(
             name=name, namespace=host_namespace(ns, name), address=str(_attr(h, "connection.ip")),

@@ -415,7 +415,7 @@ def test_a_changed_node_is_redefined_in_place_keeping_its_uuid(seed, tmp_path):
     assert dom.UUIDString() == before and int(ET.fromstring(inactive).findtext("vcpu")) == 3
 
 
-def test_power_off_stops_a_hosts_nodes_at_once_and_reconcile_starts_them(seed, monkeypatch):
+def test_power_off_stops_a_hosts_nodes_at_once_and_reconcile_starts_them(seed, monkeypatch, tmp_path):
     """The host-loss fault (`verify --chaos host`): the host's domains are destroyed (no
     shutdown) through the URI the vms record names, stay defined, and the next apply starts them."""
     seed.apply_all()
@@ -439,6 +439,19 @@ def test_power_off_stops_a_hosts_nodes_at_once_and_reconcile_starts_them(seed, m
     restarted = [str(c) for c in seed.run("apply", "vms") if c.action != "keep"]
     assert sorted(restarted) == sorted(f"change domain {n} on host3 (started)" for n in nodes)
     assert all(conn.lookupByName(n).isActive() for n in nodes)
+
+    # A remote host is reached as apply reached it: through its recorded SSH access, whose wrapper
+    # (checking the pinned host key) is written again when it was lost.
+    from kubitect_plugins.libvirt.host_ssh import HostSsh
+
+    access = HostSsh(host="host3", address="10.10.0.10", user="kubitect", port=None, keyfile="/k/id rsa",
+                     verify=False, ssh_dir=str(tmp_path / "ssh"))
+    remote_record = {"hosts": {"host3": {"uri": "qemu+ssh://stale/system", "ssh": access.as_record()}}}
+    opened.clear()
+    seed.provider.power_off(remote_record, "host3", nodes)
+    assert opened == [access.uri()] and "command=" in opened[0] and "keyfile=/k/id%20rsa" in opened[0]
+    assert access.wrapper.is_file() and access.wrapper.stat().st_mode & 0o777 == 0o700
+    assert "StrictHostKeyChecking=yes" in access.wrapper.read_text()
 
 
 def test_a_node_that_never_answers_is_reported_with_its_state_and_console(seed, tmp_path, monkeypatch):

@@ -68,6 +68,15 @@ def test_verify_chaos_refuses_without_a_terminal_unless_yes(kubitect_home):
     assert fault.exit_code == 2 and "--host-fault takes power, uplink" in fault.output
 
 
+def test_verify_uplink_fault_outside_a_lab_is_refused_before_anything_runs(kubitect_home, monkeypatch):
+    """A pulled cable exists only at a lab's switch: asked for on real hosts, verify refuses at
+    once (exit 2) and says where it works, instead of running a suite whose case then skips."""
+    monkeypatch.delenv("KUBITECT_LAB", raising=False)
+    out = CliRunner().invoke(app, ["verify", "--cluster", "c", "--chaos", "host", "--host-fault", "uplink", "-y"])
+    assert out.exit_code == 2 and "inside a lab" in out.output and "--host-fault power" in out.output
+    assert not (kubitect_home / "clusters" / "c").exists()
+
+
 def test_host_loss_budget_is_the_master_down_interval_plus_margin():
     settings = VrrpSettings(advert_int=1)
     b = budgets(settings, backup_priority=10, margin_s=0.5)
