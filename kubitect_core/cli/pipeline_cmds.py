@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,35 @@ def _print_events(events, out=None) -> None:
         out.print(text + (f"\n        {escape(e.message)}" if e.message else ""), soft_wrap=True)
 
 
+CHAOS_CASES = ("host",)
+HOST_FAULTS = ("power", "uplink")
+
+
+def _confirm_chaos(chaos: str, host_fault: str, cluster: str, yes: bool) -> None:
+    """Destructive cases run only when asked for and confirmed: a prompt, or --yes without a TTY."""
+    unknown = [c for c in chaos.split(",") if c not in CHAOS_CASES]
+    if unknown or host_fault not in HOST_FAULTS:
+        error_box("Error", [f"--chaos takes {', '.join(CHAOS_CASES)}; --host-fault takes {', '.join(HOST_FAULTS)}"])
+        raise typer.Exit(2)
+    from kubitect_core.lab import MARKER_ENV
+
+    if host_fault == "uplink" and not os.environ.get(MARKER_ENV):
+        error_box("Refused", ["--host-fault uplink pulls a simulated host's cable at a lab's switch: run it "
+                              "inside a lab that simulates the hosts (kubitect lab up NAME --config FILE, then "
+                              "kubitect lab exec NAME -- kubitect verify ...). On real hosts use --host-fault power."])
+        raise typer.Exit(2)
+    what = {"power": "destroys every VM on the VIP holder's host at once (a power cut); they stay off until "
+                     "`kubitect apply --reconcile`",
+            "uplink": "cuts the VIP holder's host off the network for a few seconds (lab only)"}[host_fault]
+    if yes:
+        return
+    if not is_interactive():
+        error_box("Refused", [f"verify --chaos host {what}. Without a terminal to ask on, pass --yes."])
+        raise typer.Exit(2)
+    if not typer.confirm(f"verify --chaos host on cluster '{cluster}' {what}. Continue?", default=False):
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Adds the pipeline commands and their list/export subcommands."""
 
@@ -157,6 +187,8 @@ def register(app: typer.Typer) -> None:
                                           "(needed without a terminal when data would be deleted)."),
         reconcile: bool = typer.Option(False, "--reconcile", help="Re-converge every stage even when the "
                                        "config is unchanged (repairs drift)."),
+        allow_unverified: bool = typer.Option(False, "--allow-unverified-image", help="Use a base image "
+                                              "whose checksum is not published (loudly; never the default)."),
         wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
         kubeconfig_name: str = typer.Option(None, "--kubeconfig-name", help=KUBECONFIG_NAME_HELP),
         output: str = typer.Option("text", "--output", "-o", help="text | json (JSON lines of events)."),
@@ -170,7 +202,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"unknown action '{action}'; use one of {', '.join(ACTIONS)}")
         engine, progress = _engine(home, output, auto_approve=auto_approve)
         opts = Options(action=action, auto_approve=auto_approve, reconcile=reconcile, wait_lock=wait_lock,
-                       flags=_kubeconfig_flags(kubeconfig_name))
+                       flags=_image_flags(allow_unverified) | _kubeconfig_flags(kubeconfig_name))
 
         def go():
             cfg = engine.read(path)  # read once: these bytes are validated, applied and stored
@@ -220,6 +252,8 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, "--config", "-c", help="Config file."),
         stage: list[str] = typer.Option(..., "--stage", "-s", help="Stage to run (repeatable)."),
         auto_approve: bool = typer.Option(False, "--auto-approve", "-y", help="Answer yes to every prompt."),
+        allow_unverified: bool = typer.Option(False, "--allow-unverified-image", help="Use a base image "
+                                              "whose checksum is not published (loudly; never the default)."),
         wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
         kubeconfig_name: str = typer.Option(None, "--kubeconfig-name", help=KUBECONFIG_NAME_HELP),
         output: str = typer.Option("text", "--output", "-o", help="text | json"),
@@ -230,7 +264,8 @@ def register(app: typer.Typer) -> None:
 
         path = _config_path(config, config_arg)
         engine, progress = _engine(home, output, auto_approve=auto_approve)
-        opts = Options(auto_approve=auto_approve, wait_lock=wait_lock, flags=_kubeconfig_flags(kubeconfig_name))
+        opts = Options(auto_approve=auto_approve, wait_lock=wait_lock,
+                       flags=_image_flags(allow_unverified) | _kubeconfig_flags(kubeconfig_name))
 
         def go():
             cfg = engine.read(path)
@@ -269,7 +304,9 @@ def register(app: typer.Typer) -> None:
             console.print(escape(outcome.message) if outcome.message else
                           f"Cluster '{cluster}' has been destroyed.")
 
-    @app.command(epilog="Example: kubitect verify --cluster kubitect-ha --no-failover")
+    @app.command(epilog="Example: kubitect verify --cluster kubitect-ha --no-failover\n\n"
+                 "Example: kubitect verify --cluster kubitect-ha --chaos host   (destructive: loses a whole host; "
+                 "asks first)")
     def verify(
         cluster: str = cluster_option("Name of the cluster to check."),
         failover: bool = typer.Option(True, "--failover/--no-failover", help="Run the VIP failover matrix."),
@@ -280,16 +317,24 @@ def register(app: typer.Typer) -> None:
                                     "(default: the first worker, else the first master)."),
         margin: float = typer.Option(None, "--failover-margin", help="Seconds added to each timer budget."),
         checks: str = typer.Option(None, "--checks", "-k", help="Only checks matching this pytest -k expression."),
+        chaos: str = typer.Option(None, "--chaos", help="Destructive cases to add: 'host' loses the VIP "
+                                  "holder's whole host (asks first; never by default)."),
+        host_fault: str = typer.Option("power", "--host-fault", help="With --chaos host: 'power' (the host's "
+                                       "VMs destroyed at once) or 'uplink' (its cable pulled; lab only)."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before a destructive case."),
         output: str = typer.Option("text", "--output", "-o", help="text | json"),
         home: str = typer.Option(None, "--home", help=HOME_HELP),
     ) -> None:
         """Run the conformance suite (testinfra) against a live cluster and report measured figures."""
         from kubitect_core.engine import Options, run_sync
 
+        if chaos is not None:
+            _confirm_chaos(chaos, host_fault, cluster, yes)
         engine, progress = _engine(home, output, auto_approve=True)
         flags = {"failover": failover, "junit": str(junit) if junit else None,
                  "report": str(report) if report else None, "failover_vantage": vantage,
-                 "failover_margin": margin, "checks": checks}
+                 "failover_margin": margin, "checks": checks,
+                 "chaos": chaos, "host_fault": host_fault if chaos else None}
 
         def go():
             _event_log(engine, cluster)
@@ -360,6 +405,10 @@ def register(app: typer.Typer) -> None:
         from kubitect_core.listing import exported_kubeconfig
 
         typer.echo(_handle(lambda: exported_kubeconfig(kubitect_home(home), cluster)), nl=False)
+
+
+def _image_flags(allow_unverified: bool) -> dict[str, Any]:
+    return {"allow_unverified_image": True} if allow_unverified else {}
 
 
 def _kubeconfig_flags(name: str | None) -> dict[str, Any]:
