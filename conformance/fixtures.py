@@ -36,6 +36,10 @@ def pytest_addoption(parser):
     group.addoption("--failover-vantage", default=None,
                     help="where the failover prober runs: a node name, 'local', or unset = first worker, "
                          "else first master")
+    group.addoption("--chaos", default=None,
+                    help="destructive cases to run, comma-separated: host (lose the VIP holder's whole host)")
+    group.addoption("--host-fault", default=None,
+                    help="how the host is lost: power (its VMs destroyed at once, default) or uplink (lab only)")
     group.addoption("--failover-margin", type=float, default=None,
                     help="seconds added to every timer-derived failover budget (default: "
                          "kubitect_core.failover.DEFAULT_MARGIN_S)")
@@ -43,6 +47,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "failover: VIP failover matrix (faults injected on the load balancers)")
+    config.addinivalue_line("markers", "chaos: destructive cases (a whole host lost); only with --chaos")
 
 
 def _cluster_dir_from(config) -> Path:

@@ -4,8 +4,9 @@ from pathlib import Path
 
 from kubitect_core.hookspecs import hookimpl
 
-# Cheap checks first; the failover matrix (which injects faults) last.
-ORDER = ("test_nodes.py", "test_loadbalancers.py", "test_kubernetes.py", "test_failover.py")
+# Cheap checks first; the failover matrix (which injects faults), then the loss of a whole host, last.
+ORDER = ("test_nodes.py", "test_loadbalancers.py", "test_kubernetes.py", "test_failover.py",
+         "test_host_loss.py")
 
 
 @hookimpl

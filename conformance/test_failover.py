@@ -156,7 +156,7 @@ def _root(lb: ClusterHost, command: str, what: str) -> None:
 
 def _measure(record_property, matrix: Matrix, case: str, holder: str, backup: str, inject, *,
              max_seconds: float | None = None, quiet: float | None = None,
-             takeover_by: str | None = None) -> tuple[dict, Budget]:
+             takeover_by: str | None = None, min_seconds: float = 0.0) -> tuple[dict, Budget]:
     """Runs the prober around `inject`; with `takeover_by`, also times how long until that LB answers.
 
     The takeover time is polled from this process while the prober runs at the vantage point
@@ -184,7 +184,7 @@ def _measure(record_property, matrix: Matrix, case: str, holder: str, backup: st
                 break
 
     result = matrix.vantage.probe(matrix.vip, inject_and_watch, target=matrix.target, max_seconds=limit,
-                                  quiet=quiet)
+                                  quiet=quiet, min_seconds=min_seconds)
     result["takeover_ms"] = takeover.get("ms")
     result["takeover_resolution_ms"] = takeover.get("resolution_ms", POLL_RESOLUTION_MS)
     gap = result.get("gap_ms")
@@ -315,7 +315,8 @@ def test_failover_d_link_cut_without_split_brain(matrix, record_property):
     result, budget = _measure(
         record_property, matrix, "link_cut", holder, backup,
         lambda: _root(lb, f"systemd-run --quiet --collect --unit={unit} sh -c '{script}'", "cutting the link"),
-        max_seconds=cut_s + 1)
+        # The cut starts after a delay: watch at least the budget's length (the cut lasts 1.5 s longer).
+        max_seconds=cut_s + 1, min_seconds=budget.ms / 1000)
     answering = matrix.vantage.holder(matrix.vip)
     record_property("holder_after", answering or "nobody")
     time.sleep(max(0.0, cut_s + 0.5 - (time.monotonic() - started)))

@@ -102,14 +102,19 @@ class Vantage:
         return bool(ok), str(detail)
 
     def probe(self, vip: str, inject: Any, *, target: Target = API_TARGET, max_seconds: float = 15.0,
-              quiet: float | None = None) -> dict[str, Any]:
-        """Starts the prober, calls `inject()` once it sees the target, returns the prober's JSON result."""
-        args = ["probe", vip, *target.args(), "--max-seconds", str(max_seconds)]
+              quiet: float | None = None, min_seconds: float = 0.0) -> dict[str, Any]:
+        """Starts the prober, calls `inject()` once it sees the target, returns the prober's JSON result.
+
+        The prober marks the fault when told (just before `inject()`), and watches at least
+        `min_seconds` after `inject()` returned (for faults that take effect after a delay).
+        """
+        args = ["probe", vip, *target.args(), "--max-seconds", str(max_seconds), "--go-on-stdin",
+                "--min-seconds", str(min_seconds)]
         if quiet is not None:
             args += ["--quiet", str(quiet)]
         code = "import sys\nsys.exit(p.main(sys.argv[1:]))\n"
         proc = subprocess.Popen(self._code_argv(code, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+                                stdin=subprocess.PIPE, text=True, start_new_session=True)
         try:
             first = proc.stdout.readline().strip() if proc.stdout else ""
             if first != "ready":
@@ -117,7 +122,12 @@ class Vantage:
                 raise RuntimeError(f"the prober at {self.name} did not see {vip}:{target.port} answer before "
                                    f"the fault: {first!r} {proc.stderr.read() if proc.stderr else ''}")
             time.sleep(0.2)  # a baseline of successes before the fault
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
             inject()
+            proc.stdin.write("injected\n")  # min_seconds count from here
+            proc.stdin.flush()
             out, err = proc.communicate(timeout=max_seconds + 15)
         finally:
             if proc.poll() is None:
@@ -234,6 +244,7 @@ def budgets(settings: Any, backup_priority: int, margin_s: float) -> dict[str, B
         "haproxy_killed": Budget(base["haproxy_killed"], f"{noticed} + {skew:.2f} skew{m}"),
         "keepalived_crashed": Budget(base["keepalived_crashed"], down),
         "link_cut": Budget(base["link_cut"], down),
+        "host_loss": Budget(base["host_loss"], down),
         "holder_back": Budget(round((advert + margin_s) * 1000, 1), f"{advert:g} advert{m}"),
     }
 

@@ -64,11 +64,16 @@ class FailoverResult:
 
     @property
     def gap_ms(self) -> float:
-        """Length of the first outage in ms (0 when no request failed); inf when not recovered."""
+        """Length of the longest outage in ms (0 when no request failed); inf when not recovered.
+
+        The longest, not the first: on emulated or busy machines one request may time out just
+        before the fault takes effect, and that blip must not stand in for what the fault cost.
+        """
         if not self.outages:
             return 0.0
-        start, end = self.outages[0]
-        return float("inf") if end is None else (end - start) * 1000
+        if any(end is None for _, end in self.outages):
+            return float("inf")
+        return max((end - start) * 1000 for start, end in self.outages)
 
     @property
     def total_outage_ms(self) -> float:
@@ -224,17 +229,25 @@ class Prober:
         return FailoverResult(len(probes), sum(not p.ok for p in probes), outages(probes), self._mark)
 
     async def wait_recovered(self, timeout: float = 15.0, *, settle: float = 0.3,
-                             quiet: float | None = None) -> FailoverResult:
+                             quiet: float | None = None, min_seconds: float = 0.0,
+                             injected: asyncio.Event | None = None) -> FailoverResult:
         """Wait until an outage has begun and ended and `settle` s of successes followed.
 
         Returns early with no outage when `quiet` s pass without any failure (a seamless
-        handover); returns unrecovered at `timeout`.
+        handover); returns unrecovered at `timeout`. Never returns before `min_seconds` have
+        passed since the injection ended (`injected` set, else since the call): a fault that takes
+        effect late, or an injection that itself takes a while, is then still watched to its end.
         """
         start = time.monotonic()
+        done_at: float | None = None if injected is not None else start
         while time.monotonic() - start < timeout:
             await asyncio.sleep(0.05)
             res = self.result()
             now = time.monotonic()
+            if done_at is None and injected is not None and injected.is_set():
+                done_at = now
+            if done_at is None or now - done_at < min_seconds:
+                continue
             if not res.outages:
                 if quiet is not None and now - start >= quiet:
                     break
@@ -274,6 +287,8 @@ def expected_budget(settings: object, *, backup_priority: int = 10, margin_s: fl
       the exit event within EXIT_NOTICE_S; the holder goes FAULT and sends priority 0, the backup
       waits its skew.
     - keepalived crashed / link cut: the backup waits Master_Down_Interval = 3 x advert + skew.
+    - host loss (every VM on the holder's host stops at once, or the host drops off the network):
+      the same silence as a crash, so the same Master_Down_Interval.
     """
     advert = float(settings.advert_int)
     version = int(getattr(settings, "vrrp_version", 2 if advert.is_integer() else 3))
@@ -285,6 +300,7 @@ def expected_budget(settings: object, *, backup_priority: int = 10, margin_s: fl
         "haproxy_killed": check + skew,
         "keepalived_crashed": down,
         "link_cut": down,
+        "host_loss": down,
     }
     if exit_events_tracked(settings, exit_events):
         seconds["haproxy_killed"] = min(seconds["haproxy_killed"], EXIT_NOTICE_S + skew)
@@ -294,6 +310,23 @@ def expected_budget(settings: object, *, backup_priority: int = 10, margin_s: fl
 def exit_events_tracked(settings: object, override: bool | None = None) -> bool:
     """Whether HAProxy's exit reaches keepalived as an event (not only by the periodic check)."""
     return bool(getattr(settings, "track_haproxy_exit", False)) if override is None else override
+
+
+def answer_runs(probes: list[Probe], since: float | None = None) -> list[list]:
+    """Who answered, in order: [[answer, count], ...] over successful requests (sent after `since`).
+
+    With HAProxy's whoami frontend the answer names the load balancer a request reached, so a
+    run sequence like [lb-1, lb-2, lb-1] shows requests alternating between two holders.
+    """
+    runs: list[list] = []
+    for p in sorted(probes, key=lambda p: p.sent):
+        if not p.ok or (since is not None and p.sent < since):
+            continue
+        if runs and runs[-1][0] == p.detail:
+            runs[-1][1] += 1
+        else:
+            runs.append([p.detail, 1])
+    return runs
 
 
 def summary(gaps_ms: list[float]) -> dict[str, float]:
@@ -307,11 +340,28 @@ async def _probe_main(args: argparse.Namespace) -> int:
                       timeout=args.timeout, plain=args.plain) as prober:
         await prober.wait_ready(args.ready_timeout)
         print("ready", flush=True)
+        injected = None
+        if args.go_on_stdin:
+            # "go": the fault is being injected now (the mark); the next line: the injection
+            # ended, from which --min-seconds count.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, sys.stdin.readline)
+            injected = asyncio.Event()
+
+            async def second_line() -> None:
+                await loop.run_in_executor(None, sys.stdin.readline)
+                injected.set()
+
+            reader = loop.create_task(second_line())
         prober.mark()
-        res = await prober.wait_recovered(args.max_seconds, settle=args.settle, quiet=args.quiet)
+        res = await prober.wait_recovered(args.max_seconds, settle=args.settle, quiet=args.quiet,
+                                          min_seconds=args.min_seconds, injected=injected)
+        if injected is not None:
+            reader.cancel()
     out = res.as_dict()
     out["mark"] = res.mark
     out["outage_windows"] = [[s, e] for s, e in res.outages]
+    out["answers"] = answer_runs(prober.probes, res.mark)
     print(json.dumps(out), flush=True)
     return 0 if res.recovered else 1
 
@@ -331,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=0.3)
     p.add_argument("--quiet", type=float, default=None, help="stop after this long without a failure")
     p.add_argument("--plain", action="store_true", help="plain HTTP instead of TLS")
+    p.add_argument("--min-seconds", type=float, default=0.0, help="watch at least this long after the mark")
+    p.add_argument("--go-on-stdin", action="store_true",
+                   help="after 'ready', mark when a line arrives on stdin; --min-seconds count from the next line")
     h = sub.add_parser("holder", help="print the load balancer answering for the VIP")
     h.add_argument("vip")
     h.add_argument("--port", type=int, default=WHOAMI_PORT)

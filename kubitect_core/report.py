@@ -61,7 +61,8 @@ def failover_table(report: dict[str, Any]) -> list[str]:
         budget = f.get("budget_ms")
         holders = f"{f.get('holder_before') or '?'} -> {f.get('holder_after') or '?'}"
         took = f.get("takeover_ms")
-        rows.append([f["case"], "-" if budget is None else f"{budget:.0f}", gap_text,
+        case = f["case"] + (f" ({f['host_fault']}: {f.get('lost_host')})" if f.get("host_fault") else "")
+        rows.append([case, "-" if budget is None else f"{budget:.0f}", gap_text,
                      "-" if took is None else f"{took:.0f}", OUTCOME_WORD.get(f["result"], f["result"]), holders])
     return _table(["failover case", "budget ms", "gap ms", "takeover ms", "result", "VIP holder"], rows)
 

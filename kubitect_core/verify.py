@@ -17,7 +17,7 @@ The report (reports/conformance.json, also copied to `--report FILE`):
      "nodes": [{"name", "role", "host", "domain", "ip", "address": config|dhcp}] (the as-built nodes checked),
      "cases": [{"name", "module", "outcome": passed|failed|skipped, "seconds", "message",
                 "properties": {...recorded by the check, e.g. gap_ms}}],
-     "failover": [{"case": keepalived_stopped|haproxy_killed|keepalived_crashed|link_cut|holder_back,
+     "failover": [{"case": keepalived_stopped|haproxy_killed|keepalived_crashed|link_cut|holder_back|host_loss,
                    "test", "result", "budget_ms", "budget_formula", "gap_ms" (None: never recovered),
                    "takeover_ms", "outages", "total_outage_ms", "holder_before", "holder_after",
                    "vantage", "vantage_reason", "margin_ms", "target" (what was probed), "message"}]}
@@ -25,7 +25,8 @@ The stage record keeps the summary counts and {case: {gap_ms, budget_ms, result}
 
 Options (ctx.options): failover (default True; False deselects the `failover` marker), junit,
 report (extra copies), failover_vantage (node name or "local"), failover_margin (seconds),
-checks (a pytest -k expression, to run a subset).
+checks (a pytest -k expression, to run a subset), chaos ("host": also lose the VIP holder's whole
+host, destructive) and host_fault (power | uplink).
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ PYTEST_INI = """\
 [pytest]
 markers =
     failover: VIP failover matrix (faults injected on the load balancers)
+    chaos: destructive cases (a whole host lost); only with --chaos
 junit_family = xunit1
 """
-NUMERIC_PROPERTIES = ("budget_ms", "gap_ms", "takeover_ms", "total_outage_ms", "outages", "margin_ms", "link_cut_s")
+NUMERIC_PROPERTIES = ("budget_ms", "gap_ms", "takeover_ms", "total_outage_ms", "outages", "margin_ms", "link_cut_s",
+                      "cut_spread_ms")
 
 
 def _providers(config: Any) -> dict[str, str]:
@@ -144,6 +147,7 @@ def failover_rows(cases: list[dict]) -> list[dict]:
                      "holder_before": p.get("holder_before"), "holder_after": p.get("holder_after"),
                      "vantage": p.get("vantage"), "vantage_reason": p.get("vantage_reason"),
                      "margin_ms": p.get("margin_ms"), "target": p.get("target"),
+                     "host_fault": p.get("host_fault"), "lost_host": p.get("lost_host"),
                      "message": c["message"]})
     return rows
 
@@ -171,7 +175,7 @@ def pytest_argv(ctx: StageContext, modules: list[str], junit: Path, ini: Path) -
             f"--kubitect-cluster-dir={ctx.cluster_dir}", f"--junitxml={junit}", *modules]
     if not ctx.options.get("failover", True):
         argv += ["-m", "not failover"]
-    for opt in ("failover_vantage", "failover_margin"):
+    for opt in ("failover_vantage", "failover_margin", "chaos", "host_fault"):
         if ctx.options.get(opt) is not None:
             argv.append(f"--{opt.replace('_', '-')}={ctx.options[opt]}")
     if ctx.options.get("checks"):  # a -k expression: run a subset (tests, debugging)

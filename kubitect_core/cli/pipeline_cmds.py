@@ -6,6 +6,7 @@ events as they happen, then one closing event (`result`, or `plan`), or one `err
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -213,6 +214,35 @@ def _pending(outcome) -> int:
     return len(outcome.events) + sum(1 for _, _, ch in outcome.stages for c in ch if c.action != "keep")
 
 
+CHAOS_CASES = ("host",)
+HOST_FAULTS = ("power", "uplink")
+
+
+def _confirm_chaos(chaos: str, host_fault: str, cluster: str, yes: bool) -> None:
+    """Destructive cases run only when asked for and confirmed: a prompt, or --yes without a TTY."""
+    unknown = [c for c in chaos.split(",") if c not in CHAOS_CASES]
+    if unknown or host_fault not in HOST_FAULTS:
+        raise fail(Failure("usage", f"--chaos takes {', '.join(CHAOS_CASES)}; --host-fault takes "
+                           f"{', '.join(HOST_FAULTS)}", exit_code=EXIT_USAGE))
+    from kubitect_core.lab import MARKER_ENV
+
+    if host_fault == "uplink" and not os.environ.get(MARKER_ENV):
+        raise fail(Failure("usage", "--host-fault uplink pulls a simulated host's cable at a lab's switch: run it "
+                           "inside a lab that simulates the hosts (kubitect lab up NAME --config FILE, then "
+                           "kubitect lab exec NAME -- kubitect verify ...). On real hosts use --host-fault power.",
+                           exit_code=EXIT_USAGE, title="Refused"))
+    what = {"power": "destroys every VM on the VIP holder's host at once (a power cut); they stay off until "
+                     "`kubitect apply --reconcile`",
+            "uplink": "cuts the VIP holder's host off the network for a few seconds (lab only)"}[host_fault]
+    if yes:
+        return
+    if not is_interactive():
+        raise fail(Failure("usage", f"verify --chaos host {what}. Without a terminal to ask on, pass --yes.",
+                           exit_code=EXIT_USAGE, title="Refused"))
+    if not typer.confirm(f"verify --chaos host on cluster '{cluster}' {what}. Continue?", default=False):
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Adds the pipeline commands and their list/export subcommands."""
 
@@ -225,6 +255,8 @@ def register(app: typer.Typer) -> None:
                                           "(needed without a terminal when data would be deleted)."),
         reconcile: bool = typer.Option(False, "--reconcile", help="Re-converge every stage even when the "
                                        "config is unchanged (repairs drift)."),
+        allow_unverified: bool = typer.Option(False, "--allow-unverified-image", help="Use a base image "
+                                              "whose checksum is not published (loudly; never the default)."),
         wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
         kubeconfig_name: str = typer.Option(None, "--kubeconfig-name", help=KUBECONFIG_NAME_HELP),
         local: bool = local_option(),
@@ -239,7 +271,7 @@ def register(app: typer.Typer) -> None:
         _check_action(action)
         engine, progress = _engine(resolve_home(home, local=local), auto_approve=auto_approve, local=local)
         opts = Options(action=action, auto_approve=auto_approve, reconcile=reconcile, wait_lock=wait_lock,
-                       flags=_kubeconfig_flags(kubeconfig_name))
+                       flags=_image_flags(allow_unverified) | _kubeconfig_flags(kubeconfig_name))
 
         def go():
             cfg = engine.read(path)  # read once: these bytes are validated, applied and stored
@@ -305,6 +337,8 @@ def register(app: typer.Typer) -> None:
         stage: list[str] = typer.Option(..., "--stage", "-s", help="Stage to run (repeatable).",
                                         autocompletion=values.stages),
         auto_approve: bool = typer.Option(False, "--auto-approve", "-y", help="Answer yes to every prompt."),
+        allow_unverified: bool = typer.Option(False, "--allow-unverified-image", help="Use a base image "
+                                              "whose checksum is not published (loudly; never the default)."),
         wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
         kubeconfig_name: str = typer.Option(None, "--kubeconfig-name", help=KUBECONFIG_NAME_HELP),
         local: bool = local_option(),
@@ -317,7 +351,8 @@ def register(app: typer.Typer) -> None:
 
         path = _config_path(config, config_arg)
         engine, progress = _engine(resolve_home(home, local=local), auto_approve=auto_approve, local=local)
-        opts = Options(auto_approve=auto_approve, wait_lock=wait_lock, flags=_kubeconfig_flags(kubeconfig_name))
+        opts = Options(auto_approve=auto_approve, wait_lock=wait_lock,
+                       flags=_image_flags(allow_unverified) | _kubeconfig_flags(kubeconfig_name))
 
         def go():
             cfg = engine.read(path)
@@ -361,7 +396,9 @@ def register(app: typer.Typer) -> None:
                 console.print(f"  - {escape(line)}", soft_wrap=True)
         console.print(escape(message))
 
-    @app.command(epilog="Example: kubitect verify --cluster kubitect-ha --no-failover")
+    @app.command(epilog="Example: kubitect verify --cluster kubitect-ha --no-failover\n\n"
+                 "Example: kubitect verify --cluster kubitect-ha --chaos host   (destructive: loses a whole host; "
+                 "asks first)")
     def verify(
         cluster: str = cluster_option("Name of the cluster to check."),
         failover: bool = typer.Option(True, "--failover/--no-failover", help="Run the VIP failover matrix."),
@@ -372,6 +409,11 @@ def register(app: typer.Typer) -> None:
                                     "(default: the first worker, else the first master)."),
         margin: float = typer.Option(None, "--failover-margin", help="Seconds added to each timer budget."),
         checks: str = typer.Option(None, "--checks", "-k", help="Only checks matching this pytest -k expression."),
+        chaos: str = typer.Option(None, "--chaos", help="Destructive cases to add: 'host' loses the VIP "
+                                  "holder's whole host (asks first; never by default)."),
+        host_fault: str = typer.Option("power", "--host-fault", help="With --chaos host: 'power' (the host's "
+                                       "VMs destroyed at once) or 'uplink' (its cable pulled; lab only)."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before a destructive case."),
         debug: bool = debug_option(),
         fmt: output.Format = output_option(),
         home: str = home_option(),
@@ -379,11 +421,14 @@ def register(app: typer.Typer) -> None:
         """Run the conformance suite (testinfra) against a live cluster and report measured figures."""
         from kubitect_core.engine import Options, run_sync
 
+        if chaos is not None:
+            _confirm_chaos(chaos, host_fault, cluster, yes)
         engine, progress = _engine(resolve_home(home, cluster=cluster), auto_approve=True,
                                    local=cluster.startswith("local-") and not home)
         flags = {"failover": failover, "junit": str(junit) if junit else None,
                  "report": str(report) if report else None, "failover_vantage": vantage,
-                 "failover_margin": margin, "checks": checks}
+                 "failover_margin": margin, "checks": checks,
+                 "chaos": chaos, "host_fault": host_fault if chaos else None}
 
         def go():
             _event_log(engine, cluster)
@@ -488,6 +533,10 @@ def _export_yaml(text: str, what: str) -> None:
         output.document(data)
         return
     typer.echo(text, nl=False)
+
+
+def _image_flags(allow_unverified: bool) -> dict[str, Any]:
+    return {"allow_unverified_image": True} if allow_unverified else {}
 
 
 def _kubeconfig_flags(name: str | None) -> dict[str, Any]:

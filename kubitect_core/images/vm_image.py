@@ -27,12 +27,15 @@ from kubitect_core.images.rootfs import NOT_ENABLED, SUITE, keep_disabled, run_m
 from kubitect_core.paths import images_dir
 
 # Bump when the build steps below change in a way that changes the result.
-BUILD_VERSION = 1
+# 2: resolvconf, and no build machine's /etc/resolv.conf left in the image.
+BUILD_VERSION = 2
 
 VM_PACKAGES: tuple[str, ...] = (
     "linux-image-cloud-amd64", "systemd-sysv", "udev", "dbus", "initramfs-tools", "cloud-init",
     "openssh-server", "ifupdown", "iproute2", "sudo", "netbase", "e2fsprogs", "cloud-guest-utils",
     "procps", "qemu-guest-agent", "ca-certificates", "curl",
+    # ifupdown applies the `dns-nameservers` cloud-init writes only through resolvconf.
+    "resolvconf",
 )
 LB_PACKAGES: tuple[str, ...] = ("keepalived", "haproxy")
 # Installed for the load-balancer plugin, which enables them on the nodes that need them
@@ -155,6 +158,16 @@ def finish_vm_tree(root: Path) -> None:
     locale cloud-init ends in error on these images.
     """
     strip_machine_identity(root)
+    # The build copied this machine's resolver in; a node must use the nameservers of its own
+    # network (cloud-init -> ifupdown -> resolvconf), not a resolver it cannot reach, where every
+    # look-up (apt's included) waits for a timeout.
+    resolv = root / "etc/resolv.conf"
+    if resolv.is_symlink() or resolv.exists():
+        resolv.unlink()
+    if (root / "sbin/resolvconf").exists() or (root / "usr/sbin/resolvconf").exists():
+        resolv.symlink_to("../run/resolvconf/resolv.conf")
+    else:
+        resolv.write_text("")
     cfg = root / "etc/cloud/cloud.cfg.d"
     cfg.mkdir(parents=True, exist_ok=True)
     (cfg / "99-kubitect.cfg").write_text(_CLOUD_CFG)

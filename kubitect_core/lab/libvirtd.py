@@ -130,24 +130,70 @@ def start(ns: str, state: Path, env: dict[str, str], timeout: float = 90.0) -> d
     binds = " && ".join(
         f"mount --bind {shlex.quote(str(src))} {shlex.quote(str(dst))}" for src, dst in mounts
     )
+
+    def argv(daemon: str, pidfile: Path) -> list[str]:
+        script = f"mkdir -p {ETC_LIBVIRT} && {binds} && exec {daemon} -d -p {shlex.quote(str(pidfile))}"
+        return netns.exec_argv(ns, ["sh", "-c", script])
+
+    started = _start_daemons(argv, ns, state, env)
+    _wait_ready(started["libvirtd"], timeout, state / "libvirtd.log")
+    return started
+
+
+# What a host's admin sets so that members of the `libvirt` group use qemu:///system over SSH
+# (there is no polkit here to ask).
+_LIBVIRTD_CONF_HOST = """\
+# Written by the kubitect lab harness (a simulated host's own libvirtd).
+unix_sock_group = "libvirt"
+unix_sock_ro_perms = "0777"
+unix_sock_rw_perms = "0770"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+"""
+CAPS_CACHE = Path("/var/cache/libvirt/qemu/capabilities")
+
+
+def write_host_config(hostdir: Path) -> None:
+    """A simulated host's /etc/libvirt (group access for its SSH user, no network autostart) and a
+    copy of the machine's QEMU capability cache (libvirtd re-probes QEMU, ~8 s of CPU, only when
+    the copy is stale). Written before the host's mounts are made: they bind these directories."""
+    conf = private_config(hostdir)
+    (conf / "libvirtd.conf").write_text(_LIBVIRTD_CONF_HOST)
+    if CAPS_CACHE.is_dir():
+        dest = hostdir / "var-cache-libvirt/qemu/capabilities"
+        dest.mkdir(parents=True, exist_ok=True)
+        for xml in CAPS_CACHE.glob("*.xml"):
+            shutil.copyfile(xml, dest / xml.name)
+
+
+def start_in_host(host, hostdir: Path, env: dict[str, str], timeout: float = 120.0) -> dict[str, int]:
+    """Starts virtlogd and libvirtd inside a simulated host (`kubitect_core.lab.hostns.HostNs`).
+
+    The host's mount namespace shows its private /etc/libvirt, /run/libvirt, /var/lib, /var/log
+    and /var/cache libvirt directories (`write_host_config` first), so several hosts' daemons
+    never meet. Returns the daemons' PIDs.
+    """
+    started = _start_daemons(lambda daemon, pidfile: host.argv([daemon, "-d", "-p", str(pidfile)]),
+                             host.netns, hostdir, env)
+    _wait_ready(started["libvirtd"], timeout, hostdir / "libvirtd.log", enter=host.argv,
+                sock=hostdir / "run-libvirt/libvirt-sock")
+    return started
+
+
+def _start_daemons(argv, where: str, state: Path, env: dict[str, str]) -> dict[str, int]:
+    """Starts virtlogd then libvirtd with `argv(daemon, pidfile)`; their PIDs once each wrote one."""
     started: dict[str, int] = {}
     for daemon in ("virtlogd", "libvirtd"):
         pidfile = state / f"{daemon}.pid"
         pidfile.unlink(missing_ok=True)
-        script = (
-            f"mkdir -p {ETC_LIBVIRT} && {binds} && exec {daemon} -d -p {shlex.quote(str(pidfile))}"
-        )
         denv = {**env, "LIBVIRT_LOG_OUTPUTS": f"3:file:{state / (daemon + '.log')}"}
-        proc = subprocess.run(
-            netns.exec_argv(ns, ["sh", "-c", script]), env=denv, capture_output=True, text=True,
-        )
+        proc = subprocess.run(argv(daemon, pidfile), env=denv, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"{daemon} did not start in {ns}: {proc.stderr.strip()}")
+            raise RuntimeError(f"{daemon} did not start in {where}: {proc.stderr.strip()}")
         pid = _wait_pid(pidfile, 10.0)
         if pid is None:
-            raise RuntimeError(f"{daemon} started in {ns} but wrote no live PID to {pidfile}")
+            raise RuntimeError(f"{daemon} started in {where} but wrote no live PID to {pidfile}")
         started[daemon] = pid
-    _wait_ready(started["libvirtd"], timeout, state / "libvirtd.log")
     return started
 
 
@@ -169,15 +215,16 @@ def _log_tail(log: Path) -> str:
     return "\n".join(lines[-5:]) or f"see {log}"
 
 
-def _wait_ready(pid: int, timeout: float, log: Path) -> None:
+def _wait_ready(pid: int, timeout: float, log: Path, enter=lambda argv: argv,
+                sock: Path = LIBVIRT_SOCK) -> None:
     deadline = time.monotonic() + timeout
     env = {k: v for k, v in os.environ.items() if k != "LIBVIRT_DEFAULT_URI"}
     while time.monotonic() < deadline:
         if not procs.alive(pid):
             raise RuntimeError(f"libvirtd exited during start-up: {_log_tail(log)}")
-        if socket_answers():
+        if socket_answers(sock):
             proc = subprocess.run(
-                ["virsh", "-c", URI, "version"], capture_output=True, text=True, env=env, timeout=30
+                enter(["virsh", "-c", URI, "version"]), capture_output=True, text=True, env=env, timeout=30
             )
             if proc.returncode == 0:
                 return

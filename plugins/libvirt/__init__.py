@@ -31,8 +31,12 @@ class _Unavailable:
     apply = destroy = plan
 
 
-def provider() -> Any:
-    """The process-wide provider instance (its connections live for the whole run)."""
+def shared_provider() -> Any:
+    """The process-wide provider instance (its connections live for the whole run).
+
+    Not named `provider`: importing the submodule `kubitect_plugins.libvirt.provider` binds that
+    name in this package, which made a second `load_registry()` in one process fail.
+    """
     global _PROVIDER
     if _PROVIDER is None:
         try:
@@ -46,4 +50,4 @@ def provider() -> Any:
 @hookimpl
 def kubitect_vm_providers() -> dict[str, Any]:
     """Offers the `libvirt` provider (selected by `hosts[].provider`, the default)."""
-    return {"libvirt": provider()}
+    return {"libvirt": shared_provider()}

@@ -16,6 +16,10 @@ from kubitect_plugins.libvirt.node_keys import NodeHostKey
 from kubitect_plugins.libvirt.render import render
 
 VOLUME_LABEL = "cidata"
+# updateOnBoot: the package index gets at most this long (a hard `timeout`), so a node whose
+# mirror cannot be reached comes up with a warning instead of hanging or failing.
+UPDATE_INDEX_TIMEOUT_S = 60
+UPDATE_STATUS_FILE = "/var/lib/kubitect/update-on-boot"  # ok | unreachable: ... | failed: ...
 # (ISO9660 name, Rock Ridge / Joliet name): cloud-init looks the long names up.
 _FILES = (("USER_DATA.;1", "user-data"), ("META_DATA.;1", "meta-data"),
           ("NETWORK_CONFIG.;1", "network-config"))
@@ -56,7 +60,8 @@ def render_seed(*, hostname: str, user: str, public_key: str, update_on_boot: bo
     holds a secret: it is written only into the seed ISO, never logged.
     """
     user_data = render("user-data.j2", hostname=hostname, user=user, public_key=public_key,
-                       update_on_boot=bool(update_on_boot), host_key=host_key)
+                       update_on_boot=bool(update_on_boot), update_index_timeout=UPDATE_INDEX_TIMEOUT_S,
+                       update_status_file=UPDATE_STATUS_FILE, host_key=host_key)
     meta_data = render("meta-data.j2", instance_id=instance_id, hostname=hostname)
     network_config = render("network-config.j2", nic=nic, static=bool(static and ip), ip=ip,
                             prefix=prefix, gateway=gateway, nameservers=list(nameservers), mac=mac)

@@ -1,33 +1,30 @@
-"""Base images: resolve `os.source` to a local file (downloading URLs once into a shared cache),
-read its format and virtual size, and stream it into a host's pool.
+"""Base images: resolve `os.source` to a verified local file, read its format and virtual size,
+and stream it into a host's pool.
 
-Downloads are shared by every cluster of one kubitect home (`<home>/cache/images/`), resumable
-(a `.part` file continued with an HTTP Range request) and checked against the SHA256SUMS or
-SHA512SUMS file the distro publishes next to the image, when there is one.
+A URL (a distro preset or `os.source: https://...`) is served by kubitect's base image cache
+(`kubitect_core.images.base_cache`): downloaded once per URL and checksum, or imported for an
+offline site with `kubitect image import`, verified against the published checksum (fail
+closed) and hashed again before every use. A local path is the user's own file and used as is.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import struct
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
 
+from kubitect_core.images import base_cache
+from kubitect_core.images.base_cache import ImageError
+
 CHUNK = 1 << 20
 QCOW2_MAGIC = b"QFI\xfb"
-SUM_FILES = (("SHA256SUMS", "sha256"), ("SHA512SUMS", "sha512"))
 Progress = Callable[[str], None]
 
-
-class ImageError(Exception):
-    """The base image cannot be found, downloaded or verified; the message says which and why."""
+__all__ = ["ImageError", "LocalImage", "cache_dir", "inspect", "local_image", "resolve", "cached",
+           "upload", "upload_bytes"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +34,10 @@ class LocalImage:
     virtual_size: int  # bytes the guest sees
     kernel: Path | None = None  # direct kernel boot, when the image ships them alongside
     initrd: Path | None = None
+    # What the image really is, for every output that names it: the source itself, or the cache
+    # entry serving a URL ("'Debian 12 ...' (local import of ..., sha256 ..., verified by ...)").
+    description: str = ""
+    sha256: str | None = None  # recorded digest of a cached image (None: a local path, not hashed)
 
     @property
     def file_size(self) -> int:
@@ -44,8 +45,8 @@ class LocalImage:
 
 
 def cache_dir(home: Path) -> Path:
-    """Where downloaded images live: shared by all clusters of one kubitect home."""
-    return home / "cache" / "images"
+    """Where downloaded and imported images live: shared by all clusters of one kubitect home."""
+    return base_cache.cache_dir(home)
 
 
 def inspect(path: Path) -> tuple[str, int]:
@@ -66,94 +67,36 @@ def _boot_files(path: Path) -> tuple[Path | None, Path | None]:
     return None, None
 
 
-def local_image(path: Path) -> LocalImage:
+def local_image(path: Path, description: str = "", sha256: str | None = None) -> LocalImage:
     """Describes a local image file; raises ImageError if it is missing."""
     if not path.is_file():
         raise ImageError(f"os.source: image file {path} does not exist")
     fmt, size = inspect(path)
     kernel, initrd = _boot_files(path)
-    return LocalImage(path=path, format=fmt, virtual_size=size, kernel=kernel, initrd=initrd)
+    return LocalImage(path=path, format=fmt, virtual_size=size, kernel=kernel, initrd=initrd,
+                      description=description or str(path), sha256=sha256)
 
 
-def resolve(source: str, home: Path, progress: Progress | None = None) -> LocalImage:
-    """The local file behind `os.source`: the path itself, or the cached download of a URL."""
+def _from_entry(entry: base_cache.Entry) -> LocalImage:
+    return local_image(entry.path, entry.describe(), entry.digest if entry.algo == "sha256" else None)
+
+
+def resolve(source: str, home: Path, progress: Progress | None = None, *,
+            allow_unverified: bool = False) -> LocalImage:
+    """The local file behind `os.source`: the path itself, or the verified cache entry of a URL."""
     if "://" not in source:
         return local_image(Path(source).expanduser())
-    return local_image(download(source, cache_dir(home), progress))
+    return _from_entry(base_cache.resolve(source, home, allow_unverified=allow_unverified, progress=progress))
 
 
-def _expected_sum(url: str, name: str) -> tuple[str, str] | None:
-    """(algorithm, hex digest) for `name` from the checksum file next to `url`, if published."""
-    base = url.rsplit("/", 1)[0]
-    for sums, algo in SUM_FILES:
-        try:
-            with urllib.request.urlopen(f"{base}/{sums}", timeout=30) as resp:
-                text = resp.read().decode(errors="replace")
-        except (urllib.error.URLError, OSError, ValueError):
-            continue
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1].lstrip("*") == name:
-                return algo, parts[0].lower()
-    return None
-
-
-def _file_digest(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def download(url: str, cache: Path, progress: Progress | None = None) -> Path:
-    """Downloads `url` into `cache` once (resuming a partial download) and verifies it.
-
-    Why a cache: the original re-downloads the image per host and per cluster; here every
-    cluster reuses one file, and a verified file is never fetched again.
-    """
-    say = progress or (lambda _m: None)
-    name = os.path.basename(urllib.parse.urlparse(url).path) or "image"
-    cache.mkdir(parents=True, exist_ok=True)
-    final = cache / name
-    if final.is_file():
-        return final
-    part = cache / (name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url)
-    if have:
-        req.add_header("Range", f"bytes={have}-")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            status = getattr(resp, "status", None)
-            if have and status != 206:  # server (or file://) ignored the range: start over
-                have = 0
-            length = resp.headers.get("Content-Length")
-            total = int(length) + have if length else None
-            done = have
-            last_pct = -1
-            with open(part, "ab" if have else "wb") as out:
-                while chunk := resp.read(CHUNK):
-                    out.write(chunk)
-                    done += len(chunk)
-                    if total:
-                        pct = done * 100 // total
-                        if pct != last_pct and pct % 5 == 0:
-                            say(f"downloading {name}: {pct}% of {total // (1 << 20)} MiB")
-                            last_pct = pct
-    except (urllib.error.URLError, OSError) as exc:
-        raise ImageError(f"os.source: cannot download {url}: {exc} (partial file kept for resume)") from exc
-    expected = _expected_sum(url, name)
-    if expected:
-        algo, digest = expected
-        actual = _file_digest(part, algo)
-        if actual != digest:
-            part.unlink()
-            raise ImageError(f"os.source: {name} failed its {algo} check "
-                             f"(expected {digest[:16]}..., got {actual[:16]}...); deleted, retry")
-        say(f"{name}: {algo} verified")
-    os.replace(part, final)
-    return final
+def cached(source: str, home: Path) -> LocalImage | None:
+    """What would serve `source` now without any network access (plans; the node template):
+    the path itself if it exists, or the cache entry that last served the URL."""
+    if "://" not in source:
+        path = Path(source).expanduser()
+        return local_image(path) if path.is_file() else None
+    entry = base_cache.local_entry(home, source)
+    return _from_entry(entry) if entry is not None and entry.path.is_file() else None
 
 
 def _stream_into(conn: libvirt.virConnect, vol: libvirt.virStorageVol, size: int,

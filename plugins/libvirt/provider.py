@@ -32,6 +32,7 @@ from kubitect_plugins.libvirt.readiness import (
     boot_diagnosis,
     check_lease,
     ipv4_leases,
+    update_warning,
     wait_leases,
     wait_ready,
 )
@@ -220,6 +221,31 @@ class LibvirtProvider:
 
         return await self._each_host(ctx, hosts, forget, record=False)
 
+    def power_off(self, record: dict[str, Any], host: str, names: list[str]) -> dict[str, float]:
+        """Stops the named nodes on `host` at once, as a power cut would: `virDomainDestroy`, no
+        shutdown. `record` is this provider's vms record (it names each host's URI). Used by the
+        host-loss conformance case (`kubitect verify --chaos host`); the domains stay defined, so
+        `kubitect apply --reconcile` starts them again. Returns {node: monotonic time it stopped}.
+        """
+        recorded = record.get("hosts", {}).get(host) or {}
+        ssh = HostSsh.from_record(recorded.get("ssh"))
+        if ssh is not None:  # through the wrapper that checks the host's pinned key (refreshed if lost)
+            host_ssh.write_wrapper(ssh)
+        uri = ssh.uri() if ssh is not None else recorded.get("uri")
+        if not uri:
+            raise LibvirtError(f"host '{host}' has no recorded libvirt URI; was the vms stage applied?")
+        conn = libvirt.open(uri)
+        try:
+            doms = [conn.lookupByName(n) for n in names]  # look up first, so the cut itself is quick
+            stopped = {}
+            for name, dom in zip(names, doms, strict=True):
+                if dom.isActive():
+                    dom.destroy()
+                stopped[name] = time.monotonic()
+            return stopped
+        finally:
+            conn.close()
+
     # -- layers ----------------------------------------------------------------------------
 
     async def _run(self, layer: str, ctx: StageContext, hosts: list[str], dry_run: bool) -> list[Change]:
@@ -249,22 +275,24 @@ class LibvirtProvider:
         return await self._each_host(ctx, hosts, one, record=not dry_run)
 
     async def _base_image(self, ctx: StageContext, dry_run: bool) -> storage_layer.BaseImage | None:
-        """The base image: resolved (downloaded if a URL) for apply; for a plan only inspected
-        when already local, never downloaded."""
-        source = image_spec(ctx.config).source
+        """The base image: resolved (downloaded or served from the cache, verified) for apply; for
+        a plan only what is already local, never fetched. The progress line and the stage record
+        name what really serves the image (e.g. a local import standing in for a distro URL)."""
+        spec = image_spec(ctx.config)
+        source = spec.source
         say = _threadsafe(ctx, "image")
         if dry_run:
-            local = None
-            if "://" not in source:
-                local = images.local_image(Path(source)) if Path(source).is_file() else None
-            else:
-                cached = images.cache_dir(ctx.home) / os.path.basename(source)
-                local = images.local_image(cached) if cached.is_file() else None
+            local = images.cached(source, ctx.home)
             if local is None:
                 return storage_layer.BaseImage(format="qcow2", virtual_size=0, local=None)
             return storage_layer.BaseImage(local.format, local.virtual_size, local)
+        allow = bool(ctx.options.get("allow_unverified_image"))
         loop = asyncio.get_running_loop()
-        local = await loop.run_in_executor(None, lambda: images.resolve(source, ctx.home, say))
+        local = await loop.run_in_executor(
+            None, lambda: images.resolve(source, ctx.home, say, allow_unverified=allow))
+        ctx.progress("image", f"{spec.distro} base image: {local.description}")
+        ctx.record["image"] = {"distro": spec.distro, "source": source, "served_by": local.description,
+                               "sha256": local.sha256}
         return storage_layer.BaseImage(local.format, local.virtual_size, local)
 
     async def _storage(self, ctx: StageContext, hosts: list[str], dry_run: bool) -> list[Change]:
@@ -315,9 +343,10 @@ class LibvirtProvider:
         cfg = ctx.config
         source = image_spec(cfg).source
         kernel_boot, cmdline = False, vms_layer.DEFAULT_CMDLINE
-        if "://" not in source and Path(source).is_file():
-            kernel_boot = images.local_image(Path(source)).kernel is not None
-            built = vm_image_for_source(source)  # kubitect's own image: its manifest names the cmdline
+        local = images.cached(source, ctx.home)  # a path, or the cache entry serving the URL
+        if local is not None:
+            kernel_boot = local.kernel is not None
+            built = vm_image_for_source(local.path)  # kubitect's own image: its manifest names the cmdline
             if built is not None:
                 cmdline = built.cmdline
         return vms_layer.NodeTemplate(
@@ -403,13 +432,16 @@ class LibvirtProvider:
                 node_keys.pin(ctx, keys, {name: rec.get("ip")})
             ctx.progress(name, f"waiting for SSH on {rec['ip']} and cloud-init")
             try:
-                await wait_ready(ctx, rec["ip"], timeout=timeout)
+                update = await wait_ready(ctx, rec["ip"], timeout=timeout)
             except (RemoteError, NotReady) as exc:
                 local = hc.uri.split("://", 1)[-1].startswith("/")
                 why = await hc.call(lambda c: boot_diagnosis(c, name, local=local))
                 raise NotReady(f"{exc}\n  {why}") from exc
             rec["ready"] = True
-            ctx.progress(name, "ready")
+            if update:
+                rec["update_on_boot"] = update
+            warning = update_warning(update)
+            ctx.progress(name, f"ready; {warning}" if warning else "ready")
             return changes
 
     async def _settle_lease(self, ctx: StageContext, hc: HostConnection, rec: dict[str, Any], net: NetSpec,

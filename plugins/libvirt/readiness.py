@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import libvirt
+from kubitect_plugins.libvirt.cloudinit import UPDATE_INDEX_TIMEOUT_S, UPDATE_STATUS_FILE
 from kubitect_plugins.libvirt.connection import HostConnection
 from kubitect_plugins.libvirt.spec import serial_log
 
@@ -61,9 +62,13 @@ def check_lease(node: str, mac: str, recorded: str | None, current: list[str], *
         "addresses, destroy and re-create it.")
 
 
-async def wait_ready(ctx: StageContext, ip: str, timeout: float) -> None:
+async def wait_ready(ctx: StageContext, ip: str, timeout: float) -> str | None:
     """Waits for SSH as the node user with the cluster key (pinning the host key), then for
-    `cloud-init status --wait`: 0 is done, 2 is done with recoverable warnings, else an error."""
+    `cloud-init status --wait`: 0 is done, 2 is done with recoverable warnings, else an error.
+
+    Returns the updateOnBoot result the node left (`ok`, `unreachable: ...`, `failed: ...`; None
+    when it did not update), so the caller can warn about a node whose packages were not updated.
+    """
     started = time.monotonic()
     conn = await remote.wait_reachable(ip, user=ctx.ssh.user, key=ctx.ssh.private_key,
                                        known_hosts=ctx.ssh.known_hosts, timeout=timeout)
@@ -73,8 +78,21 @@ async def wait_ready(ctx: StageContext, ip: str, timeout: float) -> None:
         if res.exit_status not in (0, 2):
             detail = (res.stdout + res.stderr).strip().splitlines()[-3:]
             raise NotReady(f"{ip}: cloud-init ended in error: {' / '.join(detail)}")
+        update = await conn.run(f"cat {UPDATE_STATUS_FILE} 2>/dev/null", check=False, timeout=30)
+        return (update.stdout or "").strip() or None
     finally:
         await conn.close()
+
+
+def update_warning(status: str | None) -> str | None:
+    """The warning for a node whose updateOnBoot could not run, or None when it did (or was off)."""
+    if not status or status == "ok":
+        return None
+    if status.startswith("unreachable"):
+        return (f"WARNING updateOnBoot: no package mirror reachable from the node ({status.partition(': ')[2]}); "
+                f"packages were not updated (the index gets at most {UPDATE_INDEX_TIMEOUT_S} s, then the boot "
+                "goes on)")
+    return f"WARNING updateOnBoot: {status}"
 
 
 def boot_diagnosis(conn: libvirt.virConnect, name: str, *, local: bool, lines: int = 15) -> str:

@@ -91,14 +91,14 @@ def _ensure_pool(conn, name: str, path: str, host: str, dry_run: bool, changes: 
 
 def _ensure_volume(pool, pool_name: str, name: str, xml_fn: Callable[[], str], capacity: int, host: str,
                    dry_run: bool, changes: list[Change], after_create: Callable | None = None,
-                   sized: bool = True):
+                   sized: bool = True, what: str = ""):
     """Creates a missing volume; grows an existing one to `capacity` when `sized` (node disks;
     never shrinks). Base image volumes are not `sized`: an existing base is kept as it is,
     since overlays depend on it."""
     vol = lookup(pool.storageVolLookupByName, name) if pool is not None else None
     if vol is None:
         changes.append(Change("create", "volume", name, host, f"{pool_name}, {capacity // GIB or capacity} "
-                              + ("GiB" if capacity >= GIB else "bytes")))
+                              + ("GiB" if capacity >= GIB else "bytes") + (f"; {what}" if what else "")))
         if dry_run:
             return None
         vol = pool.createXML(xml_fn(), 0)
@@ -147,7 +147,8 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: HostSpec, nodes: l
         want_vols.add((names.main_pool, names.base_volume))
         _ensure_volume(main, names.main_pool, names.base_volume,
                        lambda: volume_xml(names.base_volume, base.virtual_size, base.format),
-                       base.virtual_size, host.name, dry_run, changes, upload_base, sized=False)
+                       base.virtual_size, host.name, dry_run, changes, upload_base, sized=False,
+                       what=f"base image {base.local.description}" if base.local else "")
         if base.has_kernel:
             for vname, path in ((names.base_kernel, base.local.kernel), (names.base_initrd, base.local.initrd)):
                 size = path.stat().st_size

@@ -4,10 +4,8 @@ the libvirt URIs of configured hosts. Downloads use file:// and a loopback HTTP 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,83 +38,18 @@ def test_kernel_and_initrd_next_to_the_image_enable_direct_boot(tmp_path):
     assert (local.kernel, local.initrd) == (tmp_path / "vmlinuz", tmp_path / "initrd.img")
 
 
-def _publish(directory: Path, name: str, data: bytes, digest: str | None = None) -> str:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / name).write_bytes(data)
-    (directory / "SHA256SUMS").write_text(f"{digest or hashlib.sha256(data).hexdigest()} *{name}\n")
-    return (directory / name).as_uri()
-
-
-def test_download_verifies_sha256sums_and_is_cached(tmp_path):
+def test_a_url_source_is_served_by_the_verified_cache_and_described(tmp_path):
     data = b"image bytes " * 5000
-    url = _publish(tmp_path / "mirror", "cloud.qcow2", data)
-    seen = []
-    path = images.download(url, tmp_path / "cache", seen.append)
-    assert path.read_bytes() == data and path.parent == tmp_path / "cache"
-    assert any("sha256 verified" in m for m in seen)
-    (tmp_path / "mirror" / "cloud.qcow2").unlink()  # a second call must not fetch again
-    assert images.download(url, tmp_path / "cache") == path
-
-
-def test_download_with_a_wrong_checksum_fails_and_keeps_nothing(tmp_path):
-    url = _publish(tmp_path / "mirror", "cloud.qcow2", b"tampered", digest="0" * 64)
-    with pytest.raises(images.ImageError, match="sha256 check"):
-        images.download(url, tmp_path / "cache")
-    assert list((tmp_path / "cache").iterdir()) == []
-
-
-class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files with single `Range: bytes=N-` support, and counts the bytes it sent."""
-
-    sent = 0
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):  # noqa: N802 (http.server API)
-        path = Path(self.translate_path(self.path))
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        start = 0
-        rng = self.headers.get("Range", "")
-        if rng.startswith("bytes=") and rng.endswith("-"):
-            start = int(rng[6:-1])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        self.wfile.write(data[start:])
-        type(self).sent += len(data) - start
-
-
-def test_interrupted_download_resumes_with_a_range_request(tmp_path):
-    data = bytes(range(256)) * 4096  # 1 MiB
-    _publish(tmp_path / "mirror", "cloud.qcow2", data)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "cloud.qcow2.part").write_bytes(data[:300_000])  # what a killed download left
-
-    handler = type("H", (_RangeHandler,), {"sent": 0})
-
-    def factory(*a, **kw):
-        return handler(*a, directory=str(tmp_path / "mirror"), **kw)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), factory)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/cloud.qcow2"
-        path = images.download(url, cache)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert path.read_bytes() == data
-    image_bytes = handler.sent - len((tmp_path / "mirror" / "SHA256SUMS").read_bytes())
-    assert image_bytes == len(data) - 300_000  # only the missing tail was fetched
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "cloud.qcow2").write_bytes(data)
+    (mirror / "SHA256SUMS").write_text(f"{hashlib.sha256(data).hexdigest()} *cloud.qcow2\n")
+    url = (mirror / "cloud.qcow2").as_uri()
+    assert images.cached(url, tmp_path) is None  # a plan fetches nothing
+    local = images.resolve(url, tmp_path)
+    assert local.path.read_bytes() == data and local.sha256 == hashlib.sha256(data).hexdigest()
+    assert "verified by published checksum" in local.description
+    assert images.cached(url, tmp_path) == local
 
 
 def test_missing_local_source_names_the_config_key(tmp_path):

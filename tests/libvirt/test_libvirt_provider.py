@@ -12,6 +12,7 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import libvirt
 import pytest
 import yaml
 from kubitect_plugins.libvirt import vms_layer
@@ -422,6 +423,64 @@ def test_kubitect_run_drives_the_provider_through_the_cli(tmp_path):
 def load_topology(path: Path):
     from kubitect_core.config import load_config
     return load_config(path).topology
+
+
+def test_a_changed_node_is_redefined_in_place_keeping_its_uuid(seed, tmp_path):
+    """A changed definition (more CPUs; or a new kubitect release's cloud-init seed) redefines the
+    domain under its UUID: libvirt refuses a redefinition by name without it."""
+    seed.apply_all()
+    m1 = f"{CLUSTER}-master-1"
+    before = seed.conn("host3").lookupByName(m1).UUIDString()
+    data = yaml.safe_load(Path(seed.loaded.source).read_text())
+    data["cluster"]["nodes"]["master"]["instances"][0]["cpu"] = 3
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(data, sort_keys=False))
+    from kubitect_core.config import load_config
+    seed.loaded = load_config(changed)
+    applied = [str(c) for c in seed.run("apply", "vms") if c.action != "keep"]
+    assert any(c.startswith(f"change domain {m1} on host3 (definition updated") for c in applied), applied
+    dom = seed.conn("host3").lookupByName(m1)
+    inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)  # the running guest keeps 2 until it reboots
+    assert dom.UUIDString() == before and int(ET.fromstring(inactive).findtext("vcpu")) == 3
+
+
+def test_power_off_stops_a_hosts_nodes_at_once_and_reconcile_starts_them(seed, monkeypatch, tmp_path):
+    """The host-loss fault (`verify --chaos host`): the host's domains are destroyed (no
+    shutdown) through the URI the vms record names, stay defined, and the next apply starts them."""
+    seed.apply_all()
+    conn = seed.conn("host3")
+
+    class Shared:  # the test driver's state lives in one connection: hand that one out
+        def __getattr__(self, name):
+            return getattr(conn, name)
+
+        def close(self):
+            pass
+
+    opened = []
+    monkeypatch.setattr("kubitect_plugins.libvirt.provider.libvirt.open", lambda uri: opened.append(uri) or Shared())
+    nodes = [f"{CLUSTER}-master-1", f"{CLUSTER}-worker-1"]
+    stopped = seed.provider.power_off(seed.records["vms"], "host3", nodes)
+    assert opened == [seed.records["vms"]["hosts"]["host3"]["uri"]] and sorted(stopped) == sorted(nodes)
+    assert not [n for n in nodes if conn.lookupByName(n).isActive()]
+    with pytest.raises(RuntimeError, match="no recorded libvirt URI"):
+        seed.provider.power_off(seed.records["vms"], "nowhere", nodes)
+    restarted = [str(c) for c in seed.run("apply", "vms") if c.action != "keep"]
+    assert sorted(restarted) == sorted(f"change domain {n} on host3 (started)" for n in nodes)
+    assert all(conn.lookupByName(n).isActive() for n in nodes)
+
+    # A remote host is reached as apply reached it: through its recorded SSH access, whose wrapper
+    # (checking the pinned host key) is written again when it was lost.
+    from kubitect_plugins.libvirt.host_ssh import HostSsh
+
+    access = HostSsh(host="host3", address="10.10.0.10", user="kubitect", port=None, keyfile="/k/id rsa",
+                     verify=False, ssh_dir=str(tmp_path / "ssh"))
+    remote_record = {"hosts": {"host3": {"uri": "qemu+ssh://stale/system", "ssh": access.as_record()}}}
+    opened.clear()
+    seed.provider.power_off(remote_record, "host3", nodes)
+    assert opened == [access.uri()] and "command=" in opened[0] and "keyfile=/k/id%20rsa" in opened[0]
+    assert access.wrapper.is_file() and access.wrapper.stat().st_mode & 0o777 == 0o700
+    assert "StrictHostKeyChecking=yes" in access.wrapper.read_text()
 
 
 def test_a_node_that_never_answers_is_reported_with_its_state_and_console(seed, tmp_path, monkeypatch):

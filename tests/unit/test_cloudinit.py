@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import os
+import subprocess
+import time
 
 import pycdlib
 import pytest
 import yaml
-from kubitect_plugins.libvirt.cloudinit import build_iso, read_iso, render_seed
+from kubitect_plugins.libvirt.cloudinit import (
+    UPDATE_INDEX_TIMEOUT_S,
+    UPDATE_STATUS_FILE,
+    build_iso,
+    read_iso,
+    render_seed,
+)
+from kubitect_plugins.libvirt.render import render
 from kubitect_plugins.libvirt.spec import NetSpec, instance_id
 from kubitect_plugins.libvirt.vms_layer import NodeTemplate, node_seed
 
@@ -55,9 +65,16 @@ def test_user_data_user_key_sudo_and_update_on_boot(update):
     (user,) = ud["users"]
     assert user["name"] == "k8s" and user["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
     assert user["lock_passwd"] is True and user["ssh_authorized_keys"] == [KEY]
-    assert ud["package_update"] is update and ud["package_upgrade"] is update
-    # Offline (no updateOnBoot): no package list, which would force an apt update that fails.
-    assert ("packages" in ud) is update
+    # cloud-init's own update retries for minutes without a mirror and then reports success: the
+    # bounded script does it instead, and only when updateOnBoot asks for it.
+    assert ud["package_update"] is False and ud["package_upgrade"] is False and "packages" not in ud
+    scripts = [f for f in ud.get("write_files", []) if f["path"] == "/usr/local/sbin/kubitect-update-on-boot"]
+    assert bool(scripts) is update
+    assert (["/usr/local/sbin/kubitect-update-on-boot"] in ud["runcmd"]) is update
+    if update:
+        body = scripts[0]["content"]
+        assert f"timeout {UPDATE_INDEX_TIMEOUT_S} apt-get" in body and "Acquire::Retries=0" in body
+        assert UPDATE_STATUS_FILE in body
     assert any("qemu-guest-agent" in " ".join(map(str, c)) for c in ud["runcmd"])
 
 
@@ -118,6 +135,38 @@ def test_seed_files_golden(mode):
         if os.environ.get("KUBITECT_UPDATE_GOLDEN") == "1":
             path.write_text(text)
         assert text == path.read_text(), f"{path.name} differs from its golden file"
+
+
+_FAKE_APT = {
+    "offline": "echo 'Err:1 http://deb.debian.org/debian bookworm InRelease'; "
+               "echo \"W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  Temporary failure "
+               "resolving 'deb.debian.org'\"; exit 0",
+    "hangs": "sleep 30",
+    "online": 'case "$*" in *update*) echo "Hit:1 http://deb.debian.org/debian bookworm InRelease";; esac; exit 0',
+}
+
+
+@pytest.mark.parametrize("mirror,expected", [("offline", "unreachable: W: Failed to fetch"),
+                                             ("hangs", "unreachable: no answer within 2 s"),
+                                             ("online", "ok")])
+def test_update_on_boot_script_ends_within_its_bound_and_says_why(tmp_path, mirror, expected):
+    """The script cloud-init runs for updateOnBoot, run here with a stand-in apt-get (a double) on
+    PATH: a mirror that cannot be reached or never answers ends in a status line, not a hang."""
+    status = tmp_path / "update-on-boot"
+    ud = yaml.safe_load(render("user-data.j2", hostname="n", user="k8s", public_key=KEY, update_on_boot=True,
+                               update_index_timeout=2, update_status_file=str(status),
+                               host_key=None))
+    script = tmp_path / "update.sh"
+    script.write_text(ud["write_files"][0]["content"])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text("#!/bin/sh\n" + _FAKE_APT[mirror] + "\n")
+    os.chmod(bin_dir / "apt-get", 0o755)
+    started = time.monotonic()
+    proc = subprocess.run(["sh", str(script)], env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True,
+                          text=True, timeout=20)
+    assert proc.returncode == 0 and time.monotonic() - started < 8
+    assert status.read_text().startswith(expected), status.read_text()
 
 
 def test_host_key_becomes_the_nodes_only_key_and_stays_out_of_reprs(tmp_path):

@@ -164,6 +164,20 @@ def test_vm_tree_is_a_nocloud_image_without_identity(tmp_path):
     assert not (root / "etc/systemd/system/multi-user.target.wants/haproxy.service").exists()
 
 
+def test_vm_tree_keeps_no_resolver_of_the_build_machine(tmp_path):
+    """A node resolves through the nameservers of its own network (resolvconf), never through the
+    build machine's resolver, which it cannot reach (every apt look-up would wait for a timeout)."""
+    root = _fake_tree(tmp_path)
+    (root / "etc/resolv.conf").write_text("nameserver 10.255.255.53\n")  # what the build copied in
+    finish_vm_tree(root)
+    assert (root / "etc/resolv.conf").read_text() == ""
+    (root / "usr/sbin").mkdir(parents=True, exist_ok=True)
+    (root / "usr/sbin/resolvconf").write_text("")
+    finish_vm_tree(root)
+    assert str((root / "etc/resolv.conf").readlink()) == "../run/resolvconf/resolv.conf"
+    assert "resolvconf" in vm_recipe()["packages"]
+
+
 def test_vm_image_for_source_recognises_only_kubitect_images(tmp_path):
     entry = tmp_path / "vm-abc"
     entry.mkdir()

@@ -70,7 +70,8 @@ def test_child_pytest_command_line_follows_the_flags(tmp_path):
     assert ("-m", "not failover") in zip(argv, argv[1:], strict=False)
     assert "--failover-vantage=local" in argv and "--failover-margin=0.25" in argv
     assert "not failover" not in pytest_argv(_ctx(tmp_path), mods, tmp_path / "j.xml", ini)
-    assert [Path(m).name for m in mods][-1] == "test_failover.py", "faults are injected after the plain checks"
+    assert [Path(m).name for m in mods][-2:] == ["test_failover.py", "test_host_loss.py"], \
+        "faults are injected after the plain checks, a whole host lost last"
 
 
 def test_budgets_come_from_the_configured_timers():
