@@ -13,9 +13,9 @@ import shlex
 from typing import Any
 
 from kubitect_plugins.k3s import args as k3s_args
-from kubitect_plugins.kubeadm import shared
 
 from kubitect_core.contracts import Change, StageContext
+from kubitect_core.kube import steps as shared
 from kubitect_core.remote import Remote
 from kubitect_core.stage import StageError
 from kubitect_core.topology import Node

@@ -10,8 +10,8 @@ from __future__ import annotations
 import shlex
 
 from kubitect_plugins.kubeadm import sources
-from kubitect_plugins.kubeadm.shared import SOURCE_PREINSTALLED, plain
 
+from kubitect_core.kube.steps import SOURCE_PREINSTALLED, plain
 from kubitect_core.remote import Remote
 from kubitect_core.stage import StageError
 

@@ -19,10 +19,11 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from kubitect_plugins.kubeadm import nodeprep, render, shared, sources
+from kubitect_plugins.kubeadm import nodeprep, render, sources
 from kubitect_plugins.kubeadm.render import KubeadmSecrets
 
 from kubitect_core.contracts import Change, StageContext
+from kubitect_core.kube import steps as shared
 from kubitect_core.remote import Remote
 from kubitect_core.stage import StageError
 from kubitect_core.topology import Node

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import jinja2
 from kubitect_plugins.kubeadm import api, sources
-from kubitect_plugins.kubeadm.shared import (
+
+from kubitect_core.config.versions import normalize
+from kubitect_core.contracts import StageContext
+from kubitect_core.kube.steps import (
     API_PORT,
     cert_sans,
     endpoint,
@@ -19,9 +22,6 @@ from kubitect_plugins.kubeadm.shared import (
     pod_and_service_cidrs,
     split_labels,
 )
-
-from kubitect_core.config.versions import normalize
-from kubitect_core.contracts import StageContext
 from kubitect_core.topology import Node
 
 _ENV = jinja2.Environment(

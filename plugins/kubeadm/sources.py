@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubitect_plugins.kubeadm.shared import minor_of, version_tuple
+from kubitect_core.kube.steps import minor_of, version_tuple
 
 SUPPORTED_VERSIONS = ("1.28.0", "1.35.99")
 # Upstream supports the three newest minors; older ones install fine but get no fixes.

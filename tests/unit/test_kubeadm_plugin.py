@@ -18,12 +18,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from kubitect_plugins import k3s as k3s_plugin
 from kubitect_plugins import kubeadm as kubeadm_plugin
-from kubitect_plugins.kubeadm import nodeprep, shared
+from kubitect_plugins.kubeadm import nodeprep
 from kubitect_plugins.kubeadm.plugin import _load_secrets
 from test_kubeadm_render import make_ctx, seed_raw, single_node_raw, with_version
 
 from kubitect_core.config import validate_raw
 from kubitect_core.engine import validation_context
+from kubitect_core.kube import steps as shared
 from kubitect_core.plugins import load_registry
 from kubitect_core.stage import StageError
 

@@ -1,8 +1,8 @@
 """What both built-in installers (kubeadm and k3s) need: endpoint, SANs, secrets, sources, readiness.
 
-The k3s plugin imports this module too (`kubitect_plugins.kubeadm.shared`), so a rule such as
-"the server certificate names the VIP and every load balancer" or "secrets are 0600 and never
-logged" is written once.
+Moved out of the kubeadm plugin (it was `kubitect_plugins.kubeadm.shared`), so the k3s plugin no
+longer imports another plugin; a rule such as "the server certificate names the VIP and every
+load balancer" or "secrets are 0600 and never logged" is still written once.
 """
 
 from __future__ import annotations
