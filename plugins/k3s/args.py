@@ -16,7 +16,7 @@ import jinja2
 
 from kubitect_core.config.versions import normalize
 from kubitect_core.contracts import StageContext
-from kubitect_core.kube.steps import api_url, cert_sans, node_taints, pod_and_service_cidrs, split_labels
+from kubitect_core.sdk.kube import api_url, cert_sans, node_taints, pod_and_service_cidrs, split_labels
 from kubitect_core.stage import StageError
 from kubitect_core.topology import Node
 

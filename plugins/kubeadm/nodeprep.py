@@ -11,8 +11,8 @@ import shlex
 
 from kubitect_plugins.kubeadm import sources
 
-from kubitect_core.kube.steps import SOURCE_PREINSTALLED, plain
 from kubitect_core.remote import Remote
+from kubitect_core.sdk.kube import SOURCE_PREINSTALLED, plain
 from kubitect_core.stage import StageError
 
 MODULES = ("overlay", "br_netfilter")

@@ -14,7 +14,7 @@ from kubitect_plugins.kubeadm import api, sources
 
 from kubitect_core.config.versions import normalize
 from kubitect_core.contracts import StageContext
-from kubitect_core.kube.steps import (
+from kubitect_core.sdk.kube import (
     API_PORT,
     cert_sans,
     endpoint,

@@ -19,7 +19,7 @@ from test_kubeadm_render import make_ctx, seed_raw, single_node_raw, with_labels
 
 from kubitect_core.config import classify, validate_raw
 from kubitect_core.config.context import InstallerInfo, default_context
-from kubitect_core.kube import steps as shared
+from kubitect_core.sdk import kube as shared
 
 GOLDEN = Path(__file__).parent / "golden" / "k3s"
 UPDATE = os.environ.get("KUBITECT_UPDATE_GOLDEN") == "1"

@@ -1,0 +1,1 @@
+"""The kubitect plugin SDK: the one part of kubitect a plugin may import."""
