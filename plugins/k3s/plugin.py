@@ -12,13 +12,9 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from kubitect_plugins.k3s import args as k3s_args
+from kubitect_core.sdk import Change, Node, Remote, StageContext, StageError, kube
 
-from kubitect_core.contracts import Change, StageContext
-from kubitect_core.remote import Remote
-from kubitect_core.sdk import kube
-from kubitect_core.stage import StageError
-from kubitect_core.topology import Node
+from . import args as k3s_args
 
 BINARY = "/usr/local/bin/k3s"
 KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"

@@ -9,11 +9,10 @@ Rendering is pure and lives in `render.py` (templates next to it), node work in 
 
 from __future__ import annotations
 
-from kubitect_plugins.keepalived_haproxy.plugin import NAME, KeepalivedHaproxy
-from kubitect_plugins.keepalived_haproxy.settings import EXTENSION_KEY, EXTENSION_PATH, VrrpSettings
+from kubitect_core.sdk import ConfigExtension, hookimpl
 
-from kubitect_core.contracts import ConfigExtension
-from kubitect_core.hookspecs import hookimpl
+from .plugin import NAME, KeepalivedHaproxy
+from .settings import EXTENSION_KEY, EXTENSION_PATH, VrrpSettings
 
 __all__ = ["KeepalivedHaproxy", "VrrpSettings", "kubitect_config_extensions", "kubitect_load_balancers"]
 

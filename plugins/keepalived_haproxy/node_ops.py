@@ -9,10 +9,9 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from kubitect_plugins.keepalived_haproxy.render import Layout, Rendered, content_hash
+from kubitect_core.sdk import Change, Remote, RemoteError
 
-from kubitect_core.contracts import Change
-from kubitect_core.remote import Remote, RemoteError
+from .render import Layout, Rendered, content_hash
 
 SYSCTL_FILE = "/etc/sysctl.d/90-kubitect-loadbalancer.conf"
 SYSCTL_TEXT = ("# Managed by kubitect: HAProxy may bind the VIP before this node holds it.\n"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from kubitect_plugins.keepalived_haproxy import node_ops
-from kubitect_plugins.keepalived_haproxy.render import (
+from kubitect_core.sdk import Change, Node, NodePool, Remote, RemoteError, StageContext, Topology
+
+from . import node_ops
+from .render import (
     ForwardPort,
     Layout,
     Rendered,
@@ -11,11 +13,7 @@ from kubitect_plugins.keepalived_haproxy.render import (
     lb_mode,
     render_node,
 )
-from kubitect_plugins.keepalived_haproxy.settings import EXTENSION_ID, VrrpSettings, settings_from
-
-from kubitect_core.contracts import Change, StageContext
-from kubitect_core.remote import NodePool, Remote, RemoteError
-from kubitect_core.topology import Node, Topology
+from .settings import EXTENSION_ID, VrrpSettings, settings_from
 
 NAME = "keepalived-haproxy"
 NIC_QUERY = "ip -o -4 addr show | awk -v ip={ip} '{{split($4, a, \"/\"); if (a[1] == ip) {{print $2; exit}}}}'"

@@ -19,14 +19,11 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from kubitect_plugins.kubeadm import nodeprep, render, sources
-from kubitect_plugins.kubeadm.render import KubeadmSecrets
 
-from kubitect_core.contracts import Change, StageContext
-from kubitect_core.remote import Remote
-from kubitect_core.sdk import kube
-from kubitect_core.stage import StageError
-from kubitect_core.topology import Node
+from kubitect_core.sdk import Change, Node, Remote, StageContext, StageError, kube
+
+from . import nodeprep, render, sources
+from .render import KubeadmSecrets
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"

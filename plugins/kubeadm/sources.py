@@ -1,7 +1,7 @@
 """Where kubeadm's Kubernetes comes from: version range, per-minor package repositories, config API.
 
 Every URL and pinned version of the kubeadm installer lives in this one module; the pinned CNI
-manifests both installers apply are in `kubitect_core.kube.cni`.
+manifests both installers apply are in the SDK (`kubitect_core.sdk.kube.CNIS`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubitect_core.hookspecs import hookimpl
+from kubitect_core.sdk import hookimpl
 
 _PROVIDER: Any = None
 
@@ -36,7 +36,7 @@ def provider() -> Any:
     global _PROVIDER
     if _PROVIDER is None:
         try:
-            from kubitect_plugins.libvirt.provider import LibvirtProvider
+            from .provider import LibvirtProvider
         except ImportError as exc:  # libvirt-python missing or its C library unusable
             return _Unavailable(str(exc))
         _PROVIDER = LibvirtProvider()

@@ -25,9 +25,7 @@ from pathlib import Path
 
 import asyncssh
 
-from kubitect_core import remote
-from kubitect_core.contracts import StageContext
-from kubitect_core.state import write_private
+from kubitect_core.sdk import StageContext, remote, write_private
 
 KEY_TYPE = "ssh-ed25519"
 CLOUD_INIT_TYPE = "ed25519"  # the `ssh_keys` prefix cloud-init knows this type by

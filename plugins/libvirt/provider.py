@@ -24,11 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
-from kubitect_plugins.libvirt import host_ssh, hosttype, images, network_layer, node_keys, storage_layer, vms_layer
-from kubitect_plugins.libvirt.connection import ConnectionCache, HostConnection, lookup
-from kubitect_plugins.libvirt.host_ssh import HostSsh
-from kubitect_plugins.libvirt.readiness import NotReady, check_lease, ipv4_leases, wait_leases, wait_ready
-from kubitect_plugins.libvirt.spec import (
+
+from kubitect_core.sdk import Change, Node, StageContext
+from kubitect_core.sdk.images import vm_image_for_source
+
+from . import host_ssh, hosttype, images, network_layer, node_keys, storage_layer, vms_layer
+from .connection import ConnectionCache, HostConnection, lookup
+from .host_ssh import HostSsh
+from .readiness import NotReady, check_lease, ipv4_leases, wait_leases, wait_ready
+from .spec import (
     HostSpec,
     Names,
     NetSpec,
@@ -38,10 +42,6 @@ from kubitect_plugins.libvirt.spec import (
     net_spec,
     node_mac,
 )
-
-from kubitect_core.contracts import Change, StageContext
-from kubitect_core.images.vm_image import vm_image_for_source
-from kubitect_core.topology import Node
 
 LAYERS = ("network", "storage", "vms")
 DEFAULT_MAX_BOOTING = 3  # 2-core hosts: more VMs booting at once only slows all of them
@@ -61,7 +61,7 @@ class LibvirtError(RuntimeError):
 
 
 class LibvirtProvider:
-    """The built-in `libvirt` VM provider (see `kubitect_core.contracts.VmProvider`)."""
+    """The built-in `libvirt` VM provider (see `kubitect_core.sdk.VmProvider`)."""
 
     name = "libvirt"
 

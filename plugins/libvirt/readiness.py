@@ -6,10 +6,10 @@ import asyncio
 import time
 
 import libvirt
-from kubitect_plugins.libvirt.connection import HostConnection
 
-from kubitect_core import remote
-from kubitect_core.contracts import StageContext
+from kubitect_core.sdk import StageContext, remote
+
+from .connection import HostConnection
 
 POLL = 2.0
 

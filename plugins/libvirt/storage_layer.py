@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
-from kubitect_plugins.libvirt import images
-from kubitect_plugins.libvirt.connection import lookup
-from kubitect_plugins.libvirt.ownership import cluster_domains, cluster_pools, cluster_volumes
-from kubitect_plugins.libvirt.render import render
-from kubitect_plugins.libvirt.spec import HostSpec, Names, pool_dir
 
-from kubitect_core.contracts import Change
-from kubitect_core.topology import Node
+from kubitect_core.sdk import Change, Node
+
+from . import images
+from .connection import lookup
+from .ownership import cluster_domains, cluster_pools, cluster_volumes
+from .render import render
+from .spec import HostSpec, Names, pool_dir
 
 GIB = 1 << 30
 

@@ -16,23 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import libvirt
-from kubitect_plugins.libvirt import images
-from kubitect_plugins.libvirt.cloudinit import SeedFiles, build_iso, render_seed
-from kubitect_plugins.libvirt.connection import lookup
-from kubitect_plugins.libvirt.node_keys import NodeHostKey, NodeKeyStore
-from kubitect_plugins.libvirt.ownership import (
+
+from kubitect_core.sdk import Change, Node
+
+from . import images
+from .cloudinit import SeedFiles, build_iso, render_seed
+from .connection import lookup
+from .node_keys import NodeHostKey, NodeKeyStore
+from .ownership import (
     add_recorded,
     cluster_domains,
     cluster_pools,
     cluster_volumes,
     metadata_of,
 )
-from kubitect_plugins.libvirt.render import render, spec_hash
-from kubitect_plugins.libvirt.spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id
-from kubitect_plugins.libvirt.storage_layer import volume_xml
-
-from kubitect_core.contracts import Change
-from kubitect_core.topology import Node
+from .render import render, spec_hash
+from .spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id
+from .storage_layer import volume_xml
 
 TB_CACHE_MIB = 256
 DEFAULT_CMDLINE = "root=LABEL=rootfs rw console=ttyS0"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from kubitect_core.contracts import Change, StageContext
+from kubitect_core.sdk import Change, StageContext
 
 from . import network, nodes, storage
 from .host import NspawnError, root_netns_refusal

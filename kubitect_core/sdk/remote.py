@@ -1,0 +1,28 @@
+"""SDK: the remote-execution layer (asyncssh), for plugins that reach machines themselves.
+
+Most plugins only need `Remote`/`NodePool` (flat in `kubitect_core.sdk`). A VM provider also
+waits for a fresh machine (`wait_reachable`), connects to a host with the user's ssh_config
+(`connect`), and pins or forgets host keys in the cluster's known_hosts (`pin_key`,
+`forget_host`): first contact records a key, a changed key is refused.
+"""
+
+from kubitect_core.remote import (
+    HostKeyChanged,
+    HostKeyUnknown,
+    NodePool,
+    Remote,
+    RemoteError,
+    Result,
+    connect,
+    export_ssh_config,
+    forget_host,
+    known_hosts_pattern,
+    pin_key,
+    pinned_keys,
+    wait_reachable,
+)
+
+__all__ = [
+    "HostKeyChanged", "HostKeyUnknown", "NodePool", "Remote", "RemoteError", "Result", "connect",
+    "export_ssh_config", "forget_host", "known_hosts_pattern", "pin_key", "pinned_keys", "wait_reachable",
+]
