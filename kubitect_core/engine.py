@@ -487,23 +487,23 @@ class Engine:
 
     async def _call(self, cluster: str, stage: Stage, action: str, ctx: StageContext,
                     extra: Sequence[Change] = ()) -> list[Change]:
-        self.hook.kubitect_stage_started(cluster=cluster, stage=stage.name, action=action)
+        where = {"cluster": cluster, "stage": stage.name, "action": action, "cluster_dir": ctx.cluster_dir}
+        self.hook.kubitect_stage_started(**where)
         t0 = time.monotonic()
         try:
             changes = list(extra) + list(await getattr(stage, action)(ctx, self.registry) or [])
         except StageSkipped as skip:
-            self.hook.kubitect_stage_finished(cluster=cluster, stage=stage.name, action=action, ok=True,
-                                              seconds=time.monotonic() - t0, changes=[],
+            self.hook.kubitect_stage_finished(**where, ok=True, seconds=time.monotonic() - t0, changes=[],
                                               error=f"skipped: {skip}")
             raise
         except Exception as exc:
             detail = describe_error(exc)
-            self.hook.kubitect_stage_finished(cluster=cluster, stage=stage.name, action=action, ok=False,
-                                              seconds=time.monotonic() - t0, changes=[], error=detail)
+            self.hook.kubitect_stage_finished(**where, ok=False, seconds=time.monotonic() - t0, changes=[],
+                                              error=detail)
             if isinstance(exc, EngineError):
                 raise
             raise StageFailed(stage.name, action, detail) from exc
-        self.hook.kubitect_stage_finished(cluster=cluster, stage=stage.name, action=action, ok=True,
+        self.hook.kubitect_stage_finished(**where, ok=True,
                                           seconds=time.monotonic() - t0, changes=changes, error=None)
         return changes
 

@@ -14,6 +14,7 @@ change in YAML; an unknown name fails validation with the list of installed choi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -80,7 +81,7 @@ def kubitect_conformance_modules() -> list[str]:
 
 
 @hookspec
-def kubitect_stage_started(cluster: str, stage: str, action: str) -> None:
+def kubitect_stage_started(cluster: str, stage: str, action: str, cluster_dir: Path) -> None:
     """Called when a stage begins `action` ("plan", "apply", "destroy"). Observers only."""
 
 
@@ -91,6 +92,7 @@ def kubitect_stage_progress(cluster: str, stage: str, subject: str, message: str
 
 @hookspec
 def kubitect_stage_finished(
-    cluster: str, stage: str, action: str, ok: bool, seconds: float, changes: list[Any], error: str | None
+    cluster: str, stage: str, action: str, ok: bool, seconds: float, changes: list[Any], error: str | None,
+    cluster_dir: Path,
 ) -> None:
     """Called when a stage ends, successfully or not, with its changes and elapsed time."""
