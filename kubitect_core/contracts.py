@@ -106,13 +106,35 @@ class LayerPlugin(Protocol):
         """Remove everything this layer made for the cluster, also when `ctx.record` is empty."""
 
 
-@runtime_checkable
+class MachineLayer(Protocol):
+    """One machine layer of a VM provider (`network`, `storage` or `vms`) on the hosts that select it.
+
+    `hosts` are the names of the config's hosts (`hosts[].name`) that select this provider, or,
+    when the config cannot be read during destroy, the hosts this provider recorded. `ctx.record`
+    is this provider's own slice of the stage's record.
+    """
+
+    async def plan(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        """Dry run on these hosts: what apply would create, change or delete. Touches nothing."""
+        ...
+
+    async def apply(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        """Converge this layer on these hosts; a second call returns only "keep"."""
+        ...
+
+    async def destroy(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        """Remove what this layer made for the cluster on these hosts, also when `ctx.record` is
+        empty (find the objects by the cluster's ownership tag)."""
+        ...
+
+
 class VmProvider(Protocol):
     """A VM provider (libvirt, nspawn, a third party's) behind the network, storage and vms stages.
 
-    `layer` is "network", "storage" or "vms"; a provider serves all three for the hosts that
-    select it (`hosts[].provider`, default "libvirt"). `ctx.topology` is the config's topology
-    here (a DHCP node has `ip=None`); `ctx.record` is this provider's own slice of the stage.
+    A provider is three layer objects, one per machine stage, plus a preflight check; the
+    network stage calls `network`, the storage stage `storage`, the vms stage `vms`, each for the
+    hosts that select the provider (`hosts[].provider`). `ctx.topology` is the config's topology
+    here (a DHCP node has `ip=None`).
 
     The vms layer must leave every node reachable over SSH as `ctx.ssh.user` with the cluster
     key, at the address the config gives or, for a DHCP node, at the address it was leased, and
@@ -133,12 +155,9 @@ class VmProvider(Protocol):
     """
 
     name: str
-
-    async def plan(self, layer: str, ctx: StageContext, hosts: list[str]) -> list[Change]: ...
-
-    async def apply(self, layer: str, ctx: StageContext, hosts: list[str]) -> list[Change]: ...
-
-    async def destroy(self, layer: str, ctx: StageContext, hosts: list[str]) -> list[Change]: ...
+    network: MachineLayer
+    storage: MachineLayer
+    vms: MachineLayer
 
     async def preflight(self, ctx: StageContext, hosts: list[str]) -> list[str]:
         """Machine checks (host reachable, bridge exists, free memory); returns problems found."""

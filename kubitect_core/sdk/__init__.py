@@ -14,7 +14,7 @@ The flat names:
     StageContext             what a plugin reads while converging a layer (config, topology, record)
     SshAccess, ProgressFn    the cluster key pair and known_hosts; the progress callback's shape
     ConfigExtension          a config key a plugin adds and validates with its own pydantic model
-    VmProvider, LoadBalancer, KubernetesInstaller, LayerPlugin
+    VmProvider, MachineLayer, LoadBalancer, KubernetesInstaller, LayerPlugin
                              the protocols a plugin's objects satisfy (checked when loaded)
     Stage                    base class of a stage a plugin adds to the pipeline
     Topology, Node, DataDisk the as-built nodes, endpoint, VIP and VRID every plugin reads
@@ -45,6 +45,7 @@ from kubitect_core.contracts import (
     KubernetesInstaller,
     LayerPlugin,
     LoadBalancer,
+    MachineLayer,
     ProgressFn,
     SshAccess,
     StageContext,
@@ -59,7 +60,7 @@ from kubitect_core.topology import DataDisk, Node, Topology
 
 __all__ = [
     "Action", "Change", "ConfigExtension", "DataDisk", "HostKeyChanged", "HostKeyUnknown", "KubernetesInstaller",
-    "LayerPlugin", "LoadBalancer", "Node", "NodePool", "ProgressFn", "Remote", "RemoteError", "Result",
+    "LayerPlugin", "LoadBalancer", "MachineLayer", "Node", "NodePool", "ProgressFn", "Remote", "RemoteError", "Result",
     "SshAccess", "Stage", "StageContext", "StageError", "StageSkipped", "Topology", "VmProvider", "hookimpl",
     "normalize_version", "parse_version", "templates", "write_atomic", "write_private",
 ]

@@ -75,7 +75,7 @@ def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monke
 
         async def scenario():
             for layer in ("network", "storage", "vms"):
-                await provider.apply(layer, replace(base, record=records[layer]), ["localhost"])
+                await getattr(provider, layer).apply(replace(base, record=records[layer]), ["localhost"])
             await start_standin_api(lb_ctx, base.topology.masters[0], tmp_path, "kbt7-standin")
             await plugin.apply(lb_ctx)
             # 1. the healthy cluster: every check and the whole failover matrix pass
@@ -116,7 +116,7 @@ def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monke
                 asyncio.run(scenario())
             finally:
                 for layer in ("vms", "storage", "network"):
-                    asyncio.run(provider.destroy(layer, replace(base, record=records[layer]), ["localhost"]))
+                    asyncio.run(getattr(provider, layer).destroy(replace(base, record=records[layer]), ["localhost"]))
 
     report = out["report"]
     table = next(m for s, m in progress if s == "report")
