@@ -115,19 +115,10 @@ class _RecordOnly:
 
 
 def validation_context(registry: Registry):
-    """The config validation context: built-in defaults plus what installed plugins declare."""
-    from kubitect_core.config import default_context
-    from kubitect_core.config.context import InstallerInfo
+    """The config validation context: the choices, defaults and config keys the plugins declare."""
+    from kubitect_core.config import from_registry
 
-    ctx = default_context()
-    for name, inst in registry.installers.items():
-        ctx.installers[name] = InstallerInfo(
-            supported=tuple(inst.supported_versions), maintained_from=inst.maintained_from
-        )
-    ctx.providers = sorted(set(ctx.providers) | set(registry.providers))
-    ctx.load_balancers = sorted(set(ctx.load_balancers) | set(registry.load_balancers))
-    ctx.extensions = list(ctx.extensions) + list(registry.extensions)
-    return ctx
+    return from_registry(registry)
 
 
 def resolved_dump(loaded) -> dict[str, Any]:

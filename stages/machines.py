@@ -11,8 +11,6 @@ from kubitect_core import user_known_hosts
 from kubitect_core.contracts import Change, MachineLayer, StageContext, VmProvider
 from kubitect_core.stage import MissingPlugin, Stage
 
-DEFAULT_PROVIDER = "libvirt"
-
 
 def hosts_by_provider(ctx: StageContext, registry, stage: str) -> dict[object, list[str]]:
     """Groups the config's hosts by the provider each selects (`hosts[].provider`).
@@ -28,7 +26,7 @@ def hosts_by_provider(ctx: StageContext, registry, stage: str) -> dict[object, l
                 groups[name] += [h for h in hosts if isinstance(h, str)] if isinstance(hosts, dict) else []
     else:
         for host in ctx.config.hosts:
-            groups[getattr(host, "provider", None) or DEFAULT_PROVIDER].append(host.name)
+            groups[host.provider].append(host.name)  # resolved: the default provider when omitted
     out = {}
     for name, hosts in groups.items():
         if name not in registry.providers:

@@ -122,7 +122,7 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
     warnings = [issue(f.loc, f.message, "warning") for f in findings.items if f.severity == "warning"]
     if errors or config is None:
         raise ConfigError(_dedupe(errors))
-    fill_defaults(config)
+    fill_defaults(config, context)
     return LoadedConfig(raw=raw, config=config, topology=resolve_topology(config), warnings=warnings,
                         notices=findings.notices, extensions=extensions, marked=marked)
 

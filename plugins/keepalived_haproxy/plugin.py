@@ -47,6 +47,7 @@ class KeepalivedHaproxy:
     """contracts.LoadBalancer: HAProxy on every LB, keepalived VRRP for the VIP (kubitect.md 4)."""
 
     name = NAME
+    default = True  # serves configs without cluster.nodes.loadBalancer.implementation (Kubitect's only LB)
 
     def __init__(self, layout: Layout = Layout()) -> None:
         self.layout = layout

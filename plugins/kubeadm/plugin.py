@@ -67,6 +67,9 @@ class KubeadmInstaller:
     name = "kubeadm"
     supported_versions = sources.SUPPORTED_VERSIONS
     maintained_from = sources.MAINTAINED_FROM
+    default = True  # serves configs without kubernetes.manager
+    # Kubitect's own default manager: Kubespray drives kubeadm underneath, so kubeadm serves it.
+    aliases = {"kubespray": "what Kubespray runs underneath"}
 
     def internet_reason(self, ctx: StageContext) -> str | None:
         """See the module-level `internet_reason`: lets a stage ask the installer it selected."""

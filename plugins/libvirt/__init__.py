@@ -32,6 +32,7 @@ class _Unavailable:
     """Stands in for the provider when libvirt-python cannot be imported."""
 
     name = "libvirt"
+    default = True  # still the default: a host without `provider` is told what to install
 
     def __init__(self, reason: str):
         self.reason = f"the libvirt provider needs libvirt-python (pip install 'kubitect[libvirt]'): {reason}"

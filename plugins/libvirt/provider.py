@@ -28,6 +28,7 @@ class LibvirtProvider:
     """The built-in `libvirt` VM provider (see `kubitect_core.sdk.VmProvider`)."""
 
     name = "libvirt"
+    default = True  # serves hosts without `provider`, as every host in Kubitect
 
     def __init__(self) -> None:
         self.hosts = Hosts()

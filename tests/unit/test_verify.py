@@ -42,7 +42,7 @@ def _ctx(tmp_path: Path, lbs: int = 2, vip: str | None = "10.9.0.200", **options
     nodes += [_node("master", "1", None, host="h2", disks=(DataDisk("data", "main", 2),))]
     topo = Topology(cluster="c", nodes=tuple(nodes), vip=vip, endpoint=vip or "", virtual_router_id=9)
     config = SimpleNamespace(hosts=[SimpleNamespace(name="h1", provider="nspawn"),
-                                    SimpleNamespace(name="h2", provider=None)])
+                                    SimpleNamespace(name="h2", provider="libvirt")])  # resolved
     ssh = SshAccess("k8s", tmp_path / "id", tmp_path / "id.pub", tmp_path / "known_hosts")
     facts = {"vms": {"libvirt": {"nodes": {"c-master-1": {"name": "c-master-1", "ip": "10.9.0.10",
                                                           "domain": "c-master-1"}}}}}

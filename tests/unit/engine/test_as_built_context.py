@@ -53,6 +53,7 @@ class RecordingProvider:
     domain), with the lease from LEASES for nodes the config gives no IP."""
 
     name = "libvirt"
+    default = True
 
     def __init__(self):
         self.seen: dict[tuple[str, str], object] = {}
@@ -66,6 +67,7 @@ class RecordingLoadBalancer:
     """TEST DOUBLE of the load balancer: remembers the topology it was given, records the endpoint."""
 
     name = "keepalived-haproxy"
+    default = True
 
     def __init__(self):
         self.seen: dict[str, object] = {}
@@ -90,6 +92,9 @@ class RecordingInstaller(RecordingLoadBalancer):
     name = "kubeadm"
     supported_versions = ("1.28.0", "1.35.99")
     maintained_from = "1.33.0"
+
+    def internet_reason(self, ctx):
+        return None
 
     async def apply(self, ctx):
         self.seen["apply"] = ctx.topology
