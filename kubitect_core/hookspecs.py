@@ -132,8 +132,9 @@ def kubitect_conformance_modules() -> list[str]:
     Called once per command, at start-up.
 
     :returns: paths of pytest-testinfra modules (existing files). Each module receives the
-        standard fixtures of `kubitect_conformance` (cluster, topology, hosts by role). Return []
-        to add none.
+        standard fixtures of the generic suite by name (inventory, hosts by role, VIP, vantage;
+        listed in `kubitect_core.sdk.conformance`, which also holds the helpers a module may
+        import). Return [] to add none.
     """
 
 

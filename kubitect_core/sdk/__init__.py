@@ -34,6 +34,7 @@ The submodules, for one kind of plugin each:
     kubitect_core.sdk.kube         what every Kubernetes installer needs (endpoint, SANs, CNI, kubeconfig)
     kubitect_core.sdk.images       node images kubitect builds (for VM providers)
     kubitect_core.sdk.netns        network-namespace facts (for providers that make bridges)
+    kubitect_core.sdk.conformance  fixtures and helpers for a plugin's own conformance modules
 """
 
 from kubitect_core.config.versions import normalize as normalize_version

@@ -157,3 +157,28 @@ def test_ruff_fails_on_bad_imports_planted_in_a_copy_of_the_tree(ruff_available,
     planted = ((1, "TID251"), (2, "TID251"), (3, "TID252"), (4, "TID251"), (6, "TID251"))  # 6: the use
     expected = sorted((t.relative_to(copy).as_posix(), row, code) for t in targets for row, code in planted)
     assert found == expected
+
+
+def test_plugins_use_only_what_the_sdk_declares():
+    """Every name a plugin imports from the SDK is in that module's __all__ (or is an SDK
+    submodule), and the SDK's docstring describes every name it exports."""
+    import importlib
+
+    undeclared = []
+    for path in plugin_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and _allowed(node.module):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}"
+                    if alias.name not in getattr(module, "__all__", ()) and not _is_module(submodule):
+                        undeclared.append(f"{path}:{node.lineno}: {node.module}.{alias.name}")
+    assert undeclared == []
+    sdk = importlib.import_module("kubitect_core.sdk")
+    assert [n for n in sdk.__all__ if n not in sdk.__doc__] == []
+
+
+def _is_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
