@@ -10,6 +10,7 @@ import libvirt
 from kubitect_core.sdk import StageContext, remote
 
 from .connection import HostConnection
+from .spec import serial_log
 
 POLL = 2.0
 
@@ -74,3 +75,30 @@ async def wait_ready(ctx: StageContext, ip: str, timeout: float) -> None:
             raise NotReady(f"{ip}: cloud-init ended in error: {' / '.join(detail)}")
     finally:
         await conn.close()
+
+
+def boot_diagnosis(conn: libvirt.virConnect, name: str, *, local: bool, lines: int = 15) -> str:
+    """What a user needs when a node never answered: the domain's state and where its boot
+    console is logged; on a local host, the console's last lines too (a remote host's log is read
+    there, the path is named)."""
+    state = "unknown"
+    try:
+        code = conn.lookupByName(name).state()[0]
+        state = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
+                 libvirt.VIR_DOMAIN_SHUTOFF: "shut off", libvirt.VIR_DOMAIN_CRASHED: "crashed"}.get(
+                     code, f"state {code}")
+    except libvirt.libvirtError as exc:
+        state = f"not found ({exc.get_error_message()})"
+    log = serial_log(name)
+    out = f"domain {name} is {state}; its boot console is logged at {log}"
+    if local:
+        try:
+            with open(log, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 8192))
+                tail = f.read().decode("utf-8", "replace").splitlines()[-lines:]
+        except OSError:
+            tail = []
+        if tail:
+            out += "; its last lines:\n    " + "\n    ".join(line.rstrip() for line in tail)
+    return out

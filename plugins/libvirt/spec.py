@@ -234,3 +234,8 @@ def node_mac(topology: Topology, node: Node) -> str:
 def pool_dir(parent: str, pool_name: str) -> str:
     """A pool's directory: `<parent>/<pool name>` (per cluster, since the name starts with it)."""
     return str(Path(parent) / pool_name)
+
+
+def serial_log(node: str) -> str:
+    """Where a node's boot console is logged on its host (the domain's serial <log>)."""
+    return f"/var/log/libvirt/qemu/{node}-serial.log"

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubitect_core.sdk import Change, StageContext
+from kubitect_core.sdk import Change, RemoteError, StageContext
 from kubitect_core.sdk.images import vm_image_for_source
 
 from . import hosttype, images, network_layer, node_keys, storage_layer, vms_layer
 from .connection import HostConnection
 from .hosts import Hosts, nodes_on
-from .readiness import NotReady, check_lease, ipv4_leases, wait_leases, wait_ready
+from .readiness import NotReady, boot_diagnosis, check_lease, ipv4_leases, wait_leases, wait_ready
 from .spec import HostSpec, Names, NetSpec, attr, image_spec, net_spec, node_mac
 
 DEFAULT_MAX_BOOTING = 3  # 2-core hosts: more VMs booting at once only slows all of them
@@ -182,7 +182,12 @@ class VmsLayer:
             changes = await self._settle_lease(ctx, hc, rec, net, wait=timeout) if rec.get("dhcp") else []
             node_keys.pin(ctx, keys, name, rec.get("ip"))
             ctx.progress(name, f"waiting for SSH on {rec['ip']} and cloud-init")
-            await wait_ready(ctx, rec["ip"], timeout=timeout)
+            try:
+                await wait_ready(ctx, rec["ip"], timeout=timeout)
+            except (RemoteError, NotReady) as exc:
+                local = hc.uri.split("://", 1)[-1].startswith("/")
+                why = await hc.call(lambda c: boot_diagnosis(c, name, local=local))
+                raise NotReady(f"{exc}\n  {why}") from exc
             rec["ready"] = True
             ctx.progress(name, "ready")
             return changes

@@ -31,7 +31,7 @@ from .ownership import (
     metadata_of,
 )
 from .render import render, spec_hash
-from .spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id
+from .spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id, serial_log
 from .storage_layer import volume_xml
 
 TB_CACHE_MIB = 256
@@ -94,7 +94,8 @@ def domain_xml(*, cluster: str, node: Node, mac: str, net: NetSpec, tpl: NodeTem
         "bridge": net.bridge if net.mode == "bridge" else None,
     }
     digest = spec_hash(values)
-    xml = render("domain.xml.j2", ns=METADATA_NS, ns_prefix=METADATA_PREFIX, spec=digest, **values)
+    xml = render("domain.xml.j2", ns=METADATA_NS, ns_prefix=METADATA_PREFIX, spec=digest,
+                 serial_log=serial_log(node.name), **values)
     return xml, digest
 
 

@@ -11,8 +11,8 @@ Trust, checked on the real path: kubitect pins the lab sshd's host key on first 
 ssh libvirt runs checks it against that pin), and each VM presents exactly the host key kubitect
 generated and pinned before it booted; `addToKnownHosts` puts those keys into the user's
 known_hosts (a private KUBITECT_SSH_DIR, see tests/conftest.py) and destroy takes them out again.
-The kubitect processes also run under `unshare -m` with a private bind mount over ~/.ssh, so
-nothing can reach root's real ~/.ssh.
+The kubitect processes also run under `unshare -m` with a private copy bound over root's ~/.ssh
+(or, where root has none, a check that none was made), so nothing reaches root's real ~/.ssh.
 """
 
 from __future__ import annotations
@@ -145,15 +145,20 @@ def _config(tmp: Path, image: Path, keyfile: Path) -> Path:
 
 def _kubitect(lab, tmp: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
     """Runs the kubitect CLI inside the lab, with a private ~/.ssh (see the module docstring)."""
+    # Where root has a ~/.ssh, a private copy is bound over it; where it has none, nothing is bound
+    # and the run must not create one (checked after the run).
     ssh_home = tmp / "dot-ssh"
     ssh_home.mkdir(mode=0o700, exist_ok=True)
     dot_ssh = Path(pwd.getpwuid(0).pw_dir) / ".ssh"
-    if not dot_ssh.is_dir():
-        pytest.skip(f"e2e: {dot_ssh} does not exist to bind a private copy over")
     kubitect = str(Path(sys.executable).parent / "kubitect")
-    script = f"mount --bind {ssh_home} {dot_ssh} && exec {kubitect} " + " ".join(args)
-    return lab.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                   capture_output=True, text=True, timeout=timeout)
+    bind = f"mount --bind {ssh_home} {dot_ssh} && " if dot_ssh.is_dir() else ""
+    script = f"{bind}exec {kubitect} " + " ".join(args)
+    had_dot_ssh = dot_ssh.exists()
+    try:
+        return lab.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=timeout)
+    finally:
+        assert dot_ssh.exists() == had_dot_ssh, f"kubitect created {dot_ssh}"
 
 
 def _recorded_nodes(home: Path) -> dict:

@@ -189,6 +189,20 @@ def test_destroy_with_record_empties_it(seed):
     assert live_objects(seed) == set()
 
 
+def test_destroy_finishes_when_a_pool_vanishes_under_it(seed):
+    """A pool removed by someone else between destroy's listing and its removal (here: a transient
+    pool, which libvirt forgets on stop, so the later undefine meets "no storage pool with matching
+    uuid") is gone already, not an error."""
+    from kubitect_plugins.libvirt.storage_layer import remove_pool
+
+    conn = seed.conn("host3")
+    pool = conn.storagePoolCreateXML("<pool type='dir'><name>kubitect-ha-vanishing</name><target>"
+                                     "<path>/srv/vanishing</path></target></pool>", 0)
+    remove_pool(pool)
+    assert "kubitect-ha-vanishing" not in conn.listStoragePools() + conn.listDefinedStoragePools()
+    remove_pool(pool)  # the handle of a pool that no longer exists at all
+
+
 def test_preflight_checks_the_bridge_on_every_host(make_cluster, tmp_path):
     cfg = write_config(tmp_path / "ha.yaml", "ha.yaml", make_image(tmp_path / "img"))
     bare = make_cluster(cfg, host_uri=HOST_BARE)
@@ -379,3 +393,23 @@ def test_kubitect_run_drives_the_provider_through_the_cli(tmp_path):
 def load_topology(path: Path):
     from kubitect_core.config import load_config
     return load_config(path).topology
+
+
+def test_a_node_that_never_answers_is_reported_with_its_state_and_console(seed, tmp_path, monkeypatch):
+    """The error for a node that never answered SSH names its domain state and console log and, on a
+    local host, shows the console's last lines (what a user reads to tell a hung boot from a
+    network problem)."""
+    from kubitect_plugins.libvirt import readiness
+
+    conn = seed.conn("host3")
+    conn.defineXML("<domain type='qemu'><name>kubitect-ha-stuck</name><memory>65536</memory>"
+                   "<os><type arch='x86_64'>hvm</type></os></domain>")
+    console = tmp_path / "stuck-serial.log"
+    console.write_text("".join(f"boot line {i}\n" for i in range(40)) + "Kernel panic - not syncing\n")
+    monkeypatch.setattr(readiness, "serial_log", lambda name: str(tmp_path / f"{name.split('-')[-1]}-serial.log"))
+    local = readiness.boot_diagnosis(conn, "kubitect-ha-stuck", local=True)
+    assert "domain kubitect-ha-stuck is shut off" in local and str(console) in local
+    assert local.rstrip().endswith("Kernel panic - not syncing") and "boot line 25" not in local
+    remote_host = readiness.boot_diagnosis(conn, "kubitect-ha-stuck", local=False)
+    assert str(console) in remote_host and "Kernel panic" not in remote_host
+    assert "not found" in readiness.boot_diagnosis(conn, "kubitect-ha-gone", local=True)
