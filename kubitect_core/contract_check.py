@@ -8,7 +8,10 @@ the protocol classes of `kubitect_core.contracts` (or a base class such as `Stag
 in words, everything an object lacks, so the registry can name the plugin instead of a stage
 failing halfway through a run.
 
-A protocol member with a value in the protocol's body (`default: bool = False`) is optional.
+A protocol member with a value in the protocol's body (`default: bool = False`) is optional, and
+so is a method marked `@optional`: a capability some plugins have (a provider that can power a
+host's machines off for a chaos test). The engine asks for it with `getattr(obj, name, None)`; when
+a plugin has it, it is checked like any other method.
 """
 
 from __future__ import annotations
@@ -19,6 +22,13 @@ import typing
 from typing import Any
 
 _MISSING = object()
+_OPTIONAL = "__kubitect_optional__"
+
+
+def optional(method: Any) -> Any:
+    """Marks a protocol method as a capability a plugin may leave out (checked when present)."""
+    setattr(method, _OPTIONAL, True)
+    return method
 
 
 def _is_protocol(cls: Any) -> bool:
@@ -34,7 +44,7 @@ def _members(contract: type) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
     """(methods by name, attribute types by name, optional names) declared by the contract."""
     methods: dict[str, Any] = {}
     attributes: dict[str, Any] = {}
-    optional: set[str] = set()
+    may_lack: set[str] = set()
     hints = typing.get_type_hints(contract)
     for cls in reversed(_contract_classes(contract)):
         for name, value in vars(cls).items():
@@ -42,14 +52,16 @@ def _members(contract: type) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
                 continue
             if inspect.isfunction(value):
                 methods[name] = value
+                if getattr(value, _OPTIONAL, False):
+                    may_lack.add(name)
             elif not isinstance(value, (property, classmethod, staticmethod)):
-                optional.add(name)
+                may_lack.add(name)
         for name in getattr(cls, "__annotations__", {}):
             if not name.startswith("_"):
                 attributes[name] = hints.get(name, Any)
     for name in methods:
         attributes.pop(name, None)
-    return methods, attributes, optional
+    return methods, attributes, may_lack
 
 
 def _placeholder_args(fn: Any) -> list[str]:
@@ -90,12 +102,12 @@ def contract_problems(obj: Any, contract: type, *, where: str = "") -> list[str]
     Attributes typed with another protocol (a provider's `network`, `storage`, `vms`) are checked
     against that protocol, their problems prefixed with the attribute's name.
     """
-    methods, attributes, optional = _members(contract)
+    methods, attributes, may_lack = _members(contract)
     problems: list[str] = []
     for name, hint in attributes.items():
         value = getattr(obj, name, _MISSING)
         if value is _MISSING:
-            if name not in optional:
+            if name not in may_lack:
                 problems.append(f"'{where}{name}' is missing")
         elif _is_protocol(hint):
             problems += contract_problems(value, hint, where=f"{where}{name}.")
@@ -106,7 +118,8 @@ def contract_problems(obj: Any, contract: type, *, where: str = "") -> list[str]
     for name, want in methods.items():
         have = getattr(obj, name, _MISSING)
         if have is _MISSING:
-            problems.append(f"method '{where}{name}' is missing")
+            if name not in may_lack:
+                problems.append(f"method '{where}{name}' is missing")
             continue
         problem = _method_problem(f"{where}{name}", want, have)
         if problem:

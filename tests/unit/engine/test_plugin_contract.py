@@ -197,3 +197,45 @@ def test_no_default_provider_installed_names_the_choices(monkeypatch, fake_env):
     messages = {i.path: i.message for i in info.value.issues}
     assert "no installed plugin declares itself the default VM provider" in messages["hosts[0].provider"]
     assert messages["hosts[0].provider"].endswith("[libvirt|nspawn].")
+
+
+def test_an_optional_capability_may_be_left_out_but_is_checked_when_present():
+    """A protocol method marked @optional (a capability only some plugins have) is no problem
+    when absent, and held to the contract's shape when a plugin offers it."""
+    from typing import Protocol
+
+    from kubitect_core.contract_check import contract_problems, optional
+
+    class Chaos(Protocol):
+        name: str
+
+        async def plan(self, ctx) -> list: ...
+
+        @optional
+        async def power_off(self, host: str, names: list[str]) -> dict: ...
+
+    class Plain:
+        name = "plain"
+
+        async def plan(self, ctx):
+            return []
+
+    class Capable(Plain):
+        async def power_off(self, host, names):
+            return {}
+
+    class WrongShape(Plain):
+        def power_off(self, host):
+            return {}
+
+    class NoPlan:
+        name = "no-plan"
+
+        async def power_off(self, host, names):
+            return {}
+
+    assert contract_problems(Plain(), Chaos) == []
+    assert contract_problems(Capable(), Chaos) == []
+    assert contract_problems(WrongShape(), Chaos) == [
+        "'power_off' must be a coroutine (async def), as the stage awaits it"]
+    assert contract_problems(NoPlan(), Chaos) == ["method 'plan' is missing"]
