@@ -3,18 +3,22 @@
 Loaded through the `kubitect` entry-point group like any third-party plugin. It offers:
 - the load balancer `keepalived-haproxy` (hook `kubitect_load_balancers`), see `plugin.py`;
 - the config extension `cluster.nodes.loadBalancer.vrrp` (hook `kubitect_config_extensions`),
-  see `settings.py` for the keys, their measured defaults and why.
+  see `settings.py` for the keys, their measured defaults and why;
+- its own conformance checks (hook `kubitect_conformance_modules`), see `conformance_checks.py`.
 Rendering is pure and lives in `render.py` (templates next to it), node work in `node_ops.py`.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from kubitect_core.sdk import ConfigExtension, hookimpl
 
 from .plugin import NAME, KeepalivedHaproxy
 from .settings import EXTENSION_KEY, EXTENSION_PATH, VrrpSettings
 
-__all__ = ["KeepalivedHaproxy", "VrrpSettings", "kubitect_config_extensions", "kubitect_load_balancers"]
+__all__ = ["KeepalivedHaproxy", "VrrpSettings", "kubitect_config_extensions", "kubitect_conformance_modules",
+           "kubitect_load_balancers"]
 
 
 @hookimpl
@@ -27,3 +31,9 @@ def kubitect_load_balancers() -> dict[str, KeepalivedHaproxy]:
 def kubitect_config_extensions() -> list[ConfigExtension]:
     """Add the optional `vrrp` key under `cluster.nodes.loadBalancer` (defaults when absent)."""
     return [ConfigExtension(path=EXTENSION_PATH, key=EXTENSION_KEY, model=VrrpSettings, plugin=NAME)]
+
+
+@hookimpl
+def kubitect_conformance_modules() -> list[str]:
+    """Contribute this implementation's own checks (daemons, configs) to the verify stage."""
+    return [str(Path(__file__).with_name("conformance_checks.py"))]

@@ -40,9 +40,11 @@ def rootfs():
 
 
 def _registry():
-    from kubitect_conformance.plugin import kubitect_conformance_modules
+    """The conformance modules the engine would run: the generic suite's and keepalived-haproxy's own."""
+    from kubitect_conformance.plugin import kubitect_conformance_modules as generic
+    from kubitect_plugins.keepalived_haproxy import kubitect_conformance_modules as keepalived_haproxy
 
-    return SimpleNamespace(conformance_modules=kubitect_conformance_modules)
+    return SimpleNamespace(conformance_modules=lambda: keepalived_haproxy() + generic())
 
 
 def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monkeypatch):

@@ -41,3 +41,20 @@ def test_the_registry_loads_twice_in_one_process_after_the_libvirt_provider_modu
     assert [p.name for p in second.load_errors] == [] and [p.name for p in first.load_errors] == []
     assert second.providers["libvirt"] is first.providers["libvirt"]  # one provider (and connections) per process
     assert {"network", "storage", "vms"} <= set(vars(second.providers["libvirt"]))
+
+
+def test_a_load_balancers_own_checks_come_and_go_with_it(monkeypatch):
+    """keepalived-haproxy contributes its daemon and config checks itself; the generic suite checks
+    only what any load balancer must do, so disabling the implementation takes its checks along."""
+    monkeypatch.delenv("KUBITECT_PLUGINS", raising=False)
+    monkeypatch.delenv("KUBITECT_DISABLE_PLUGINS", raising=False)
+    own = [m for m in load_registry().conformance_modules() if Path(m).parent.name == "keepalived_haproxy"]
+    assert [Path(m).name for m in own] == ["conformance_checks.py"] and Path(own[0]).is_file()
+    checks = Path(own[0]).read_text()
+    assert "def test_load_balancer_services_are_active_and_enabled" in checks
+
+    monkeypatch.setenv("KUBITECT_DISABLE_PLUGINS", "keepalived-haproxy")
+    left = load_registry().conformance_modules()
+    assert not [m for m in left if Path(m).parent.name == "keepalived_haproxy"]
+    generic = next(Path(m) for m in left if Path(m).name == "test_loadbalancers.py").read_text()
+    assert [w for w in ("haproxy -c", "keepalived -t", "systemctl") if w in generic] == []
