@@ -3,9 +3,11 @@
 Most plugins only need `Remote`/`NodePool` (flat in `kubitect_core.sdk`). A VM provider also
 waits for a fresh machine (`wait_reachable`), connects to a host with the user's ssh_config
 (`connect`), and pins or forgets host keys in the cluster's known_hosts (`pin_key`,
-`forget_host`): first contact records a key, a changed key is refused.
+`forget_host`; for many machines in one rewrite of the file `pin_many`, keyed by
+`known_hosts_pattern`, and `forget_hosts`): first contact records a key, a changed key is refused.
 """
 
+from kubitect_core.known_hosts import pin_many
 from kubitect_core.remote import (
     HostKeyChanged,
     HostKeyUnknown,
@@ -16,6 +18,7 @@ from kubitect_core.remote import (
     connect,
     export_ssh_config,
     forget_host,
+    forget_hosts,
     known_hosts_pattern,
     pin_key,
     pinned_keys,
@@ -24,5 +27,6 @@ from kubitect_core.remote import (
 
 __all__ = [
     "HostKeyChanged", "HostKeyUnknown", "NodePool", "Remote", "RemoteError", "Result", "connect",
-    "export_ssh_config", "forget_host", "known_hosts_pattern", "pin_key", "pinned_keys", "wait_reachable",
+    "export_ssh_config", "forget_host", "forget_hosts", "known_hosts_pattern", "pin_key", "pin_many", "pinned_keys",
+    "wait_reachable",
 ]

@@ -20,6 +20,8 @@ file and its pin; if it comes back it gets a new key.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,24 +86,37 @@ class NodeKeyStore:
         except FileNotFoundError:
             return False
 
+    def remove_many(self, nodes: Iterable[str]) -> int:
+        """Deletes many nodes' key files; how many there were.
+
+        Why in parallel: on a filesystem mounted with `discard`, each unlink of a flushed file
+        waits ~2 ms for the device; 1,000 removed nodes took 2 s one after the other."""
+        names = list(nodes)
+        if len(names) < 8:
+            return sum(self.remove(n) for n in names)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return sum(pool.map(self.remove, names))
+
 
 def store_for(ctx: StageContext) -> NodeKeyStore:
     """The key store of the cluster a stage works on."""
     return NodeKeyStore(ctx.cluster_dir / "libvirt" / "host-keys")
 
 
-def pin(ctx: StageContext, store: NodeKeyStore, node: str, ip: str | None) -> bool:
-    """Pins the node's generated key for its address before first contact (replacing any
-    older key pinned there: kubitect made this one); False when there is no key or address."""
-    key = store.load(node)
-    if key is None or not ip:
-        return False
-    remote.pin_key(Path(ctx.ssh.known_hosts), ip, 22, key.public, replace=True)
-    return True
+def pin(ctx: StageContext, store: NodeKeyStore, nodes: Mapping[str, str | None]) -> bool:
+    """Pins each node's generated key (name -> address) for its address before first contact,
+    replacing any older key pinned there (kubitect made this one), in one rewrite of the cluster's
+    known_hosts. Nodes without a stored key or an address are left out. True if the file changed."""
+    keys = {}
+    for node, ip in nodes.items():
+        key = store.load(node) if ip else None
+        if key is not None:
+            keys[remote.known_hosts_pattern(ip, 22)] = key.public
+    return remote.pin_many(Path(ctx.ssh.known_hosts), keys, replace=True)
 
 
-def forget(ctx: StageContext, store: NodeKeyStore, node: str, ip: str | None) -> None:
-    """A node left the cluster: its key file and its pin go."""
-    store.remove(node)
-    if ip:
-        remote.forget_host(Path(ctx.ssh.known_hosts), ip)
+def forget(ctx: StageContext, store: NodeKeyStore, nodes: Mapping[str, str | None]) -> None:
+    """Nodes left the cluster (name -> address): their key files and pins go, the pins in one
+    rewrite of the cluster's known_hosts."""
+    store.remove_many(nodes)
+    remote.forget_hosts(Path(ctx.ssh.known_hosts), [ip for ip in nodes.values() if ip])

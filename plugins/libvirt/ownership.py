@@ -26,6 +26,9 @@ MAIN_SUFFIX = "-main-resource-pool"
 DATA_SUFFIX = "-data-resource-pool"
 
 
+Tags = dict[str, tuple[libvirt.virDomain, dict[str, str]]]  # domain name -> (domain, tag attributes)
+
+
 def metadata_of(xml: str) -> dict[str, str] | None:
     """The attributes of our metadata element in a domain or network XML, or None if untagged."""
     try:
@@ -39,7 +42,7 @@ def metadata_of(xml: str) -> dict[str, str] | None:
     return dict(el.attrib) if el is not None else None
 
 
-def domain_tags(conn: libvirt.virConnect) -> dict[str, tuple[libvirt.virDomain, dict[str, str]]]:
+def domain_tags(conn: libvirt.virConnect) -> Tags:
     """Every tagged domain on the host: name -> (domain, metadata attributes)."""
     out = {}
     for dom in conn.listAllDomains(0):
@@ -81,9 +84,10 @@ def add_recorded(found: dict[str, Any], recorded: Iterable[str], find: Callable[
     return found
 
 
-def known_clusters(conn: libvirt.virConnect) -> set[str]:
-    """Cluster names visible on a host: from tags and from main-pool names."""
-    names = {tag.get("name", "") for _d, tag in domain_tags(conn).values()}
+def known_clusters(conn: libvirt.virConnect, tags: Tags | None = None) -> set[str]:
+    """Cluster names visible on a host: from tags and from main-pool names. `tags`: the host's
+    `domain_tags`, when the caller has read them already (reading them is the costly part)."""
+    names = {tag.get("name", "") for _d, tag in (domain_tags(conn) if tags is None else tags).values()}
     for net in conn.listAllNetworks(0):
         tag = metadata_of(net.XMLDesc(0))
         if tag is not None:
@@ -95,11 +99,11 @@ def known_clusters(conn: libvirt.virConnect) -> set[str]:
     return names
 
 
-def cluster_pools(conn: libvirt.virConnect, cluster: str,
-                  known: set[str] | None = None) -> dict[str, libvirt.virStoragePool]:
+def cluster_pools(conn: libvirt.virConnect, cluster: str, known: set[str] | None = None,
+                  tags: Tags | None = None) -> dict[str, libvirt.virStoragePool]:
     """The cluster's pools by name: its main pool, its data pools, and any name in `known`."""
     names = Names(cluster)
-    others = {c for c in known_clusters(conn) if c != cluster and c.startswith(cluster + "-")}
+    others = {c for c in known_clusters(conn, tags) if c != cluster and c.startswith(cluster + "-")}
     data_re = re.compile(rf"{re.escape(cluster)}-(.+){DATA_SUFFIX}")
     out = {}
     for pool in conn.listAllStoragePools(0):

@@ -60,9 +60,9 @@ class VmsLayer:
             h = spec.name
             recorded = [n for n, v in ctx.record.get("nodes", {}).items() if v.get("host") == h]
             out = await hc.call(lambda c: vms_layer.destroy(c, cluster=ctx.cluster, host=h, recorded=recorded))
-            keys = node_keys.store_for(ctx)
-            for n in {*recorded, *(c.name for c in out if c.kind == "domain")}:
-                node_keys.forget(ctx, keys, n, ctx.record.get("nodes", {}).get(n, {}).get("ip"))
+            gone = {*recorded, *(c.name for c in out if c.kind == "domain")}
+            node_keys.forget(ctx, node_keys.store_for(ctx),
+                             {n: ctx.record.get("nodes", {}).get(n, {}).get("ip") for n in gone})
             for n in recorded:
                 ctx.record["nodes"].pop(n, None)
             ctx.record.get("hosts", {}).pop(h, None)
@@ -137,10 +137,11 @@ class VmsLayer:
                 return res.changes
             ctx.record["hosts"].setdefault(h, {})["domain_type"] = dtype
             nodes_rec = ctx.record.setdefault("nodes", {})
-            for name in list(nodes_rec):
-                if nodes_rec[name].get("host") == h and name not in res.nodes:
-                    node_keys.forget(ctx, keys, name, nodes_rec[name].get("ip"))
-                    del nodes_rec[name]
+            gone = {name: rec.get("ip") for name, rec in nodes_rec.items()
+                    if rec.get("host") == h and name not in res.nodes}
+            node_keys.forget(ctx, keys, gone)
+            for name in gone:
+                del nodes_rec[name]
             for name, rec in res.nodes.items():
                 before = previous.get(name, {})
                 rec["ready"] = before.get("ready", False)
@@ -149,6 +150,9 @@ class VmsLayer:
                 nodes_rec[name] = rec
             pending = [n for n in res.nodes if n in res.to_start or not nodes_rec[n]["ready"]]
             running = [n for n in res.nodes if n not in pending and nodes_rec[n]["dhcp"]]
+            # Every generated key is pinned for its known address before any node starts (a DHCP
+            # node's once its lease is known, in _boot).
+            node_keys.pin(ctx, keys, {n: nodes_rec[n].get("ip") for n in pending})
             done = await asyncio.gather(
                 *(self._boot(ctx, hc, nodes_rec[n], net, sem, n in res.to_start, keys) for n in pending),
                 *(self._settle_lease(ctx, hc, nodes_rec[n], net, wait=None) for n in running))
@@ -167,20 +171,21 @@ class VmsLayer:
         """Starts a node (bounded concurrency) and waits until SSH answers and cloud-init is done;
         a DHCP node's lease is waited for, checked and pinned first (`_settle_lease`).
 
-        The node's generated host key is pinned for its address before the first contact (for a
-        DHCP node: once the lease is known and agrees with the record).
+        The node's generated host key was pinned for its address before it started (a DHCP node's
+        is pinned here, once the lease is known and agrees with the record).
         """
         name = rec["name"]
         async with sem:
             if start:
                 ctx.progress(name, "starting")
                 await hc.call(lambda c: vms_layer.start(c, name))
-            node_keys.pin(ctx, keys, name, rec.get("ip"))
             if not self._waits(ctx, hc):
                 return []
             timeout = float(ctx.options.get("boot_timeout", 600))
-            changes = await self._settle_lease(ctx, hc, rec, net, wait=timeout) if rec.get("dhcp") else []
-            node_keys.pin(ctx, keys, name, rec.get("ip"))
+            changes = []
+            if rec.get("dhcp"):
+                changes = await self._settle_lease(ctx, hc, rec, net, wait=timeout)
+                node_keys.pin(ctx, keys, {name: rec.get("ip")})
             ctx.progress(name, f"waiting for SSH on {rec['ip']} and cloud-init")
             try:
                 await wait_ready(ctx, rec["ip"], timeout=timeout)

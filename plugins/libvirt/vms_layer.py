@@ -24,11 +24,12 @@ from .cloudinit import SeedFiles, build_iso, render_seed
 from .connection import lookup
 from .node_keys import NodeHostKey, NodeKeyStore
 from .ownership import (
+    Tags,
     add_recorded,
     cluster_domains,
     cluster_pools,
     cluster_volumes,
-    metadata_of,
+    domain_tags,
 )
 from .render import render, spec_hash
 from .spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id, serial_log
@@ -126,13 +127,25 @@ def remove_domain(dom: libvirt.virDomain) -> None:
         dom.undefine()
 
 
-def _node_volumes(conn, cluster: str, vm: str) -> list[tuple[str, libvirt.virStorageVol]]:
-    out = []
-    for pool in cluster_pools(conn, cluster).values():
+def _volumes_by_node(conn, cluster: str, vms: list[str],
+                     tags: Tags | None = None) -> dict[str, list[tuple[str, libvirt.virStorageVol]]]:
+    """Each of `vms`' volumes (name `<vm>-...`) in the cluster's pools, sorted by name.
+
+    Why one pass: listing pools and volumes reads every domain and volume on the host; done per
+    removed node, scaling down 1,000 of 2,000 nodes took minutes."""
+    out: dict[str, list[tuple[str, libvirt.virStorageVol]]] = {vm: [] for vm in vms}
+    if not vms:
+        return out
+    for pool in cluster_pools(conn, cluster, tags=tags).values():
         for vname, vol in cluster_volumes(pool, cluster).items():
-            if vname.startswith(vm + "-"):
-                out.append((vname, vol))
-    return sorted(out, key=lambda x: x[0])
+            # The owner is the longest of `vms` the volume's name starts with, followed by "-"
+            # (worker-1's volumes are not worker-10's); found by looking up each such prefix.
+            cut = vname.rfind("-")
+            while cut > 0 and vname[:cut] not in out:
+                cut = vname.rfind("-", 0, cut)
+            if cut > 0:
+                out[vname[:cut]].append((vname, vol))
+    return {vm: sorted(vols, key=lambda x: x[0]) for vm, vols in out.items()}
 
 
 def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec, tpl: NodeTemplate,
@@ -151,9 +164,12 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
     kernel = str(Path(main_dir) / names.base_kernel) if tpl.kernel_boot else None
     initrd = str(Path(main_dir) / names.base_initrd) if tpl.kernel_boot else None
     wanted = set()
+    tags = domain_tags(conn)  # read once: every domain's XML, the costly part on a large host
     for node, mac in nodes:
         wanted.add(node.name)
-        dom = lookup(conn.lookupByName, node.name)
+        dom, tag = tags.get(node.name, (None, None))
+        if dom is None:
+            dom = lookup(conn.lookupByName, node.name)  # an untagged domain of that name, if any
         seed = node_seed(cluster, node, net, tpl, mac, _host_key(host_keys, node.name, dom is None and not dry_run))
         seed_name = names.seed(node.name)
         seed_path = str(Path(main_dir) / seed_name)
@@ -177,7 +193,6 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
                 dom.setAutostart(1)
             out.to_start.append(node.name)
             continue
-        tag = metadata_of(dom.XMLDesc(0))
         if tag is None or tag.get("name") != cluster:
             raise RuntimeError(f"host {host}: a domain named {node.name} exists but was not made for "
                                f"cluster {cluster}; remove or rename it")
@@ -195,15 +210,14 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
         if not dom.isActive():
             out.changes.append(Change("change", "domain", node.name, host, "started"))
             out.to_start.append(node.name)
-    for name, dom in sorted(cluster_domains(conn, cluster).items()):
-        if name in wanted:
-            continue
+    unwanted = {name: dom for name, (dom, tag) in tags.items() if tag.get("name") == cluster and name not in wanted}
+    volumes = _volumes_by_node(conn, cluster, list(unwanted), tags)
+    for name, dom in sorted(unwanted.items()):
         out.changes.append(Change("delete", "domain", name, host))
-        vols = _node_volumes(conn, cluster, name)
-        out.changes += [Change("delete", "volume", v, host) for v, _ in vols]
+        out.changes += [Change("delete", "volume", v, host) for v, _ in volumes[name]]
         if not dry_run:
             remove_domain(dom)
-            for _v, vol in vols:
+            for _v, vol in volumes[name]:
                 vol.delete(0)
     return out
 

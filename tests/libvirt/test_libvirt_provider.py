@@ -291,6 +291,35 @@ def test_scale_down_removes_the_node_with_its_volumes(seed, tmp_path):
     assert {c.action for c in seed.apply_all()} == {"keep"}
 
 
+def test_scale_down_of_worker_1_keeps_worker_10s_volumes(seed, tmp_path):
+    """Volumes belong to the node whose whole name they start with: removing worker 1 never takes
+    worker 10's disks (both on host3), and its pinned host key goes while worker 10's stays."""
+    from kubitect_core.config import load_config
+
+    data = yaml.safe_load(Path(seed.loaded.source).read_text())
+    workers = data["cluster"]["nodes"]["worker"]["instances"]
+    workers.append({**workers[0], "id": 10, "ip": "10.10.13.30"})
+    both = tmp_path / "both.yaml"
+    both.write_text(yaml.safe_dump(data, sort_keys=False))
+    seed.loaded = load_config(both)
+    seed.apply_all()
+    pins = seed.ssh.known_hosts
+    w1, w10 = f"{CLUSTER}-worker-1", f"{CLUSTER}-worker-10"
+    kept_before = {o for o in live_objects(seed) if w10 in o[1]}
+    assert {("domain", w10, "host3"), ("volume", f"{w10}-rook-data-disk", "host3")} <= kept_before
+    workers.pop(0)
+    smaller = tmp_path / "smaller.yaml"
+    smaller.write_text(yaml.safe_dump(data, sort_keys=False))
+    seed.loaded = load_config(smaller)
+    applied = sorted(str(c) for c in seed.run("apply", "vms") if c.action != "keep")
+    assert applied == sorted([f"delete domain {w1} on host3", f"delete volume {w1}-cloudinit.iso on host3",
+                              f"delete volume {w1}-main-disk on host3",
+                              f"delete volume {w1}-rook-data-disk on host3"])
+    assert {o for o in live_objects(seed) if w10 in o[1]} == kept_before
+    pinned = pins.read_text()
+    assert "10.10.13.30 " in pinned and "10.10.13.20 " not in pinned
+
+
 def _domain_xml(node, net, tpl, disks, host_key, kernel_dir=None):
     """(XML, spec digest) of a node's domain as the provider makes it, for a given host key."""
     main = disks[0][0].rsplit("/", 1)[0]

@@ -70,6 +70,32 @@ def test_pin_replace_keeps_only_the_generated_key(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_many_names_pinned_and_forgotten_in_one_rewrite_as_one_at_a_time_would(tmp_path, monkeypatch):
+    """pin_many/forget_many (a large cluster's nodes in one edit) leave exactly what pinning or
+    forgetting each name on its own leaves, in one rewrite of the file."""
+    one_by_one, batched = tmp_path / "one", tmp_path / "many"
+    for path in (one_by_one, batched):
+        path.write_text(FOREIGN)
+    wanted = {"10.0.0.5": A, "[10.0.0.5]:2222": B, "10.0.0.6": C}
+    for name, key in wanted.items():
+        kh.pin(one_by_one, name, key, replace=True)
+    edits = []
+    real_edit = kh.edit_lines
+    monkeypatch.setattr(kh, "edit_lines", lambda *a, **k: edits.append(1) or real_edit(*a, **k))
+    assert kh.pin_many(batched, wanted, replace=True) is True
+    assert len(edits) == 1
+    assert batched.read_text() == one_by_one.read_text()
+    assert kh.pin_many(batched, wanted, replace=True) is False  # nothing twice
+    # replace=True dropped the older plain and hashed 10.0.0.5 lines, kept the wildcard, CA, revoked
+    assert "old-entry" not in batched.read_text() and "@revoked 10.0.0.5" in batched.read_text()
+    edits.clear()
+    assert kh.forget_many(batched, ["10.0.0.5", "10.0.0.6", "192.0.2.99"]) == 2
+    assert len(edits) == 1
+    assert [k.public_data for k in kh.keys_for(batched, "[10.0.0.5]:2222")] == [B.public_data]
+    assert kh.keys_for(batched, "10.0.0.5") == [] and kh.keys_for(batched, "10.0.0.6") == []
+    assert "gitlab.example" in batched.read_text()
+
+
 def test_hashed_lines_are_what_openssh_reads(tmp_path):
     path = tmp_path / "kh"
     path.write_text(kh.key_line("[10.2.0.9]:2222", A, hashed=True, comment=ukh.marker("c", "c-master-1")) + "\n")
