@@ -8,6 +8,8 @@ import shlex
 import pytest
 from kubitect_conformance.cluster import DISK_DIR_NSPAWN, GIB
 
+from kubitect_core.topology import data_disk_by_id, data_disk_serial
+
 
 def test_node_is_reachable_over_ssh(node):
     try:
@@ -33,35 +35,24 @@ def test_node_identity_is_as_configured(node):
     assert not problems, f"node {node.label()}: " + "; ".join(problems)
 
 
-def _block_device_sizes(node) -> dict[str, int]:
-    out = node.run("lsblk -b -d -n -o NAME,SIZE,TYPE").stdout
-    sizes = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[2] == "disk":
-            sizes[parts[0]] = int(parts[1])
-    return sizes
-
-
-def test_data_disk_is_present_at_its_size(data_disk):
-    """nspawn nodes see a disk as a file under /var/lib/kubitect/disks/; VMs as a virtio disk.
-
-    libvirt attaches data disks after the main disk (vda) in config order: vdb, vdc, ...
-    """
+def test_data_disk_is_present_at_its_size(data_disk, kubitect_inventory):
+    """Each disk is found by its stable identity, never by attach order (vdb, vdc shift when a
+    disk is added or removed): VMs see it at /dev/disk/by-id/virtio-<serial> (the serial libvirt
+    gives it), nspawn nodes as a file under /var/lib/kubitect/disks/ named after the disk."""
     node, disk = data_disk
     want = int(disk["size_gib"]) * GIB
     provider = node.info.get("provider") or "libvirt"
     if provider == "nspawn":
         path = f"{DISK_DIR_NSPAWN}/{disk['name']}.img"
-        res = node.run(f"stat -c %s {shlex.quote(path)}")
-        assert res.rc == 0, f"node {node.name}: data disk '{disk['name']}' missing ({path} does not exist)"
-        assert int(res.stdout) == want, (f"node {node.name}: data disk '{disk['name']}' is {int(res.stdout)} "
-                                         f"bytes, the config asks for {disk['size_gib']} GiB")
-        return
-    index = [d["name"] for d in node.info["data_disks"]].index(disk["name"])
-    dev = "vd" + chr(ord("b") + index)
-    sizes = _block_device_sizes(node)
-    assert dev in sizes, (f"node {node.name}: data disk '{disk['name']}' should be /dev/{dev}; "
-                          f"block devices: {sizes}")
-    assert sizes[dev] == want, (f"node {node.name}: /dev/{dev} ('{disk['name']}') is {sizes[dev]} bytes, "
-                                f"the config asks for {disk['size_gib']} GiB")
+        command = f"stat -c %s {shlex.quote(path)}"
+    else:
+        path = data_disk_by_id(data_disk_serial(kubitect_inventory["cluster"], node.name, disk["name"]))
+        command = f"lsblk -b -d -n -o SIZE {shlex.quote(path)}"
+    res = node.run(command)
+    if res.rc != 0:
+        listing = node.run("ls -l /dev/disk/by-id/ 2>&1").stdout.strip() if provider != "nspawn" else ""
+        pytest.fail(f"node {node.name}: data disk '{disk['name']}' missing: {path} does not exist"
+                    + (f"; /dev/disk/by-id holds: {listing[-600:]}" if listing else ""))
+    size = int(res.stdout.strip() or 0)
+    assert size == want, (f"node {node.name}: data disk '{disk['name']}' ({path}) is {size} bytes, "
+                          f"the config asks for {disk['size_gib']} GiB")

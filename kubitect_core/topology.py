@@ -12,6 +12,8 @@ every stage after vms as `StageContext.topology`, so no plugin reads addresses f
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -26,6 +28,39 @@ class DataDisk:
     name: str
     pool: str  # "main" or the name of a dataResourcePool on the node's host
     size_gib: int
+
+
+# virtio-blk hands the guest at most 20 bytes of serial (VIRTIO_BLK_ID_BYTES); QEMU cuts the rest.
+DISK_SERIAL_MAX = 20
+_DISK_SERIAL_HEAD = 11  # readable part: the disk name's start; the rest is a digest
+
+
+def data_disk_serial(cluster: str, node: str, disk: str) -> str:
+    """The serial a data disk carries, so the guest sees it at /dev/disk/by-id/virtio-<serial>.
+
+    Why: device names (vdb, vdc) follow attach order and change when a disk is added or removed;
+    Rook must be told exactly which disks are its OSDs. The serial starts with the disk name
+    (readable in `lsblk -o NAME,SERIAL`) and ends with a digest of cluster, node and disk name,
+    so it is stable across re-applies and host moves, distinct between a node's disks (distinct
+    names hash apart; `check_serials_distinct` guards the residual chance) and between clusters,
+    and fits virtio's 20 bytes (at least 8 base32 digest characters: 40 bits).
+    """
+    head = disk[:_DISK_SERIAL_HEAD]
+    digest = base64.b32encode(hashlib.sha256(f"{cluster}/{node}/{disk}".encode()).digest()).decode().lower()
+    return f"{head}-{digest[:DISK_SERIAL_MAX - len(head) - 1]}"
+
+
+def data_disk_by_id(serial: str) -> str:
+    """Where a Linux guest's udev links a virtio disk with this serial (60-persistent-storage.rules)."""
+    return f"/dev/disk/by-id/virtio-{serial}"
+
+
+def check_serials_distinct(cluster: str, node: str, disks: Iterable[str]) -> dict[str, str]:
+    """{disk name: serial} of one node; ValueError if two disks would share a serial (never seen)."""
+    serials = {d: data_disk_serial(cluster, node, d) for d in disks}
+    if len(set(serials.values())) != len(serials):
+        raise ValueError(f"node {node}: two data disks would get the same serial ({serials}); rename one")
+    return serials
 
 
 @dataclass(frozen=True)

@@ -488,9 +488,48 @@ def check_addons(v: RawView, ctx: ValidationContext, out: Findings) -> None:
         out.notices.append(f"addons.kubespray is kept for compatibility but not applied: {by} not run Kubespray.")
     rook = _m(addons.get("rook"))
     if _truthy(rook.get("enabled")):
-        out.error(("addons", "rook", "enabled"),
-                  "the Rook addon is not implemented in kubitect yet, so enabling it would be silently "
-                  "ignored; remove `addons.rook` (or set enabled: false) and install Rook after apply.")
+        reason = _rook_without_disks(v, _m(rook.get("nodeSelector")))
+        if reason:
+            out.error(("addons", "rook", "enabled"),
+                      f"Rook needs at least one node with dataDisks for its OSDs, but {reason}; add dataDisks "
+                      "to those nodes (or to their role's default), change addons.rook.nodeSelector, or set "
+                      "enabled: false.")
+
+
+def _label_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _rook_without_disks(v: RawView, selector: dict) -> str | None:
+    """Why no node could hold an OSD, or None when one can (the rook plugin applies the same rule).
+
+    Candidates are the workers, or the masters when there are none (as in Kubitect); the
+    nodeSelector keeps nodes whose merged labels (role default, then instance) carry every key,
+    with the same value unless the selector's value is empty; OSD nodes are those with dataDisks.
+    """
+    key = "worker" if v.count("worker") else "master"
+    default = _m(v.section(key).get("default"))
+    candidates = []
+    for inst in v.instances(key):
+        labels = {k: _label_text(x) for k, x in {**_m(default.get("labels")), **_m(inst.data.get("labels"))}.items()}
+        disks = _l(default.get("dataDisks")) + _l(inst.data.get("dataDisks"))
+        candidates.append((_s(inst.data.get("id")) or "?", labels, bool(disks)))
+    want = {k: _label_text(x) for k, x in selector.items()}
+    matching = [c for c in candidates
+                if all(k in c[1] and (w == "" or c[1][k] == w) for k, w in want.items())]
+    if any(has_disks for _id, _l_, has_disks in matching):
+        return None
+    role = f"{key}s" + (" (there are no workers)" if key == "master" else "")
+    shown = ", ".join(f"{k}: {short_value(x)}" for k, x in want.items())
+    if not candidates:
+        return f"there are no {role}"
+    if not matching:
+        return f"no {key} matches nodeSelector {{{shown}}}"
+    ids = ", ".join(short_value(i) for i, *_ in matching)
+    where = f" matching nodeSelector {{{shown}}}" if want else ""
+    return f"none of the {role}{where} has dataDisks ({key} ids: {ids})"
 
 
 RULES = (check_hosts, check_cluster, check_nodes, check_kubernetes, check_addons)

@@ -18,6 +18,8 @@ The flat names:
                              the protocols a plugin's objects satisfy (checked when loaded)
     Stage                    base class of a stage a plugin adds to the pipeline
     Topology, Node, DataDisk the as-built nodes, endpoint, VIP and VRID every plugin reads
+    data_disk_serial, data_disk_by_id, check_serials_distinct
+                             a data disk's stable serial and the guest's /dev/disk/by-id path
     StageError, StageSkipped errors a plugin raises: a message for the user, or "cannot run here"
     Remote, NodePool, Result, RemoteError, HostKeyChanged, HostKeyUnknown
                              commands and files on nodes over asyncssh, with pinned host keys
@@ -57,11 +59,19 @@ from kubitect_core.remote import HostKeyChanged, HostKeyUnknown, NodePool, Remot
 from kubitect_core.sdk.templates import templates
 from kubitect_core.stage import Stage, StageError, StageSkipped
 from kubitect_core.state import write_atomic, write_private
-from kubitect_core.topology import DataDisk, Node, Topology
+from kubitect_core.topology import (
+    DataDisk,
+    Node,
+    Topology,
+    check_serials_distinct,
+    data_disk_by_id,
+    data_disk_serial,
+)
 
 __all__ = [
     "Action", "Change", "ConfigExtension", "DataDisk", "HostKeyChanged", "HostKeyUnknown", "KubernetesInstaller",
     "LayerPlugin", "LoadBalancer", "MachineLayer", "Node", "NodePool", "ProgressFn", "Remote", "RemoteError", "Result",
     "SshAccess", "Stage", "StageContext", "StageError", "StageSkipped", "Topology", "VmProvider", "hookimpl",
-    "normalize_version", "parse_version", "templates", "write_atomic", "write_private",
+    "normalize_version", "parse_version", "templates", "write_atomic", "write_private", "check_serials_distinct",
+    "data_disk_by_id", "data_disk_serial",
 ]

@@ -43,10 +43,14 @@ def metadata_of(xml: str) -> dict[str, str] | None:
 
 
 def domain_tags(conn: libvirt.virConnect) -> Tags:
-    """Every tagged domain on the host: name -> (domain, metadata attributes)."""
+    """Every tagged domain on the host: name -> (domain, metadata attributes).
+
+    The tag of the persistent definition: a running VM redefined by apply keeps its old live XML
+    until it restarts, and comparing that spec would report the same change on every apply.
+    """
     out = {}
     for dom in conn.listAllDomains(0):
-        tag = metadata_of(dom.XMLDesc(0))
+        tag = metadata_of(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         if tag is not None:
             out[dom.name()] = (dom, tag)
     return out

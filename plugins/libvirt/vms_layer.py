@@ -17,7 +17,7 @@ from pathlib import Path
 
 import libvirt
 
-from kubitect_core.sdk import Change, Node
+from kubitect_core.sdk import Change, Node, check_serials_distinct
 
 from . import images
 from .cloudinit import SeedFiles, build_iso, render_seed
@@ -79,6 +79,44 @@ def node_seed(cluster: str, node: Node, net: NetSpec, tpl: NodeTemplate, mac: st
                        gateway=net.gateway, nameservers=net.nameservers)
 
 
+def _disk_values(cluster: str, node: Node, disks: list[tuple[str, str]]) -> list[dict]:
+    """Template values of a node's disks: the main disk, then data disks with their serials.
+
+    A data disk carries `serial` (see `data_disk_serial`), the main disk none; the key is left
+    out rather than set to None so the spec digest of a node without data disks is unchanged.
+    """
+    serials = check_serials_distinct(cluster, node.name, [d.name for d in node.data_disks])
+    out = []
+    for i, (path, fmt) in enumerate(disks):
+        entry = {"path": path, "format": fmt, "dev": "vd" + string.ascii_lowercase[i]}
+        if 0 < i <= len(node.data_disks):
+            entry["serial"] = serials[node.data_disks[i - 1].name]
+        out.append(entry)
+    return out
+
+
+def definition_change(old_xml: str, new_xml: str) -> str:
+    """What a redefinition changes, for the plan: says so when data disks gain their serials.
+
+    Why: clusters made before disks carried serials see every node with data disks "changed";
+    the user should read that this is the serial (effective at the next boot, disks untouched).
+    """
+    def serials(xml: str) -> int:
+        return len(ET.fromstring(xml).findall("./devices/disk/serial"))
+    try:
+        gained = serials(new_xml) - serials(old_xml)
+    except ET.ParseError:
+        gained = 0
+    return (f"definition updated: {gained} data disk(s) get a stable serial (/dev/disk/by-id); "
+            "disks and their data are kept") if gained > 0 else "definition updated"
+
+
+def with_uuid(xml: str, uuid: str) -> str:
+    """The XML with the existing domain's UUID: libvirt refuses to redefine a name under a new one
+    ("already exists with uuid"), and our XML names none (libvirt picks it at the first define)."""
+    return xml.replace("</name>\n", f"</name>\n  <uuid>{uuid}</uuid>\n", 1)
+
+
 def domain_xml(*, cluster: str, node: Node, mac: str, net: NetSpec, tpl: NodeTemplate, domain_type: str,
                disks: list[tuple[str, str]], seed_path: str, seed_digest: str,
                kernel: str | None, initrd: str | None) -> tuple[str, str]:
@@ -88,8 +126,7 @@ def domain_xml(*, cluster: str, node: Node, mac: str, net: NetSpec, tpl: NodeTem
         "role": node.role, "memory_mib": node.ram_gib * 1024, "vcpu": node.cpu,
         "cpu_mode": libvirt_cpu_mode(tpl.cpu_mode, domain_type), "tb_cache_mib": TB_CACHE_MIB,
         "kernel": kernel, "initrd": initrd, "cmdline": tpl.cmdline if kernel else None,
-        "disks": [{"path": p, "format": f, "dev": "vd" + string.ascii_lowercase[i]}
-                  for i, (p, f) in enumerate(disks)],
+        "disks": _disk_values(cluster, node, disks),
         "seed_path": seed_path, "seed": seed_digest, "mac": mac,
         "network": f"{cluster}-network" if net.mode != "bridge" else None,
         "bridge": net.bridge if net.mode == "bridge" else None,
@@ -198,12 +235,12 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
                                f"cluster {cluster}; remove or rename it")
         seed_vol = lookup(main_pool.storageVolLookupByName, seed_name) if main_pool else None
         if tag.get("spec") != digest or seed_vol is None:
+            what = definition_change(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), xml)
             out.changes.append(Change("change", "domain", node.name, host,
-                                      "definition updated; takes effect at the next boot"
-                                      if dom.isActive() else "definition updated"))
+                                      f"{what}; takes effect at the next boot" if dom.isActive() else what))
             if not dry_run:
                 _put_seed(conn, main_pool, seed_name, build_iso(seed))
-                conn.defineXML(xml)
+                conn.defineXML(with_uuid(xml, dom.UUIDString()))
                 dom.setAutostart(1)
         else:
             out.changes.append(Change("keep", "domain", node.name, host))

@@ -33,6 +33,7 @@ from kubitect_plugins.libvirt.node_keys import NodeKeyStore
 
 from kubitect_core import known_hosts as kh
 from kubitect_core.state import ClusterState
+from kubitect_core.topology import data_disk_by_id, data_disk_serial
 
 pytestmark = [
     pytest.mark.e2e,
@@ -226,6 +227,10 @@ def test_three_vms_over_qemu_ssh_then_destroy(lab, vm_image, tmp_path, private_u
             disks = dict(line.split() for line in lines if line.startswith("vd"))
             if name.endswith("worker-1"):
                 assert int(disks["vdb"]) == DATA_DISK_GIB << 30, res.stdout
+                # the guest finds the disk by its serial, as Rook and the conformance check do
+                by_id = data_disk_by_id(data_disk_serial(CLUSTER, name, "data"))
+                found = _ssh(lab, key, ip, f"readlink -f {by_id}; lsblk -b -dn -o SIZE {by_id}")
+                assert found.stdout.split() == ["/dev/vdb", str(DATA_DISK_GIB << 30)], (by_id, found)
             else:
                 assert "vdb" not in disks, res.stdout
             assert int(disks["vda"]) == 4 << 30, res.stdout  # the overlay main disk, mainDiskSize

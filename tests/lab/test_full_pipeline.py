@@ -82,7 +82,8 @@ def test_apply_then_verify_through_the_vip_then_destroy(rootfs, tmp_path, monkey
                 assert outcome.skipped == {}
                 stages = {name: changes for name, _, changes in outcome.stages}
                 assert list(stages) == ["validate", "network", "storage", "vms", "loadbalancers", "kubernetes",
-                                        "verify"]
+                                        "rook", "verify"]
+                assert stages["rook"] == []  # addons.rook is off: the addon stage does nothing
                 assert all(c.action == "keep" for n in ("network", "storage", "vms", "loadbalancers")
                            for c in stages[n]), "the second pass over the machine layers changed something"
                 assert state.applied_text() is not None

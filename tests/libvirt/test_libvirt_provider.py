@@ -442,3 +442,50 @@ def test_a_node_that_never_answers_is_reported_with_its_state_and_console(seed, 
     remote_host = readiness.boot_diagnosis(conn, "kubitect-ha-stuck", local=False)
     assert str(console) in remote_host and "Kernel panic" not in remote_host
     assert "not found" in readiness.boot_diagnosis(conn, "kubitect-ha-gone", local=True)
+
+
+def test_data_disks_carry_stable_distinct_serials(seed):
+    """Every data disk of the seed is defined with its serial (<= 20 bytes, distinct, stable)."""
+    from kubitect_core.topology import data_disk_serial
+
+    seed.apply_all()
+    seen = {}
+    for node in seed.loaded.topology.nodes:
+        root = ET.fromstring(seed.conn(node.host).lookupByName(node.name).XMLDesc(0))
+        held = {d.find("source").get("file").rsplit("/", 1)[1]: d.findtext("serial")
+                for d in root.findall("./devices/disk[@device='disk']")}
+        assert held.pop(f"{node.name}-main-disk") is None  # the main disk needs no identity
+        for disk in node.data_disks:
+            serial = held[f"{node.name}-{disk.name}-data-disk"]
+            assert serial == data_disk_serial(CLUSTER, node.name, disk.name)
+            assert len(serial.encode()) <= 20 and serial.startswith(disk.name[:11] + "-")
+            assert serial not in seen, f"{serial} used by {seen.get(serial)} and {node.name}"
+            seen[serial] = node.name
+    assert len(seen) == sum(len(n.data_disks) for n in seed.loaded.topology.nodes) == 3
+
+
+def test_existing_domain_without_serials_is_redefined_in_place_and_keeps_its_disks(seed):
+    """A cluster made before serials existed: plan shows the change, apply redefines, disks stay."""
+    seed.apply_all()
+    name = f"{CLUSTER}-worker-1"
+    conn = seed.conn("host3")
+    dom = conn.lookupByName(name)
+    old = dom.XMLDesc(0)
+    stripped = ET.fromstring(old)
+    for disk in stripped.findall("./devices/disk"):
+        for serial in disk.findall("serial"):
+            disk.remove(serial)
+    old_xml = ET.tostring(stripped, encoding="unicode").replace(metadata_of(old)["spec"], "0000000000000000")
+    conn.defineXML(old_xml)
+    volumes = {v.name() for p in conn.listAllStoragePools(0) if p.isActive() for v in p.listAllVolumes(0)}
+
+    planned = [c for c in seed.plan_all() if c.action != "keep"]
+    assert [(c.action, c.kind, c.name) for c in planned] == [("change", "domain", name)]
+    assert "1 data disk(s) get a stable serial" in planned[0].detail and "data are kept" in planned[0].detail
+    assert "next boot" in planned[0].detail  # the running VM keeps its definition until it restarts
+
+    seed.apply_all()
+    root = ET.fromstring(conn.lookupByName(name).XMLDesc(0))
+    assert [d.findtext("serial") for d in root.findall("./devices/disk[@device='disk']")][1].startswith("rook-")
+    assert {v.name() for p in conn.listAllStoragePools(0) if p.isActive() for v in p.listAllVolumes(0)} == volumes
+    assert {c.action for c in seed.plan_all()} == {"keep"}

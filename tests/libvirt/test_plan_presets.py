@@ -60,17 +60,22 @@ main()
 """
 
 
+def _plan_on_test_driver(cfg: Path, data: dict, home: Path, log: Path, columns: int = 200):
+    """`kubitect plan CFG` in a fresh process, every host on the test driver, remote TCP refused."""
+    env = {**os.environ, "KUBITECT_HOME": str(home), "HOME": str(home.parent), "COLUMNS": str(columns)}
+    for host in data["hosts"]:
+        env[f"KUBITECT_LIBVIRT_URI_{env_key(host['name'])}"] = "test:///default"
+    return subprocess.run([sys.executable, "-c", BLOCKER, str(log), "plan", str(cfg)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.parametrize(("name", "text"), CASES, ids=[n for n, _ in CASES])
 def test_plan_before_the_first_apply(name, text, tmp_path):
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(text)
     data = yaml.safe_load(text)
     home, log = tmp_path / "home", tmp_path / "connections.jsonl"
-    env = {**os.environ, "KUBITECT_HOME": str(home), "HOME": str(tmp_path), "COLUMNS": "200"}
-    for host in data["hosts"]:
-        env[f"KUBITECT_LIBVIRT_URI_{env_key(host['name'])}"] = "test:///default"
-    proc = subprocess.run([sys.executable, "-c", BLOCKER, str(log), "plan", str(cfg)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = _plan_on_test_driver(cfg, data, home, log)
     out = proc.stdout + proc.stderr
     assert "Traceback" not in out
     assert proc.returncode == 0, out
@@ -106,3 +111,22 @@ def test_plan_names_each_unreachable_host_once_in_words(tmp_path):
         assert len(lines) == 1, f"{h} is named on {len(lines)} lines:\n{out}"
         assert lines[0].strip().startswith(f"{h}: cannot open libvirt at") and f"host {h}" not in lines[0]
     assert "stage 'network' failed during plan (the cause is shown above)" in out
+
+
+def test_plan_of_the_seed_with_rook_shows_the_addon_and_downloads_nothing(tmp_path):
+    """addons.rook.enabled on the seed: the plan lists the pinned manifests and the counts the
+    CephCluster gets, before anything exists, without contacting anything (not even GitHub)."""
+    data = yaml.safe_load((EXAMPLES / "ha.yaml").read_text())
+    data["addons"] = {"rook": {"enabled": True}}
+    cfg = tmp_path / "ha.yaml"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = _plan_on_test_driver(cfg, data, tmp_path / "home", tmp_path / "connections.jsonl", columns=250)
+    log = tmp_path / "connections.jsonl"
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    for name in ("crds.yaml", "common.yaml", "operator.yaml", "toolbox.yaml", "cephcluster.yaml", "blockpool.yaml"):
+        assert re.search(rf"create\s+manifest\s+{re.escape(name)}", out), (name, out[-3000:])
+    assert "mon 3, mgr 2, 3 OSD(s) on kubitect-ha-worker-1, kubitect-ha-worker-2, kubitect-ha-worker-3" in out
+    assert "pool replicas 3, default StorageClass ceph-block" in out
+    attempts = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    assert not [a for a in attempts if a[1] != 22], f"plan tried to download something: {attempts}"

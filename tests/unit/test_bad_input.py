@@ -154,7 +154,8 @@ CASES: list[tuple[str, object, list[str]]] = [
     ("version-v1-28-100", seed("  version: v1.28.6", "  version: v1.28.100"),
      ["kubernetes.version", "not a released Kubernetes version", "v1.28.15"]),
     ("version-v1-34-99", minimal("  version: v1.34.2", "  version: v1.34.99"), ["v1.34.2", "not a released"]),
-    ("rook-enabled", MINIMAL + "addons:\n  rook:\n    enabled: true\n", ["addons.rook.enabled", "not implemented"]),
+    ("rook-enabled", MINIMAL + "addons:\n  rook:\n    enabled: true\n",
+     ["addons.rook.enabled", "Rook needs at least one node"]),
     ("label-key-invalid", minimal("          ip: 192.168.113.21", "          ip: 192.168.113.21\n          labels:\n"
                                   "            'bad key!': x"), ["not a valid Kubernetes label key"]),
     ("label-value-with-spaces", minimal("          ip: 192.168.113.21", "          ip: 192.168.113.21\n"

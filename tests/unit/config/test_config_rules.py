@@ -193,6 +193,14 @@ CASES = [
      "did you mean `mergeKubeconfig`?", "mergeKubeConfig:"),
     ("rook-version", _set("addons", {"rook": {"enabled": True, "version": "master"}}), "addons.rook.version",
      "must be a version such as", "version: master"),
+    ("rook-no-disks", _all(*[_del(f"{W}[{i}].dataDisks") for i in range(3)], _set("addons.rook.enabled", True)),
+     "addons.rook.enabled", "but none of the workers has dataDisks (worker ids: 1, 2, 3)", "enabled: true"),
+    ("rook-selector-matches-none", _set("addons.rook", {"enabled": True, "nodeSelector": {"storage": "ceph"}}),
+     "addons.rook.enabled", "no worker matches nodeSelector {storage: ceph}", "enabled: true"),
+    ("rook-selected-without-disks", _all(_set(f"{W}[0].labels", {"rook": True}), _del(f"{W}[0].dataDisks"),
+                                         _set("addons.rook", {"enabled": True, "nodeSelector": {"rook": True}})),
+     "addons.rook.enabled", "none of the workers matching nodeSelector {rook: true} has dataDisks (worker ids: 1)",
+     "enabled: true"),
     ("addons-kubespray-type", _set("addons", {"kubespray": ["a"]}), "addons.kubespray", "must be a mapping",
      "kubespray:"),
 ]
@@ -246,3 +254,13 @@ def test_bad_labels_are_rejected_at_validate(seed, load_data):
     assert "not a valid Kubernetes label key" in errors[f"{W}[0].labels.bad key!"]
     assert f"{W}[0].labels.ok" not in errors and f"{W}[0].labels.empty" not in errors
     assert all(i.severity == "error" for i in info.value.issues)
+
+
+def test_rook_on_nodes_with_disks_is_valid(seed, load_data):
+    """The seed's workers carry `rook` disks: enabling Rook is valid, also narrowed by a selector
+    whose value is empty (key present, any value) on a label that comes from the role default."""
+    S(seed, "addons.rook.enabled", True)
+    assert load_data(seed).config.addons.rook.enabled
+    S(seed, "cluster.nodes.worker.default.labels", {"storage": "x"})
+    S(seed, "addons.rook.nodeSelector", {"storage": ""})
+    assert load_data(seed).config.addons.rook.node_selector == {"storage": ""}

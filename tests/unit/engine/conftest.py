@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures"
 SEED = ROOT / "examples" / "ha.yaml"
-REAL_BACKENDS = "libvirt,nspawn,keepalived-haproxy,kubeadm,k3s,conformance"
+REAL_BACKENDS = "libvirt,nspawn,keepalived-haproxy,kubeadm,k3s,rook,conformance"
 
 
 @pytest.fixture

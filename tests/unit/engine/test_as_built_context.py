@@ -120,7 +120,7 @@ class Doubles:
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
-    monkeypatch.setenv("KUBITECT_DISABLE_PLUGINS", "libvirt,nspawn,keepalived-haproxy,kubeadm,k3s,conformance")
+    monkeypatch.setenv("KUBITECT_DISABLE_PLUGINS", "libvirt,nspawn,keepalived-haproxy,kubeadm,k3s,rook,conformance")
     monkeypatch.delenv("KUBITECT_PLUGINS", raising=False)
     cfg = tmp_path / "dh.yaml"
     cfg.write_text(yaml.safe_dump({
