@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -66,11 +66,16 @@ class Matrix:
     settings: Any
     margin_s: float
     target: Target = API_TARGET
+    rendered_priorities: dict = field(default_factory=dict)
 
     def by_name(self, name: str) -> ClusterHost:
         return next(lb for lb in self.lbs if lb.name == name)
 
     def priority(self, lb: ClusterHost) -> int:
+        """The priority keepalived runs with: as the load balancer plugin recorded it (it may rank
+        the configured ones, keeping their order), else the configured one, else 10."""
+        if lb.name in self.rendered_priorities:
+            return int(self.rendered_priorities[lb.name])
         p = lb.info.get("priority")
         return int(p) if p is not None else 10  # the plugin's default (render.py)
 
@@ -119,10 +124,17 @@ def matrix(request, kubitect_inventory, vip, pytestconfig) -> Matrix:
     load_balancers, vantage = request.getfixturevalue("load_balancers"), request.getfixturevalue("vantage")
     margin = pytestconfig.getoption("--failover-margin", None)
     m = Matrix(list(load_balancers), vantage, vip, vrrp_settings(kubitect_inventory),
-               failover.DEFAULT_MARGIN_S if margin is None else float(margin))
+               failover.DEFAULT_MARGIN_S if margin is None else float(margin),
+               rendered_priorities=rendered_priorities(kubitect_inventory))
     m.settle(m.placement_after_restore(), "before the failover matrix")
     m.target = choose_target(m, kubernetes_facts(kubitect_inventory) is not None)
     return m
+
+
+def rendered_priorities(inventory: dict) -> dict:
+    """{load balancer: priority} as the load balancer stage recorded it ({} when it did not)."""
+    lb_facts = (inventory.get("facts") or {}).get("loadbalancers") or {}
+    return dict((lb_facts.get("vrrp") or {}).get("priorities") or {})
 
 
 def choose_target(m: Matrix, kubernetes_installed: bool) -> Target:

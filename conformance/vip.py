@@ -214,7 +214,8 @@ class Budget:
 
 
 def budgets(settings: Any, backup_priority: int, margin_s: float) -> dict[str, Budget]:
-    """Gap budgets per case from the VRRP timers (peers-and-failover.md 5.1) plus `margin_s`.
+    """Gap budgets per case from the VRRP timers (peers-and-failover.md 5.1) plus `margin_s`, so a
+    cluster on the fast profile is held to the fast profile's budgets.
 
     The numbers come from `kubitect_core.failover.expected_budget`, which the load balancer
     plugin's own tests use too; `holder_back` is one advert (the returning higher-priority
@@ -226,10 +227,11 @@ def budgets(settings: Any, backup_priority: int, margin_s: float) -> dict[str, B
     skew = failover.skew_s(advert, backup_priority, version)
     m = f" + {margin_s:g} margin"
     down = f"3 × {advert:g} advert + {skew:.2f} skew{m}"
+    noticed = (f"{failover.EXIT_NOTICE_S:g} exit event" if failover.exit_events_tracked(settings)
+               else f"{settings.check_interval} check interval × {settings.check_fall} fall")
     return {
         "keepalived_stopped": Budget(base["keepalived_stopped"], f"{skew:.2f} skew{m}"),
-        "haproxy_killed": Budget(base["haproxy_killed"], f"{settings.check_interval} check interval × "
-                                                         f"{settings.check_fall} fall + {skew:.2f} skew{m}"),
+        "haproxy_killed": Budget(base["haproxy_killed"], f"{noticed} + {skew:.2f} skew{m}"),
         "keepalived_crashed": Budget(base["keepalived_crashed"], down),
         "link_cut": Budget(base["link_cut"], down),
         "holder_back": Budget(round((advert + margin_s) * 1000, 1), f"{advert:g} advert{m}"),

@@ -226,3 +226,7 @@ class ConfigExtension:
     key: str
     model: type  # a pydantic BaseModel subclass
     plugin: str = ""
+    # Optional warnings about the validated value in the context of the whole config:
+    # check(value, topology) -> [(config path as a tuple of keys, message)]. Called only for a
+    # config without errors; the messages are shown as warnings (with the YAML line), never block.
+    check: Callable[[Any, Topology], list[tuple[tuple, str]]] | None = None

@@ -34,6 +34,10 @@ WHOAMI_PORT = 8405  # kubitect_plugins.keepalived_haproxy.render.Layout.whoami_p
 # Added to every timer-derived budget: ARP/GARP propagation, process scheduling on a busy
 # 2-core host, the prober's own 20 ms cadence and TLS handshake. Stated once, used everywhere.
 DEFAULT_MARGIN_S = 0.5
+# With HAProxy's exit tracked by events (the keepalived-haproxy setting trackHaproxyExit):
+# systemd notices the exit, runs the hook, keepalived reads the file; measured 20-60 ms on
+# nspawn nodes (bench/failover_side_by_side.py), budgeted at this.
+EXIT_NOTICE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -172,11 +176,18 @@ class Prober:
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop sending and wait for requests in flight, so the record is complete."""
+        """Stop sending and wait for requests in flight, so the record is complete.
+
+        The wait is bounded: a request lives at most `timeout`, but a TLS connection cancelled
+        mid-handshake has been seen to never finish (Python 3.11), which must not stall the caller.
+        """
         if self._loop_task:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=self.timeout + 2.0)
+            for task in pending:
+                task.cancel()
 
     async def _one(self) -> None:
         sent = time.monotonic()
@@ -248,16 +259,20 @@ def skew_s(advert_int: float, priority: int, vrrp_version: int) -> float:
     return (256 - priority) * base / 256
 
 
-def expected_budget(settings: object, *, backup_priority: int = 10,
-                    margin_s: float = DEFAULT_MARGIN_S) -> dict[str, float]:
+def expected_budget(settings: object, *, backup_priority: int = 10, margin_s: float = DEFAULT_MARGIN_S,
+                    exit_events: bool | None = None) -> dict[str, float]:
     """Budget in ms per fault on the holder, derived from the VRRP timers plus `margin_s`.
 
     `settings` is anything with advert_int, check_interval, check_fall and vrrp_version
-    (kubitect_plugins.keepalived_haproxy.settings.VrrpSettings). The backup's priority sets the
-    skew; the default 10 (the original's default) gives the largest skew and so the safest budget.
+    (kubitect_plugins.keepalived_haproxy.settings.VrrpSettings), and optionally
+    track_haproxy_exit. The backup's priority sets the skew (pass the priority keepalived really
+    runs with); the default 10 (the original's default) gives the largest skew and so the safest
+    budget. `exit_events` overrides whether HAProxy's exit is tracked by events (default: the
+    settings' track_haproxy_exit; a lab without systemd passes False).
     - keepalived stopped: the holder sends a priority-0 advert; the backup waits only its skew.
-    - HAProxy killed: the check notices within interval x fall (plus the check's run time), the
-      holder goes FAULT and sends priority 0, the backup waits its skew.
+    - HAProxy killed: the check notices within interval x fall (plus the check's run time), or
+      the exit event within EXIT_NOTICE_S; the holder goes FAULT and sends priority 0, the backup
+      waits its skew.
     - keepalived crashed / link cut: the backup waits Master_Down_Interval = 3 x advert + skew.
     """
     advert = float(settings.advert_int)
@@ -271,7 +286,14 @@ def expected_budget(settings: object, *, backup_priority: int = 10,
         "keepalived_crashed": down,
         "link_cut": down,
     }
+    if exit_events_tracked(settings, exit_events):
+        seconds["haproxy_killed"] = min(seconds["haproxy_killed"], EXIT_NOTICE_S + skew)
     return {case: round((s + margin_s) * 1000, 1) for case, s in seconds.items()}
+
+
+def exit_events_tracked(settings: object, override: bool | None = None) -> bool:
+    """Whether HAProxy's exit reaches keepalived as an event (not only by the periodic check)."""
+    return bool(getattr(settings, "track_haproxy_exit", False)) if override is None else override
 
 
 def summary(gaps_ms: list[float]) -> dict[str, float]:

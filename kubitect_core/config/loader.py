@@ -123,8 +123,21 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
     if errors or config is None:
         raise ConfigError(_dedupe(errors))
     fill_defaults(config, context)
-    return LoadedConfig(raw=raw, config=config, topology=resolve_topology(config), warnings=warnings,
+    topology = resolve_topology(config)
+    warnings += [issue(loc, message, "warning") for loc, message in _extension_warnings(context, extensions, topology)]
+    return LoadedConfig(raw=raw, config=config, topology=topology, warnings=warnings,
                         notices=findings.notices, extensions=extensions, marked=marked)
+
+
+def _extension_warnings(context: ValidationContext, extensions: dict[str, BaseModel],
+                        topology: Topology) -> list[tuple[tuple, str]]:
+    """What plugins warn about their extension's value in this config (ConfigExtension.check)."""
+    out: list[tuple[tuple, str]] = []
+    for ext in context.extensions:
+        name = f"{ext.path}.{ext.key}" if ext.path else ext.key
+        if ext.check is not None and name in extensions:
+            out += list(ext.check(extensions[name], topology))
+    return out
 
 
 def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:

@@ -3,7 +3,8 @@
 Loaded through the `kubitect` entry-point group like any third-party plugin. It offers:
 - the load balancer `keepalived-haproxy` (hook `kubitect_load_balancers`), see `plugin.py`;
 - the config extension `cluster.nodes.loadBalancer.vrrp` (hook `kubitect_config_extensions`),
-  see `settings.py` for the keys, their measured defaults and why;
+  see `settings.py` for the profiles, their measured numbers and why, and `guard.py` for the
+  warnings about where short timers would flap;
 - its own conformance checks (hook `kubitect_conformance_modules`), see `conformance_checks.py`.
 Rendering is pure and lives in `render.py` (templates next to it), node work in `node_ops.py`.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from kubitect_core.sdk import ConfigExtension, hookimpl
 
+from .guard import config_warnings
 from .plugin import NAME, KeepalivedHaproxy
 from .settings import EXTENSION_KEY, EXTENSION_PATH, VrrpSettings
 
@@ -29,8 +31,10 @@ def kubitect_load_balancers() -> dict[str, KeepalivedHaproxy]:
 
 @hookimpl
 def kubitect_config_extensions() -> list[ConfigExtension]:
-    """Add the optional `vrrp` key under `cluster.nodes.loadBalancer` (defaults when absent)."""
-    return [ConfigExtension(path=EXTENSION_PATH, key=EXTENSION_KEY, model=VrrpSettings, plugin=NAME)]
+    """Add the optional `vrrp` key under `cluster.nodes.loadBalancer` (defaults when absent), with
+    its placement warnings (guard.config_warnings)."""
+    return [ConfigExtension(path=EXTENSION_PATH, key=EXTENSION_KEY, model=VrrpSettings, plugin=NAME,
+                            check=config_warnings)]
 
 
 @hookimpl

@@ -1,7 +1,9 @@
-"""Pure rendering of haproxy.cfg, keepalived.conf and the HAProxy check script from a Topology.
+"""Pure rendering of haproxy.cfg, keepalived.conf, the HAProxy check script and HAProxy's exit
+hook (a systemd drop-in) from a Topology.
 
 Nothing here touches a node: the plugin (and the lab, and the golden-file tests) call these
-functions with a topology whose load balancer and backend IPs are known.
+functions with a topology whose load balancer and backend IPs are known, and with what the node
+was found to support (`NodeFeatures`, probed by node_ops).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import jinja2
 
 from kubitect_core.sdk import Node, Topology
 
-from .settings import VrrpSettings
+from .settings import VrrpSettings, ranked_priorities
 
 API_PORT = 6443
 Mode = Literal["none", "haproxy", "vrrp"]
@@ -45,6 +47,38 @@ class Layout:
     chroot: str = "/var/lib/haproxy"
     health_port: int = 8404  # 127.0.0.1 only: tracked by keepalived
     whoami_port: int = 8405  # on the VIP only: names the holder
+    # trackHaproxyExit: haproxy.service writes 1 (stopped) or 0 (running) here; keepalived tracks it
+    haproxy_dropin: str = "/etc/systemd/system/haproxy.service.d/50-kubitect-exit.conf"
+    haproxy_down_file: str = "/run/kubitect-haproxy.down"
+    # realtime: keepalived.service runs with SCHED_RR
+    keepalived_dropin: str = "/etc/systemd/system/keepalived.service.d/50-kubitect-realtime.conf"
+
+    @property
+    def dropins(self) -> tuple[str, ...]:
+        """systemd drop-ins kubitect may manage (a change means `systemctl daemon-reload`)."""
+        return (self.haproxy_dropin, self.keepalived_dropin)
+
+    def service_files(self, service: str) -> tuple[str, ...]:
+        """The managed files whose change means reloading (or restarting) `service`."""
+        return {"haproxy": (self.haproxy_cfg,),
+                "keepalived": (self.keepalived_conf, self.check_script, self.keepalived_dropin)}.get(service, ())
+
+
+@dataclass(frozen=True)
+class NodeFeatures:
+    """What a load balancer node's kernel lets keepalived do (node_ops.probe_features finds out).
+
+    process_events: the kernel's process-events connector answers in keepalived's network
+        namespace (a VM or a host: yes; a container in its own network namespace: no, and
+        `vrrp_track_process` would then hold the instance in FAULT forever).
+    realtime: systemd may start a service with SCHED_RR (a cgroup without real-time budget, or a
+        missing CAP_SYS_NICE, refuses it, and the service would then fail to start).
+    memlock: keepalived may lock itself in memory (CAP_IPC_LOCK; containers usually lack it).
+    """
+
+    process_events: bool = False
+    realtime: bool = False
+    memlock: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,19 +187,26 @@ def instance_name(cluster: str) -> str:
     return "kubitect_" + re.sub(r"[^A-Za-z0-9_]", "_", cluster)
 
 
+def priorities(topology: Topology, vrrp: VrrpSettings) -> dict[str, int]:
+    """The priority keepalived gets on each load balancer (settings.ranked_priorities)."""
+    return ranked_priorities({n.name: n.priority for n in topology.load_balancers}, vrrp)
+
+
 def render_keepalived(topology: Topology, node: Node, nic: str, vrrp: VrrpSettings = VrrpSettings(),
-                      layout: Layout = Layout()) -> str:
-    """keepalived.conf for one LB: one VRRP instance holding the VIP, HAProxy tracked by a script."""
+                      layout: Layout = Layout(), features: NodeFeatures = NodeFeatures()) -> str:
+    """keepalived.conf for one LB: one VRRP instance holding the VIP, HAProxy tracked by a script
+    (and by its exit, when `trackHaproxyExit` is on)."""
     if not topology.vip:
         raise ValueError("keepalived needs cluster.nodes.loadBalancer.vip")
     peers = [] if not vrrp.unicast else [{"ip": _ip(n)} for n in topology.load_balancers
                                          if n.name != node.name]
     vrid = topology.virtual_router_id or derived_router_id(topology.cluster)
+    priority = priorities(topology, vrrp)[node.name]
     return _env().get_template("keepalived.conf.j2").render(
-        cluster=topology.cluster, node={"name": node.name, "ip": _ip(node),
-                                        "priority": node.priority if node.priority is not None else 10},
+        cluster=topology.cluster, node={"name": node.name, "ip": _ip(node), "priority": priority,
+                                        "configured": node.priority},
         nic=nic, vip=topology.vip, virtual_router_id=vid_check(vrid), vrrp=vrrp, peers=peers,
-        instance=instance_name(topology.cluster), layout=layout,
+        instance=instance_name(topology.cluster), layout=layout, features=features,
         check_timeout=check_timeout(vrrp))
 
 
@@ -187,18 +228,34 @@ def render_check_script(layout: Layout = Layout(), vrrp: VrrpSettings = VrrpSett
     return _env().get_template("check_haproxy.sh.j2").render(layout=layout, read_timeout=read_timeout)
 
 
+def render_exit_hook(layout: Layout = Layout()) -> str:
+    """The haproxy.service drop-in that reports HAProxy's exit to keepalived's tracked file."""
+    return _env().get_template("haproxy-exit.conf.j2").render(layout=layout)
+
+
+def render_realtime(layout: Layout = Layout()) -> str:
+    """The keepalived.service drop-in that runs keepalived with SCHED_RR."""
+    return _env().get_template("keepalived-realtime.conf.j2").render(layout=layout)
+
+
 def render_node(topology: Topology, node: Node, nic: str, forward_ports: Iterable[ForwardPort] = (),
-                vrrp: VrrpSettings = VrrpSettings(), layout: Layout = Layout()) -> Rendered:
+                vrrp: VrrpSettings = VrrpSettings(), layout: Layout = Layout(),
+                features: NodeFeatures = NodeFeatures()) -> Rendered:
     """Every file one LB node needs in the topology's mode (keepalived files only with a VIP)."""
     files = {layout.haproxy_cfg: render_haproxy(topology, node, forward_ports, layout)}
     if lb_mode(topology) == "vrrp":
-        files[layout.keepalived_conf] = render_keepalived(topology, node, nic, vrrp, layout)
+        files[layout.keepalived_conf] = render_keepalived(topology, node, nic, vrrp, layout, features)
         files[layout.check_script] = render_check_script(layout, vrrp)
+        if vrrp.track_haproxy_exit:
+            files[layout.haproxy_dropin] = render_exit_hook(layout)
+        if vrrp.realtime and features.realtime:
+            files[layout.keepalived_dropin] = render_realtime(layout)
     return Rendered(node=node.name, files=files)
 
 
 def render_all(topology: Topology, nic: str, forward_ports: Iterable[ForwardPort] = (),
-               vrrp: VrrpSettings = VrrpSettings(), layout: Layout = Layout()) -> list[Rendered]:
-    """Files for every LB of the cluster ([] with no load balancers)."""
+               vrrp: VrrpSettings = VrrpSettings(), layout: Layout = Layout(),
+               features: NodeFeatures = NodeFeatures()) -> list[Rendered]:
+    """Files for every LB of the cluster ([] with no load balancers); one feature set for all."""
     ports = list(forward_ports)
-    return [render_node(topology, n, nic, ports, vrrp, layout) for n in topology.load_balancers]
+    return [render_node(topology, n, nic, ports, vrrp, layout, features) for n in topology.load_balancers]

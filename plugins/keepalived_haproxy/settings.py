@@ -1,67 +1,131 @@
 """The VRRP settings extension: `cluster.nodes.loadBalancer.vrrp` (keys the original cannot set).
 
-An original Kubitect config has no `vrrp` key; the defaults below then apply. They were chosen
-from failover measurements in the namespace lab (bench/lb_failover_bench.py, reusing
-tests/lab/lb_lab.py; keepalived 2.2.7, HAProxy 2.6, two load balancers with priorities 200/100,
-three stand-in API servers, a prober sending a TLS `GET /readyz` through VIP:6443 every 20 ms from
-a client namespace). Gap = first failed request to the first successful one after it, in ms,
-min / median / max over 5 runs on a 2-core machine; check interval 1 s, fall 1, weight 0:
+An original Kubitect config has no `vrrp` key; the default profile then applies. A profile is a
+set of defaults for every other key; a key written in the config always wins over its profile.
 
-| fault on the VIP holder              | advertInt 1 (VRRPv2) | advertInt 0.5 (default) | advertInt 0.2  |
-|--------------------------------------|----------------------|-------------------------|----------------|
-| keepalived stopped (SIGTERM)         | 632 / 642 / 669      | 301 / 322 / 324         | 144 / 145 / 167|
-| HAProxy killed (SIGKILL)             | 828 / 897 / 1451     | 324 / 1267 / 1274       | 891 / 1017 / 1047|
-| keepalived crashed (group SIGKILL)   | 0 / 0 / 22           | 0 / 0 / 23              | 0 / 0 / 26     |
-| link cut (switch port down)          | 2903 / 3046 / 3185   | 1344 / 1454 / 1825      | 567 / 594 / 753|
+Measured (bench/failover_side_by_side.py, one run, nspawn nodes on a 2-core host, 10 runs per
+cell; bench/results/side-by-side-nspawn.json). Median gap in ms for a client opening a fresh
+connection per request / a client holding one keep-alive connection:
 
-A crashed keepalived leaves the VIP address on the old holder, whose HAProxy still serves, so
-clients see (almost) nothing while the backup takes over; the link cut is the "holder is gone"
-case and follows Master_Down_Interval = 3 x advertInt + skew. The HAProxy case is bounded by the
-check interval (keepalived 2.2 takes whole seconds only) plus the backup's skew, so it hardly
-improves below advertInt 0.5.
+    fault                Kubitect's settings   standard       fast
+    keepalived stopped       965 / 1745        495 / 908      24 / 70
+    HAProxy killed          4377 / 4407        516 / 1088     45 / 68
+    keepalived crashed   takeover 3478         1759           271  (clients: no gap, old HAProxy serves)
+    link cut                3444 / 4090       1787 / 2068    276 / 486
+    host lost               3694 / 4088       1746 / 1779    279 / 426
 
-Why these defaults:
+and a 10-minute soak of the fast profile with both load balancers' CPUs saturated
+(bench/lb_soak.py, bench/results/soak-nspawn.json): 0 VIP moves, 0 failed of 30007 fresh and
+24395 keep-alive requests, no "timer expired" in keepalived's log. That is why `fast` is the
+default: 12-13x Kubitect's settings for a lost holder, ~100x for a killed HAProxy, and no false
+failover under load once keepalived runs real-time. `standard` is for nodes that cannot give
+keepalived real-time scheduling (the guard rails say when) or hosts known to stall VMs.
 
-- `advertInt` 0.5 s (VRRPv3, since VRRPv2 only allows whole seconds): a crashed or cut-off
-  holder costs 3 x 0.5 + skew (1.3-1.8 s measured) instead of the original's ~3.6 s, while a loaded VM still
-  has 1.5 s of missed adverts before a false takeover ("thread timer expired" on overcommitted
-  hosts is the known cause of flapping at very low intervals, peers-and-failover.md 5.1).
-- `unicast` true: many networks (clouds, some bridges with nwfilters) drop multicast VRRP.
-- `preempt` true: the original's meaning of `priority` (the highest-priority live instance holds
-  the VIP). Set it false to avoid the second, shorter gap when a failed primary returns.
-- `checkInterval` 1 s, `checkFall` 1, `checkRise` 2, weight 0: a failed HAProxy health check puts
-  the instance into FAULT, which hands the VIP over at once (priority-0 advert) instead of waiting
-  for a lower priority to lose an election (a negative weight measured ~3.4 s). The check asks
-  HAProxy's own health endpoint on 127.0.0.1 (a refused connection fails in microseconds, so one
-  failure is a real signal); rise 2 keeps a restarting HAProxy from flapping the VIP back.
+Why the timers are what they are:
+
+- A backup takes over from a holder that is gone (crashed keepalived, cut link, lost host) after
+  Master_Down_Interval = 3 x advertInt + skew, skew = (256 - priority) / 256 x advertInt
+  (VRRPv3). Nothing else shortens it: BFD only changes priorities and re-arms the same timer
+  (day2-and-fast-failover.md 1.2). So advertInt is the one lever for the "holder gone" case.
+- A graceful handover (keepalived stopped, or the instance in FAULT) costs only the backup's skew:
+  the leaving holder sends a priority-0 advert. That is why HAProxy's death must mean FAULT
+  (weight 0), and why `rankPriorities` moves the priorities to the top of the range (order kept):
+  at advertInt 0.1 a backup of priority 10 waits 96 ms, one of priority 234 waits 9 ms.
+- HAProxy's death is noticed by events, not by polling, when `trackHaproxyExit` is on: systemd
+  writes 1 to a tracked file when haproxy.service stops for any reason (ExecStopPost), keepalived
+  reads it through inotify; on nodes whose kernel delivers process events to keepalived (VMs,
+  not containers in a network namespace) `vrrp_track_process` watches the process as well. The
+  HAProxy health check stays, for an HAProxy that hangs rather than dies, and because dying is
+  caught by events it can be patient: `checkFall` 3 (3 s). With fall 1 or 2 a loaded node (CI:
+  load average ~10, TCG VMs) saw its bash check miss the 1 s timeout twice in a row on both load
+  balancers; both went FAULT and the VIP was gone, a failover caused by the check itself.
+- A short advertInt only pays off if keepalived is never starved: a master that is not scheduled
+  for 3 adverts (0.3 s at 0.1) is replaced although it is healthy ("thread timer expired", the
+  known cause of flapping at small intervals). `realtime` runs the VRRP process with SCHED_RR
+  (and locked in memory where the node allows it); `preempt` false (nopreempt) makes a false
+  takeover cost one handover, not two; dual masters are resolved with higher-priority adverts
+  and a GARP repeat. The soak (bench/lb_soak.py) checks that no VIP moves under full CPU load.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+Profile = Literal["standard", "fast"]
+
+# Every key a profile fills, by field name. `standard` keeps the timers tolerant of a loaded or
+# overcommitted host (1.5 s of missed adverts before a takeover); `fast` is near VRRP's floor.
+PROFILES: dict[str, dict[str, Any]] = {
+    "standard": {"advert_int": 0.5, "unicast": True, "preempt": True, "check_interval": 1, "check_fall": 3,
+                 "check_rise": 2, "track_haproxy_exit": True, "realtime": False, "rank_priorities": False},
+    "fast": {"advert_int": 0.1, "unicast": True, "preempt": False, "check_interval": 1, "check_fall": 3,
+             "check_rise": 2, "track_haproxy_exit": True, "realtime": True, "rank_priorities": True},
+}
+DEFAULT_PROFILE: Profile = "fast"
+# The priority keepalived gets for a load balancer without one (the original's default).
+DEFAULT_PRIORITY = 10
+# rankPriorities: the highest configured priority becomes TOP_PRIORITY, each lower one RANK_STEP
+# less. 255 is reserved for the address owner. A step of 20 keeps the backups' skews 8 ms apart
+# at advertInt 0.1, more than the scheduling jitter of a loaded node, so two backups never
+# time out together.
+TOP_PRIORITY = 254
+RANK_STEP = 20
 
 
 class VrrpSettings(BaseModel):
-    """How keepalived elects the VIP holder; every field has a measured default (module docstring)."""
+    """How keepalived elects the VIP holder: a profile, and any of its keys set explicitly."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
-                              frozen=True)
+                              frozen=True, json_schema_extra=lambda schema: schema.pop("required", None))
 
-    advert_int: float = Field(0.5, ge=0.01, le=255, description=(
+    profile: Profile = Field(DEFAULT_PROFILE, description=(
+        "Defaults for every other key: `fast` (advertInt 0.1, HAProxy tracked by events, real-time "
+        "keepalived, nopreempt) or `standard` (advertInt 0.5, preempt). Keys set here win."))
+    advert_int: float = Field(ge=0.01, le=255, description=(
         "Seconds between VRRP adverts. A crashed holder is replaced after about 3 x advertInt. "
         "Fractions need VRRPv3, which is then configured automatically."))
-    unicast: bool = Field(True, description=(
+    unicast: bool = Field(description=(
         "Send adverts to the other load balancers' IPs (unicast_peer) instead of multicast 224.0.0.18."))
-    preempt: bool = Field(True, description=(
+    preempt: bool = Field(description=(
         "A returning higher-priority instance takes the VIP back. false = nopreempt: the VIP stays."))
-    check_interval: int = Field(1, ge=1, le=60, description=(
+    check_interval: int = Field(ge=1, le=60, description=(
         "Whole seconds between checks of the local HAProxy health endpoint (keepalived 2.2 "
         "rejects fractions here)."))
-    check_fall: int = Field(1, ge=1, le=20, description=(
+    check_fall: int = Field(ge=1, le=20, description=(
         "Failed checks in a row before the instance gives up the VIP (FAULT)."))
-    check_rise: int = Field(2, ge=1, le=20, description=(
+    check_rise: int = Field(ge=1, le=20, description=(
         "Successful checks in a row before a FAULT instance may hold the VIP again."))
+    track_haproxy_exit: bool = Field(description=(
+        "Give up the VIP the moment HAProxy exits (systemd's notice through a tracked file, and "
+        "kernel process events where the node delivers them), not at the next health check."))
+    realtime: bool = Field(description=(
+        "Run keepalived's VRRP process with real-time scheduling (and locked in memory where the "
+        "node allows it), so CPU load cannot delay its adverts into a false takeover."))
+    rank_priorities: bool = Field(description=(
+        "Write the load balancers' priorities as 254, 234, 214, ... in the order the config gives "
+        "(equal stays equal): VRRP compares only the order, and a high backup priority shortens "
+        "its takeover skew."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        """Fill every key the config leaves out from the chosen profile (explicit keys win)."""
+        if not isinstance(data, dict):
+            return data
+        profile = data.get("profile", DEFAULT_PROFILE)
+        # An unknown profile is reported by the Literal alone: fill from the default one so the
+        # user sees that one error, not one "missing" per key.
+        defaults = PROFILES.get(profile, PROFILES[DEFAULT_PROFILE]) if isinstance(profile, str) \
+            else PROFILES[DEFAULT_PROFILE]
+        filled = dict(data)
+        for name, value in defaults.items():
+            alias = to_camel(name)
+            if name not in filled and alias not in filled:
+                filled[alias] = value
+        return filled
 
     @field_validator("advert_int")
     @classmethod
@@ -75,6 +139,31 @@ class VrrpSettings(BaseModel):
     def vrrp_version(self) -> int:
         """VRRPv2 (keepalived's default) for whole seconds, VRRPv3 for fractional intervals."""
         return 2 if float(self.advert_int).is_integer() else 3
+
+    def explicit(self) -> dict[str, Any]:
+        """The keys that differ from the profile's defaults (what the user changed)."""
+        base = PROFILES[self.profile]
+        return {k: getattr(self, k) for k in base if getattr(self, k) != base[k]}
+
+
+def profile_defaults(profile: str) -> VrrpSettings:
+    """The settings a profile gives when nothing else is set."""
+    return VrrpSettings(profile=profile)
+
+
+def ranked_priorities(configured: dict[str, int | None], settings: VrrpSettings) -> dict[str, int]:
+    """keepalived priority per load balancer: the configured one (default 10), or its rank.
+
+    Ranking keeps every comparison VRRP makes (higher wins, equal stays equal, so the IP
+    tie-break and preempt behave the same) and only moves the numbers up, which shrinks the skew
+    a backup waits before it takes over.
+    """
+    plain = {name: DEFAULT_PRIORITY if p is None else int(p) for name, p in configured.items()}
+    if not settings.rank_priorities:
+        return plain
+    levels = sorted(set(plain.values()), reverse=True)
+    rank = {p: max(1, TOP_PRIORITY - RANK_STEP * i) for i, p in enumerate(levels)}
+    return {name: rank[p] for name, p in plain.items()}
 
 
 EXTENSION_PATH = "cluster.nodes.loadBalancer"

@@ -39,9 +39,10 @@ VIP = f"{NET}.100"
 LB1, LB2, MASTER = f"{CLUSTER}-lb-1", f"{CLUSTER}-lb-2", f"{CLUSTER}-master-1"
 CASES = ("keepalived_stopped", "haproxy_killed", "keepalived_crashed", "link_cut", "holder_back")
 STAGES = ("network", "storage", "vms", "loadbalancers")
-# The default budgets hold on emulated VMs too: keepalived_crashed judges the backup's takeover
-# time by polling holder queries (ssh + python3 on the master, 0.7-1.2 s each on TCG), and the
-# check allows the slowest query it measured as its resolution.
+# The default budgets (the fast profile's: advertInt 0.1, HAProxy's exit by events) hold on
+# emulated VMs too: keepalived_crashed judges the backup's takeover time by polling holder queries
+# (ssh + python3 on the master, 0.7-1.2 s each on TCG), and the check allows the slowest query it
+# measured as its resolution.
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +150,8 @@ def test_two_lbs_and_a_master_then_verify_reports_every_failover_gap(lab, image,
         assert row["vantage"] == MASTER, (case, row["vantage"], row["vantage_reason"])
         assert ":8405" in row["target"], (case, row["target"])  # no API server: HAProxy's whoami frontend
         assert case in table.stdout, f"the printed table misses {case}"
-    # priority 200 holds the VIP when all is well (preempt is the default)
+    # the first case finds the VIP where the first election put it: on lb-1 (priority 200, and the
+    # plugin starts the new load balancers' keepalived in config order)
     assert rows["keepalived_stopped"]["holder_before"] == LB1
     assert rows["keepalived_stopped"]["holder_after"] == LB2
 

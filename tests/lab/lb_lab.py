@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -34,7 +35,11 @@ MARKER = "KBT4_LAB"
 RUN_ROOT = Path("/run")
 
 STANDIN_API = r'''
-"""Stand-in kube-apiserver (test double): TLS, GET /readyz -> 200 and the server's name."""
+"""Stand-in kube-apiserver (test double): TLS, GET /readyz -> 200 and the server's name.
+
+Keeps the connection open for the next request unless the client says `Connection: close`
+(HTTP/1.1 keep-alive, as the real API server does for kubectl and kubelets).
+"""
 import socketserver, ssl, sys
 name, cert, key, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -45,19 +50,26 @@ class Handler(socketserver.BaseRequestHandler):
         self.request.settimeout(5)
         try:
             conn = ctx.wrap_socket(self.request, server_side=True)  # handshake in this thread
+            conn.settimeout(900)  # an idle keep-alive client may wait long between requests
             data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                parts = head.split(b"\r\n", 1)[0].split()
+                path = parts[1] if len(parts) > 1 else b"/"
+                close = b"connection: close" in head.lower()
+                ok = path.split(b"?")[0] in (b"/readyz", b"/healthz", b"/livez")
+                body = (name if ok else "not found").encode()
+                status = b"200 OK" if ok else b"404 Not Found"
+                conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\nConnection: " + (b"close" if close else b"keep-alive")
+                             + b"\r\n\r\n" + body)
+                if close:
                     return
-                data += chunk
-            parts = data.split(b"\r\n", 1)[0].split()
-            path = parts[1] if len(parts) > 1 else b"/"
-            ok = path.split(b"?")[0] in (b"/readyz", b"/healthz", b"/livez")
-            body = (name if ok else "not found").encode()
-            status = b"200 OK" if ok else b"404 Not Found"
-            conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
         except (OSError, ssl.SSLError):
             pass
 
@@ -233,7 +245,9 @@ class LbLab:
         """Per-LB private paths, so two HAProxies and keepalivds on one machine never collide."""
         d = self.lab.workdir / lb
         return Layout(haproxy_cfg=str(d / "haproxy.cfg"), keepalived_conf=str(d / "keepalived.conf"),
-                      check_script=str(d / "check_haproxy.sh"), stats_socket=str(d / "admin.sock"))
+                      check_script=str(d / "check_haproxy.sh"), stats_socket=str(d / "admin.sock"),
+                      haproxy_dropin=str(d / "haproxy-exit.conf"), haproxy_down_file=str(d / "haproxy.down"),
+                      keepalived_dropin=str(d / "keepalived-realtime.conf"))
 
     @property
     def lbs(self) -> list[str]:
@@ -347,6 +361,24 @@ class LbLab:
         res = self.lab.exec("cl", sys.executable, "-m", "kubitect_core.failover", "holder",
                             str(self.topology.vip), check=False)
         return res.stdout.strip() or None
+
+    def vrrp_state(self, lb: str) -> str:
+        """The last VRRP state keepalived logged on `lb` (MASTER, BACKUP, FAULT, ...)."""
+        states = re.findall(r"Entering ([A-Z]+) STATE", self.log(f"{lb}-keepalived.log"))
+        return states[-1] if states else "UNKNOWN"
+
+    def settled_holder(self, timeout: float = 15.0) -> str:
+        """Waits until exactly one LB holds the VIP and answers for it (whichever) and every other
+        one is in BACKUP, able to take over; returns the holder."""
+        found: list[str] = []
+
+        def single() -> bool:
+            found[:] = self.holders()
+            return (len(found) == 1 and self.answering_holder() == found[0]
+                    and all(self.vrrp_state(lb) == "BACKUP" for lb in self.lbs if lb != found[0]))
+
+        wait_for(single, timeout, "exactly one VIP holder that answers")
+        return found[0]
 
     def wait_holder(self, lb: str, timeout: float = 15.0) -> None:
         """Wait until exactly `lb` holds the VIP and answers for it (the settled state)."""

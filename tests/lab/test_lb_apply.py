@@ -30,8 +30,10 @@ pytestmark = pytest.mark.lab
 
 NET = "10.89.0"
 VIP = f"{NET}.200"
+DROPIN = "/etc/systemd/system/haproxy.service.d/50-kubitect-exit.conf"
+RT_DROPIN = "/etc/systemd/system/keepalived.service.d/50-kubitect-realtime.conf"
 MANAGED = ("/etc/haproxy/haproxy.cfg", "/etc/keepalived/keepalived.conf", "/etc/keepalived/check_haproxy.sh",
-           "/etc/sysctl.d/90-kubitect-loadbalancer.conf")
+           "/etc/sysctl.d/90-kubitect-loadbalancer.conf", DROPIN, RT_DROPIN)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,10 @@ def test_apply_converges_load_balancers_and_a_second_run_restarts_nothing(tmp_pa
                 out["failover"] = await prober.wait_recovered(15, quiet=3)
             out["holder_after_stop"] = await holder(VIP)
             out["heal"] = await plugin.apply(lb_ctx)  # keepalived is started again
-            await _wait_holder(lb_ctx, lbs, lbs[0].name)
+            await asyncio.sleep(1.0)  # long enough for a preempting instance to take the VIP back
+            await _wait_holder(lb_ctx, lbs, lbs[1].name)  # the fast profile: nopreempt, it stays
+            out["rt"] = await node_ssh(lb_ctx, lbs[0].ip, "ps -o cls=,rtprio= -p $(pgrep -d, -x keepalived)")
+            out["exit_file"] = await node_ssh(lb_ctx, lbs[0].ip, "cat /run/kubitect-haproxy.down")
             # a config change is validated, uploaded and reloaded, not restarted
             http = SimpleNamespace(name="http", port=8080, target_port=None, target="masters")
             changed_ctx = replace(lb_ctx, config=lb_config(NET, [http]))
@@ -130,27 +135,35 @@ def test_apply_converges_load_balancers_and_a_second_run_restarts_nothing(tmp_pa
     # haproxy.cfg replaces the package's default ("change"); the keepalived files are new
     assert {(c.name, c.action) for c in first if c.kind == "file" and c.host == lb1} == {
         ("/etc/haproxy/haproxy.cfg", "change"), ("/etc/keepalived/keepalived.conf", "create"),
-        ("/etc/keepalived/check_haproxy.sh", "create")}
+        ("/etc/keepalived/check_haproxy.sh", "create"), (DROPIN, "create"), (RT_DROPIN, "create")}
     assert {(c.name, c.host, c.action) for c in first if c.kind == "service"} == {
         (s, n, "create") for s in ("haproxy", "keepalived") for n in (lb1, lb2)}
     assert {c.action for c in out["plan_before"] if c.kind == "file"} == {"create", "change"}
     assert {c.action for c in out["plan_before"] if c.kind == "service"} == {"create"}, "plan started nothing"
     record = out["record"]
     assert record["endpoint"] == VIP and record["vip"] == VIP
-    assert set(record["nodes"]) == {lb1, lb2} and all(len(h) == 3 for h in
+    assert set(record["nodes"]) == {lb1, lb2} and all(len(h) == 5 for h in
                                                           (n["hashes"] for n in record["nodes"].values()))
+    # the default (fast) profile, as far as an nspawn node allows: no process events in its
+    # network namespace (HAProxy's exit comes from systemd instead), real-time scheduling allowed
+    assert record["vrrp"] == {"profile": "fast", "advert_int": 0.1, "priorities": {lb1: 254, lb2: 234}}
+    features = record["nodes"][lb1]["features"]
+    assert (features["process_events"], features["realtime"], features["virt"]) == (False, True, "systemd-nspawn")
+    assert record["nodes"][lb1]["warnings"] == []
     assert out["through_vip"] == (True, base.topology.masters[0].name), "the client reaches the master via the VIP"
     assert {c.action for c in out["second"]} == {"keep"}, [c for c in actions(out["second"]) if c[3] != "keep"]
     assert {c.action for c in out["plan_after"]} == {"keep"}, actions(out["plan_after"])
     assert out["pids_after"] == out["pids"], "a second apply restarts nothing"
     assert out["sysctl"].startswith("1\n") and "net.ipv4.ip_nonlocal_bind = 1" in out["sysctl"]
     fo = out["failover"]
-    budget = expected_budget(settings, backup_priority=100)["keepalived_stopped"]
+    budget = expected_budget(settings, backup_priority=record["vrrp"]["priorities"][lb2])["keepalived_stopped"]
     print(f"\nnspawn failover (systemctl stop keepalived): gap {fo.gap_ms:.1f} ms (budget {budget} ms)",
           file=sys.stderr)
     assert fo.recovered and fo.gap_ms <= budget
     assert out["holder_after_stop"] == lb2
     assert ("service", "keepalived", lb1, "create") in actions(out["heal"])
+    assert out["rt"].split() == ["RR", "50", "RR", "50"], f"keepalived runs SCHED_RR 50: {out['rt']!r}"
+    assert out["exit_file"] == "0", "HAProxy runs: the tracked file says so"
     changed = actions(out["changed"])
     assert ("file", "/etc/haproxy/haproxy.cfg", lb1, "change") in changed
     assert ("service", "haproxy", lb1, "change") in changed and ("service", "keepalived", lb1, "keep") in changed

@@ -74,7 +74,8 @@ def test_child_pytest_command_line_follows_the_flags(tmp_path):
 
 
 def test_budgets_come_from_the_configured_timers():
-    b = budgets(VrrpSettings(advert_int=1, check_interval=2, check_fall=3), backup_priority=100, margin_s=0.5)
+    b = budgets(VrrpSettings(advert_int=1, check_interval=2, check_fall=3, track_haproxy_exit=False),
+                backup_priority=100, margin_s=0.5)
     skew = (256 - 100) / 256  # VRRPv2 skew for priority 100
     assert b["keepalived_stopped"].ms == round((skew + 0.5) * 1000, 1)
     assert b["haproxy_killed"].ms == round((2 * 3 + skew + 0.5) * 1000, 1)
@@ -83,6 +84,9 @@ def test_budgets_come_from_the_configured_timers():
     assert b["link_cut"].formula == "3 × 1 advert + 0.61 skew + 0.5 margin"
     fast = budgets(VrrpSettings(advert_int=0.2), backup_priority=100, margin_s=0.5)
     assert fast["link_cut"].ms < b["link_cut"].ms  # VRRPv3: skew scales with the advert interval
+    # HAProxy's exit tracked by events (the default): the check interval no longer counts
+    assert fast["haproxy_killed"].ms == round((0.1 + 156 / 256 * 0.2 + 0.5) * 1000, 1)
+    assert fast["haproxy_killed"].formula.startswith("0.1 exit event + ")
 
 
 def _junit_from_a_real_pytest_run(tmp_path: Path) -> Path:
