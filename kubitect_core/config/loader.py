@@ -122,7 +122,7 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
     warnings = [issue(f.loc, f.message, "warning") for f in findings.items if f.severity == "warning"]
     if errors or config is None:
         raise ConfigError(_dedupe(errors))
-    fill_defaults(config)
+    fill_defaults(config, context)
     topology = resolve_topology(config)
     warnings += [issue(loc, message, "warning") for loc, message in _extension_warnings(context, extensions, topology)]
     return LoadedConfig(raw=raw, config=config, topology=topology, warnings=warnings,
