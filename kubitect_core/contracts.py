@@ -10,12 +10,16 @@ the second call changes nothing and returns no `Change` with an action other tha
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from kubitect_core.contract_check import optional
 from kubitect_core.topology import Topology
+
+if TYPE_CHECKING:
+    from kubitect_core.config.models import Config
 
 Action = Literal["create", "change", "delete", "keep"]
 
@@ -76,7 +80,7 @@ class StageContext:
     """
 
     cluster: str
-    config: Any  # kubitect_core.config.Config, defaults resolved
+    config: Config | None  # defaults resolved; None only while destroying a cluster whose config is unreadable
     topology: Topology
     cluster_dir: Path
     home: Path
@@ -94,25 +98,54 @@ class StageContext:
 
 
 class LayerPlugin(Protocol):
-    """The shape shared by every implementation behind a stage."""
+    """The shape shared by every implementation behind a delegating stage (load balancer, installer).
+
+    Each method gets the stage's context (`ctx.record` is the stage's own record) and returns the
+    changes it planned or made; the stage records them and reports progress.
+    """
 
     async def plan(self, ctx: StageContext) -> list[Change]:
         """Dry run: what apply would create, change or delete. Touches nothing."""
+        ...
 
     async def apply(self, ctx: StageContext) -> list[Change]:
         """Converge this layer; returns what it did (only "keep" when nothing changed)."""
+        ...
 
     async def destroy(self, ctx: StageContext) -> list[Change]:
         """Remove everything this layer made for the cluster, also when `ctx.record` is empty."""
+        ...
 
 
-@runtime_checkable
+class MachineLayer(Protocol):
+    """One machine layer of a VM provider (`network`, `storage` or `vms`) on the hosts that select it.
+
+    `hosts` are the names of the config's hosts (`hosts[].name`) that select this provider, or,
+    when the config cannot be read during destroy, the hosts this provider recorded. `ctx.record`
+    is this provider's own slice of the stage's record.
+    """
+
+    async def plan(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        """Dry run on these hosts: what apply would create, change or delete. Touches nothing."""
+        ...
+
+    async def apply(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        """Converge this layer on these hosts; a second call returns only "keep"."""
+        ...
+
+    async def destroy(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        """Remove what this layer made for the cluster on these hosts, also when `ctx.record` is
+        empty (find the objects by the cluster's ownership tag)."""
+        ...
+
+
 class VmProvider(Protocol):
     """A VM provider (libvirt, nspawn, a third party's) behind the network, storage and vms stages.
 
-    `layer` is "network", "storage" or "vms"; a provider serves all three for the hosts that
-    select it (`hosts[].provider`, default "libvirt"). `ctx.topology` is the config's topology
-    here (a DHCP node has `ip=None`); `ctx.record` is this provider's own slice of the stage.
+    A provider is three layer objects, one per machine stage, plus a preflight check; the
+    network stage calls `network`, the storage stage `storage`, the vms stage `vms`, each for the
+    hosts that select the provider (`hosts[].provider`). `ctx.topology` is the config's topology
+    here (a DHCP node has `ip=None`).
 
     The vms layer must leave every node reachable over SSH as `ctx.ssh.user` with the cluster
     key, at the address the config gives or, for a DHCP node, at the address it was leased, and
@@ -133,19 +166,25 @@ class VmProvider(Protocol):
     """
 
     name: str
-
-    async def plan(self, layer: str, ctx: StageContext, hosts: list[str]) -> list[Change]: ...
-
-    async def apply(self, layer: str, ctx: StageContext, hosts: list[str]) -> list[Change]: ...
-
-    async def destroy(self, layer: str, ctx: StageContext, hosts: list[str]) -> list[Change]: ...
+    network: MachineLayer
+    storage: MachineLayer
+    vms: MachineLayer
+    # True: this provider serves every host whose `provider` the config leaves out. Exactly one
+    # installed provider may claim it (Kubitect's users expect libvirt there).
+    default: bool = False
 
     async def preflight(self, ctx: StageContext, hosts: list[str]) -> list[str]:
         """Machine checks (host reachable, bridge exists, free memory); returns problems found."""
         ...
 
+    @optional
+    def power_off(self, record: dict[str, Any], host: str, names: list[str]) -> dict[str, float]:
+        """Capability: stop the named machines on `host` at once, as a power cut would (the
+        host-loss conformance case, `verify --chaos host`); `record` is the provider's vms record.
+        Returns {node: monotonic time it stopped}. A provider without it cannot run that case."""
+        ...
 
-@runtime_checkable
+
 class LoadBalancer(LayerPlugin, Protocol):
     """The control-plane load balancer / VIP implementation (keepalived-haproxy, kube-vip, ...).
 
@@ -154,9 +193,10 @@ class LoadBalancer(LayerPlugin, Protocol):
     """
 
     name: str
+    # True: used when `cluster.nodes.loadBalancer.implementation` is left out; one may claim it.
+    default: bool = False
 
 
-@runtime_checkable
 class KubernetesInstaller(LayerPlugin, Protocol):
     """A Kubernetes installer (kubeadm, k3s, ...). apply records `ctx.record["kubeconfig"]`."""
 
@@ -165,6 +205,20 @@ class KubernetesInstaller(LayerPlugin, Protocol):
     supported_versions: tuple[str, str]
     # Versions below this are end of life upstream: accepted with a warning.
     maintained_from: str
+    # True: used when `kubernetes.manager` is left out; one installed installer may claim it.
+    default: bool = False
+    # Other `kubernetes.manager` names this installer serves, each with why, e.g. a legacy name:
+    # {"kubespray": "what Kubespray runs underneath"}. Validation notes the substitution.
+    aliases: Mapping[str, str] = {}
+
+    def internet_reason(self, ctx: StageContext) -> str | None:
+        """None when what apply downloads is reachable from here (or nothing is), else why not.
+
+        Called (in a worker thread, so it may block, briefly and bounded) before apply; a reason
+        makes the stage skipped rather than failed, since a missing internet connection is not
+        the config's fault.
+        """
+        ...
 
 
 @dataclass(frozen=True)

@@ -117,22 +117,14 @@ class _RecordOnly:
 
 
 def validation_context(registry: Registry, *, local: bool = False):
-    """The config validation context: built-in defaults plus what installed plugins declare.
+    """The config validation context: the choices, defaults and config keys the plugins declare.
 
     `local` (`--local`): the cluster lives in ./.kubitect and its name gets the `local-` prefix.
     """
-    from kubitect_core.config import default_context
-    from kubitect_core.config.context import InstallerInfo
+    from kubitect_core.config import from_registry
 
-    ctx = default_context()
+    ctx = from_registry(registry)
     ctx.local = local
-    for name, inst in registry.installers.items():
-        ctx.installers[name] = InstallerInfo(
-            supported=tuple(inst.supported_versions), maintained_from=inst.maintained_from
-        )
-    ctx.providers = sorted(set(ctx.providers) | set(registry.providers))
-    ctx.load_balancers = sorted(set(ctx.load_balancers) | set(registry.load_balancers))
-    ctx.extensions = list(ctx.extensions) + list(registry.extensions)
     return ctx
 
 
@@ -520,24 +512,24 @@ class Engine:
 
     async def _call(self, cluster: str, stage: Stage, action: str, ctx: StageContext,
                     extra: Sequence[Change] = ()) -> list[Change]:
-        self.hook.kubitect_stage_started(cluster=cluster, stage=stage.name, action=action)
+        where = {"cluster": cluster, "stage": stage.name, "action": action, "cluster_dir": ctx.cluster_dir}
+        self.hook.kubitect_stage_started(**where)
         t0 = time.monotonic()
         try:
             changes = list(extra) + list(await getattr(stage, action)(ctx, self.registry) or [])
         except StageSkipped as skip:
-            self.hook.kubitect_stage_finished(cluster=cluster, stage=stage.name, action=action, ok=True,
-                                              seconds=time.monotonic() - t0, changes=[],
+            self.hook.kubitect_stage_finished(**where, ok=True, seconds=time.monotonic() - t0, changes=[],
                                               error=f"skipped: {skip}")
             raise
         except Exception as exc:
             detail = describe_error(exc)
             runlog.log_exception(exc)
-            self.hook.kubitect_stage_finished(cluster=cluster, stage=stage.name, action=action, ok=False,
-                                              seconds=time.monotonic() - t0, changes=[], error=detail)
+            self.hook.kubitect_stage_finished(**where, ok=False, seconds=time.monotonic() - t0, changes=[],
+                                              error=detail)
             if isinstance(exc, EngineError):
                 raise
             raise StageFailed(stage.name, action, detail) from exc
-        self.hook.kubitect_stage_finished(cluster=cluster, stage=stage.name, action=action, ok=True,
+        self.hook.kubitect_stage_finished(**where, ok=True,
                                           seconds=time.monotonic() - t0, changes=changes, error=None)
         return changes
 

@@ -1,96 +1,163 @@
-"""The whole plugin contract of kubitect, in one place.
+"""The whole plugin contract of kubitect, in one place: when each hook is called, with what, and
+what it must return.
 
 A plugin is any module or object with functions named like the hooks below and marked with
-`kubitect_core.hookspecs.hookimpl`. Built-in plugins and third-party plugins are found the same
-way: through the `kubitect` entry-point group (`[project.entry-points.kubitect]` in a package's
-pyproject.toml). The manager calls `check_pending()` after loading, so a misspelt hook name is an
-error at start-up instead of a silently ignored function.
+`hookimpl` (import it from the SDK: `from kubitect_core.sdk import hookimpl`). Built-in plugins and
+third-party plugins are found the same way: through the `kubitect` entry-point group
+(`[project.entry-points.kubitect]` in a package's pyproject.toml). A hook implementation may take
+any subset of the arguments its spec lists, by name.
+
+Loading (`kubitect_core.plugins.load_registry`) happens once per command:
+
+1. every entry point is imported and registered; `check_pending()` turns a function that looks
+   like a hook but names none (a typo) into an error at start-up;
+2. the start-up hooks (`kubitect_register_stages` ... `kubitect_conformance_modules`) are called,
+   plugin by plugin; every object returned is checked against its protocol in
+   `kubitect_core.contracts` (methods present, async where awaited, the right arguments). A plugin
+   that fails any of this is reported by name (`kubitect list plugins`), what it offered wrongly
+   is left out, and the other plugins work as usual;
+3. during a run, the observer hooks (`kubitect_stage_*`) are called around every stage.
 
 Selection is by name from the config: `hosts[].provider` picks a VM provider,
-`cluster.nodes.loadBalancer` is served by the load balancer named by the engine (default
-"keepalived-haproxy"), and `kubernetes.manager` picks the installer. Swapping one is a one-word
-change in YAML; an unknown name fails validation with the list of installed choices.
+`cluster.nodes.loadBalancer.implementation` the load balancer, `kubernetes.manager` the
+installer. Swapping one is a one-word change in YAML; an unknown name fails validation with the
+list of installed choices. When the config leaves one out, the implementation that declares
+itself the default (`default = True` on the object) serves it; see `kubitect_core.defaults`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pluggy
+
+if TYPE_CHECKING:
+    from kubitect_core.contracts import Change, ConfigExtension, KubernetesInstaller, LoadBalancer, VmProvider
+    from kubitect_core.stage import Stage
 
 PROJECT = "kubitect"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@hookspec
-def kubitect_register_stages() -> list[Any]:
-    """Called once at start-up. Return stage objects (see `kubitect_core.stage.Stage`) to add.
+# ---------------------------------------------------------------------------- start-up hooks
 
-    The built-in pipeline registers validate, network, storage, vms, loadbalancers, kubernetes
-    and verify. A third party may add its own stage; it declares `after` (the stage it runs
-    after) and `requires` (stages that must have completed once). Return [] to add none.
+
+@hookspec
+def kubitect_register_stages() -> list[Stage]:
+    """Add stages to the pipeline.
+
+    Called once per command, after every plugin is registered and before any config is read.
+
+    :returns: `Stage` objects (subclasses of `kubitect_core.sdk.Stage`), or [] to add none. Each
+        has a unique, non-empty `name` and async `plan`, `apply` and `destroy(ctx, registry)`.
+        The built-in pipeline (validate, network, storage, vms, loadbalancers, kubernetes,
+        verify) is registered this way too. A third party's stage declares `after` (the stage it
+        runs after; before verify when that stage is unknown) and `requires` (stages that must
+        have completed once before `kubitect run --stage <it>` may run it alone).
+
+    Two plugins registering one stage name stop the command with an error naming the stage.
     """
 
 
 @hookspec
-def kubitect_vm_providers() -> dict[str, Any]:
-    """Called once at start-up. Return {name: VmProvider} for the providers this plugin offers.
+def kubitect_vm_providers() -> dict[str, VmProvider]:
+    """Offer VM providers: what makes the machines of the hosts that select them.
 
-    A host selects one with `hosts[].provider` (default "libvirt"). See
-    `kubitect_core.contracts.VmProvider` for the methods; the object is used for the network,
-    storage and vms stages of every host that names it.
+    Called once per command, at start-up.
+
+    :returns: {name: provider}, each satisfying `kubitect_core.contracts.VmProvider`: a `name`
+        equal to its key, three layer objects `network`, `storage` and `vms`
+        (`kubitect_core.contracts.MachineLayer`: async `plan`, `apply`, `destroy(ctx, hosts)`)
+        and async `preflight(ctx, hosts) -> list[str]`. `default = True` makes it serve hosts
+        whose `provider` the config leaves out. Return {} to offer none.
+
+    A host selects one with `hosts[].provider`. The network, storage and vms stages call the
+    matching layer of each selected provider with the names of the hosts that select it; the
+    validate stage calls `preflight`.
     """
 
 
 @hookspec
-def kubitect_load_balancers() -> dict[str, Any]:
-    """Called once at start-up. Return {name: LoadBalancer} for the implementations offered.
+def kubitect_load_balancers() -> dict[str, LoadBalancer]:
+    """Offer load balancer / VIP implementations for the control-plane endpoint.
 
-    The loadbalancers stage uses the one named in the config extension `loadBalancer.implementation`
-    (default "keepalived-haproxy"). See `kubitect_core.contracts.LoadBalancer`.
+    Called once per command, at start-up.
+
+    :returns: {name: implementation}, each satisfying `kubitect_core.contracts.LoadBalancer`:
+        a `name` equal to its key and async `plan`, `apply`, `destroy(ctx)`; apply records
+        `ctx.record["endpoint"]`. `default = True` makes it serve configs that leave
+        `cluster.nodes.loadBalancer.implementation` out. Return {} to offer none.
+
+    The loadbalancers stage calls the one the config names.
     """
 
 
 @hookspec
-def kubitect_installers() -> dict[str, Any]:
-    """Called once at start-up. Return {name: KubernetesInstaller} for the installers offered.
+def kubitect_installers() -> dict[str, KubernetesInstaller]:
+    """Offer Kubernetes installers.
 
-    `kubernetes.manager` selects one by name; its `supported_versions` bound
-    `kubernetes.version` during validation. See `kubitect_core.contracts.KubernetesInstaller`.
+    Called once per command, at start-up.
+
+    :returns: {name: installer}, each satisfying `kubitect_core.contracts.KubernetesInstaller`:
+        a `name` equal to its key, `supported_versions` (inclusive range) and `maintained_from`
+        (which bound `kubernetes.version` during validation), `internet_reason(ctx)` (None or
+        why its sources cannot be reached from here; the stage is then skipped, not failed) and
+        async `plan`, `apply`, `destroy(ctx)`; apply records `ctx.record["kubeconfig"]`.
+        `default = True` makes it serve configs without `kubernetes.manager`; `aliases` names
+        other manager names it serves. Return {} to offer none.
+
+    The kubernetes stage calls the one `kubernetes.manager` names.
     """
 
 
 @hookspec
-def kubitect_config_extensions() -> list[Any]:
-    """Called before a config is validated. Return `ConfigExtension`s: extra keys this plugin owns.
+def kubitect_config_extensions() -> list[ConfigExtension]:
+    """Add config keys this plugin owns, validated by its own pydantic models.
 
-    Each names a mapping in the config (dot path) and a key under it, validated by the plugin's
-    own pydantic model. Errors in it are reported like any other config error (path, line).
+    Called once per command, at start-up, before any config is validated.
+
+    :returns: `ConfigExtension`s (a dot path of a mapping in the config, a key under it, the
+        model). Errors in the key are reported like any other config error (path, line); a
+        config without the key validates the model's defaults. The validated model reaches the
+        plugin as `ctx.extensions["<path>.<key>"]`. Return [] to add none.
     """
 
 
 @hookspec
 def kubitect_conformance_modules() -> list[str]:
-    """Called by the verify stage. Return paths of extra pytest-testinfra modules to run.
+    """Contribute conformance checks run by the verify stage.
 
-    Each module receives the standard fixtures of `kubitect_conformance` (cluster, topology,
-    hosts by role). Return [] to add none.
+    Called once per command, at start-up.
+
+    :returns: paths of pytest-testinfra modules (existing files). Each module receives the
+        standard fixtures of the generic suite by name (inventory, hosts by role, VIP, vantage;
+        listed in `kubitect_core.sdk.conformance`, which also holds the helpers a module may
+        import). Return [] to add none.
     """
 
 
+# ---------------------------------------------------------------------------- observer hooks
+# Called around every stage of a run, by the engine. Observers only: what they return is ignored,
+# and they must not raise (a progress display, a log, a timing file).
+
+
 @hookspec
-def kubitect_stage_started(cluster: str, stage: str, action: str) -> None:
-    """Called when a stage begins `action` ("plan", "apply", "destroy"). Observers only."""
+def kubitect_stage_started(cluster: str, stage: str, action: str, cluster_dir: Path) -> None:
+    """Called when a stage begins `action` ("plan", "apply", "destroy") for `cluster`, whose
+    files live in `cluster_dir`."""
 
 
 @hookspec
 def kubitect_stage_progress(cluster: str, stage: str, subject: str, message: str) -> None:
-    """Called while a stage works: `subject` is a node or host name, `message` what happens."""
+    """Called while a stage works: `subject` is a node or host name, `message` what happens to it."""
 
 
 @hookspec
 def kubitect_stage_finished(
-    cluster: str, stage: str, action: str, ok: bool, seconds: float, changes: list[Any], error: str | None
+    cluster: str, stage: str, action: str, ok: bool, seconds: float, changes: list[Change], error: str | None,
+    cluster_dir: Path,
 ) -> None:
-    """Called when a stage ends, successfully or not, with its changes and elapsed time."""
+    """Called when a stage ends, successfully (`ok`) or not, with the changes it made and its
+    elapsed time; `error` says why it failed, or starts with "skipped: " for a skipped stage."""

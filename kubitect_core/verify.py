@@ -59,12 +59,12 @@ NUMERIC_PROPERTIES = ("budget_ms", "gap_ms", "takeover_ms", "total_outage_ms", "
 
 
 def _providers(config: Any) -> dict[str, str]:
-    """host name -> provider name, from the config's hosts (libvirt when unset)."""
+    """host name -> provider name, from the config's hosts (resolved: the default provider when unset)."""
     out = {}
     for host in getattr(config, "hosts", None) or []:
         name = getattr(host, "name", None)
         if name:
-            out[name] = getattr(host, "provider", None) or "libvirt"
+            out[name] = getattr(host, "provider", None)
     return out
 
 
@@ -74,7 +74,7 @@ def inventory_nodes(ctx: StageContext) -> list[dict[str, Any]]:
     nodes = []
     for n in ctx.topology.nodes:
         entry = asdict(n)
-        entry["provider"] = providers.get(n.host, "libvirt")
+        entry["provider"] = providers.get(n.host)
         nodes.append(entry)
     return nodes
 

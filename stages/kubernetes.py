@@ -27,9 +27,7 @@ class KubernetesStage(DelegatingStage):
         something, so the stage is recorded as skipped with the installer's reason.
         """
         installer = self.select(ctx, registry)
-        probe = getattr(installer, "internet_reason", None)
-        if probe is not None:
-            reason = await asyncio.to_thread(probe, ctx)
-            if reason:
-                raise StageSkipped(f"Kubernetes cannot be installed from here: {reason}")
+        reason = await asyncio.to_thread(installer.internet_reason, ctx)
+        if reason:
+            raise StageSkipped(f"Kubernetes cannot be installed from here: {reason}")
         return await installer.apply(ctx)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from kubitect_core.contracts import StageContext
 from kubitect_core.stage import DelegatingStage, MissingPlugin
 
-DEFAULT_IMPLEMENTATION = "keepalived-haproxy"
-
 
 def implementation_name(ctx: StageContext) -> str:
-    return ctx.config.cluster.nodes.load_balancer.implementation or DEFAULT_IMPLEMENTATION
+    """The implementation the config names (resolved: the default load balancer when omitted)."""
+    return ctx.config.cluster.nodes.load_balancer.implementation
 
 
 class LoadBalancersStage(DelegatingStage):

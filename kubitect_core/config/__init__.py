@@ -3,19 +3,11 @@
 Everything other parts need is exported here:
 `read_config_file`, `load_config_text`, `load_config`, `parse_yaml`, `validate_raw`,
 `LoadedConfig`, `Config`, `ConfigIssue`, `ConfigError`,
-`ValidationContext`, `InstallerInfo`, `default_context`, `resolve_topology`, `json_schema`,
+`ValidationContext`, `InstallerInfo`, `default_context`, `from_registry`, `resolve_topology`, `json_schema`,
 `list_presets`, `preset_text`, `preflight`.
 """
 
-from kubitect_core.config.context import (
-    BUILTIN_INSTALLERS,
-    BUILTIN_PROVIDERS,
-    DEFAULT_MANAGER,
-    DEFAULT_PROVIDER,
-    InstallerInfo,
-    ValidationContext,
-    default_context,
-)
+from kubitect_core.config.context import InstallerInfo, ValidationContext, default_context, from_registry
 from kubitect_core.config.errors import ConfigError, ConfigIssue, format_path
 from kubitect_core.config.loader import (
     LoadedConfig,
@@ -39,10 +31,10 @@ from kubitect_core.config.versions import (
 )
 
 __all__ = [
-    "BUILTIN_INSTALLERS", "BUILTIN_PROVIDERS", "DEFAULT_KUBERNETES_VERSION", "DEFAULT_MAINTAINED_FROM",
-    "DEFAULT_MANAGER", "DEFAULT_PROVIDER", "DEFAULT_SUPPORTED_VERSIONS", "DISTRO_PRESETS", "Config",
+    "DEFAULT_KUBERNETES_VERSION", "DEFAULT_MAINTAINED_FROM",
+    "DEFAULT_SUPPORTED_VERSIONS", "DISTRO_PRESETS", "Config",
     "ConfigError", "ConfigIssue", "InstallerInfo", "LoadedConfig", "ValidationContext", "classify",
-    "default_context", "default_virtual_router_id", "format_path", "json_schema", "list_presets",
+    "default_context", "default_virtual_router_id", "format_path", "from_registry", "json_schema", "list_presets",
     "load_config", "load_config_text", "parse_version", "parse_yaml", "read_config_file",
     "preflight", "preset_text", "resolve_topology", "validate_raw",
 ]

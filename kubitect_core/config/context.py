@@ -1,21 +1,25 @@
-"""What validation may depend on besides the file: installed installers, providers, extensions."""
+"""What validation may depend on besides the file: installed installers, providers, extensions.
+
+The choices come from the installed plugins (core names none of them): which providers, load
+balancers and installers exist, which one each kind falls back to when the config names none
+(`kubitect_core.defaults`), and which other manager names an installer serves.
+"""
 
 from __future__ import annotations
 
+import copy
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubitect_core.config.versions import DEFAULT_MAINTAINED_FROM, DEFAULT_SUPPORTED_VERSIONS
 from kubitect_core.contracts import ConfigExtension
+from kubitect_core.defaults import DefaultChoice
 
-BUILTIN_INSTALLERS = ("kubeadm", "k3s")
-BUILTIN_PROVIDERS = ("libvirt", "nspawn")
-BUILTIN_LOAD_BALANCERS = ("keepalived-haproxy",)
-DEFAULT_MANAGER = "kubeadm"
 LOCAL_PREFIX = "local-"  # Kubitect's: reserved for, and added to the names of, clusters made with --local
-DEFAULT_PROVIDER = "libvirt"
-# The original's default manager; Kubespray drives kubeadm underneath, so kubeadm serves it.
-LEGACY_MANAGERS = {"kubespray": "kubeadm"}
+# The kinds a config may leave out, by the key of `ValidationContext.defaults`.
+DEFAULT_KINDS = {"provider": "VM provider", "load_balancer": "load balancer", "installer": "Kubernetes installer"}
 
 
 @dataclass(frozen=True)
@@ -35,20 +39,67 @@ class InstallerInfo:
 
 @dataclass
 class ValidationContext:
-    """Installed choices the config is checked against; the engine builds it from the plugins."""
+    """Installed choices the config is checked against; built from the plugins (`from_registry`)."""
 
     installers: dict[str, InstallerInfo] = field(default_factory=dict)
     providers: list[str] = field(default_factory=list)
-    load_balancers: list[str] = field(default_factory=lambda: list(BUILTIN_LOAD_BALANCERS))
+    load_balancers: list[str] = field(default_factory=list)
     extensions: list[ConfigExtension] = field(default_factory=list)
     local: bool = False  # `--local`: the cluster name gets the "local-" prefix (LOCAL_PREFIX)
+    # What a config that leaves a kind out gets: keys "provider", "load_balancer", "installer".
+    defaults: dict[str, DefaultChoice] = field(default_factory=dict)
+    # Other `kubernetes.manager` names an installer serves: alias -> (installer, why).
+    manager_aliases: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def default(self, kind: str) -> DefaultChoice:
+        """The default of `kind` ("provider", "load_balancer", "installer"); none claimed if unknown."""
+        return self.defaults.get(kind) or DefaultChoice(DEFAULT_KINDS[kind])
+
+    def effective_manager(self, raw_manager: Any) -> str | None:
+        """The installer that serves `kubernetes.manager` as written (None: the default, if any)."""
+        if raw_manager is None:
+            return self.default("installer").name
+        if not isinstance(raw_manager, str):
+            return None
+        return self.manager_aliases.get(raw_manager, (raw_manager, ""))[0]
+
+
+def from_registry(registry: Any) -> ValidationContext:
+    """The validation context of a plugin registry (`kubitect_core.plugins.Registry`)."""
+    aliases: dict[str, tuple[str, str]] = {}
+    for name, installer in registry.installers.items():
+        for alias, why in dict(getattr(installer, "aliases", None) or {}).items():
+            if alias not in registry.installers:  # a real installer of that name wins
+                aliases.setdefault(alias, (name, why))
+    return ValidationContext(
+        installers={name: InstallerInfo.of(inst) for name, inst in registry.installers.items()},
+        providers=sorted(registry.providers),
+        load_balancers=sorted(registry.load_balancers),
+        extensions=list(registry.extensions),
+        defaults=dict(registry.defaults),
+        manager_aliases=aliases,
+    )
+
+
+_cache: dict[tuple[str, str], ValidationContext] = {}
+_cache_lock = threading.Lock()
 
 
 def default_context() -> ValidationContext:
-    """The built-ins: kubeadm and k3s sharing the default version range, libvirt and nspawn."""
-    return ValidationContext(
-        installers={name: InstallerInfo() for name in BUILTIN_INSTALLERS},
-        providers=list(BUILTIN_PROVIDERS),
-        load_balancers=list(BUILTIN_LOAD_BALANCERS),
-        extensions=[],
-    )
+    """What the installed plugins accept: the context of a registry loaded once per process.
+
+    Used wherever a config is read without a context at hand (tests, `load_config(path)`). The
+    plugin set depends on KUBITECT_PLUGINS / KUBITECT_DISABLE_PLUGINS, so they key the cache.
+    When the plugins cannot be loaded at all (two claim one stage name), the context is empty:
+    every choice the config makes is then reported as not installed.
+    """
+    key = (os.environ.get("KUBITECT_PLUGINS", ""), os.environ.get("KUBITECT_DISABLE_PLUGINS", ""))
+    with _cache_lock:
+        if key not in _cache:
+            from kubitect_core.plugins import load_registry
+
+            try:
+                _cache[key] = from_registry(load_registry())
+            except RuntimeError:
+                _cache[key] = ValidationContext()
+        return copy.deepcopy(_cache[key])

@@ -124,7 +124,7 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
         raise ConfigError(_dedupe(errors))
     if context.local and not config.cluster.name.startswith(LOCAL_PREFIX):
         config.cluster.name = LOCAL_PREFIX + config.cluster.name  # as Kubitect's --local does
-    fill_defaults(config)
+    fill_defaults(config, context)
     topology = resolve_topology(config)
     warnings += [issue(loc, message, "warning") for loc, message in _extension_warnings(context, extensions, topology)]
     return LoadedConfig(raw=raw, config=config, topology=topology, warnings=warnings,

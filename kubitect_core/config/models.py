@@ -2,8 +2,9 @@
 
 Attribute names are the snake_case form of the YAML keys; the YAML key is the alias
 (`config.cluster.node_template.os.network_interface` <-> `nodeTemplate.os.networkInterface`).
-Fields whose default depends on other fields (gateway, image source, NIC, VRID, host of an
-instance, kubernetes version and manager) are None here and filled by `resolve.fill_defaults`.
+Fields whose default depends on other fields or on the installed plugins (gateway, image source,
+NIC, VRID, host of an instance, kubernetes version, a host's provider, the load balancer
+implementation and the manager) are None here and filled by `resolve.fill_defaults`.
 Cross-field rules live in `rules.py`, so they can run even when part of the file is invalid.
 """
 
@@ -91,7 +92,9 @@ class Host(Model):
     connection: Connection = Field(description="How to reach the host (type: local or remote).")
     main_resource_pool_path: NonEmpty = DEFAULT_POOL_PATH
     data_resource_pools: list[DataResourcePool] = Field(default_factory=list)
-    provider: str = Field("libvirt", description="VM provider serving this host (an installed plugin).")
+    provider: str | None = Field(None, description="VM provider serving this host (an installed plugin; "
+                                                  "`kubitect list plugins`). Defaults to the installed "
+                                                  "provider that declares itself the default.")
 
 
 # ---------------------------------------------------------------- cluster.network
@@ -197,9 +200,10 @@ class ForwardPort(Model):
 class LoadBalancerNodes(Model):
     """Load balancers in front of the control plane; several share a VIP through VRRP."""
 
-    implementation: str = Field(
-        "keepalived-haproxy",
-        description="Load balancer plugin serving the endpoint (kubitect extension; `kubitect list plugins`).",
+    implementation: str | None = Field(
+        None,
+        description="Load balancer plugin serving the endpoint (kubitect extension; `kubitect list plugins`). "
+                    "Defaults to the installed load balancer that declares itself the default.",
     )
     vip: IPv4 | None = None
     virtual_router_id: Uint8 | None = Field(
@@ -246,7 +250,8 @@ class Kubernetes(Model):
     """What Kubernetes to install and how."""
 
     version: KubeVersion | None = Field(None, description="vMAJOR.MINOR.PATCH within the installer's range.")
-    manager: str | None = Field(None, description="Installer plugin name (kubeadm, k3s, ...).")
+    manager: str | None = Field(None, description="Installer plugin name (`kubitect list plugins`); defaults to "
+                                                 "the installed installer that declares itself the default.")
     network_plugin: Literal["calico", "cilium", "flannel", "kube-router"] = "calico"
     dns_mode: Literal["coredns"] = "coredns"
     other: KubernetesOther = Field(default_factory=KubernetesOther)

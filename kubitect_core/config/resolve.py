@@ -11,7 +11,7 @@ import zlib
 from typing import Any
 
 from kubitect_core.config import versions
-from kubitect_core.config.context import DEFAULT_MANAGER, LEGACY_MANAGERS
+from kubitect_core.config.context import ValidationContext
 from kubitect_core.config.models import Config, NodeInstance, Resources
 from kubitect_core.topology import DataDisk, Node, Topology, control_plane_endpoint
 
@@ -53,11 +53,19 @@ def _fill(model: Any, name: str, value: Any) -> None:
     model.__dict__[name] = value
 
 
-def fill_defaults(config: Config) -> Config:
-    """Writes every derived default into a validated config (in place) and returns it."""
+def fill_defaults(config: Config, context: ValidationContext) -> Config:
+    """Writes every derived default into a validated config (in place) and returns it.
+
+    The implementations a config leaves out (a host's provider, the load balancer, the manager)
+    are the installed plugins' defaults (`context.defaults`); validation has already refused a
+    config that needs a default no single plugin claims.
+    """
     hosts = config.hosts
     if hosts and not any(h.default for h in hosts):
         _fill(hosts[0], "default", True)
+    for host in hosts:
+        if host.provider is None:
+            _fill(host, "provider", context.default("provider").name)
     default_host = config.default_host.name
     net = config.cluster.network
     if net.gateway is None:
@@ -71,6 +79,8 @@ def fill_defaults(config: Config) -> Config:
         _fill(os_, "network_interface", nic)
     nodes = config.cluster.nodes
     lb = nodes.load_balancer
+    if lb.implementation is None:
+        _fill(lb, "implementation", context.default("load_balancer").name)
     if lb.virtual_router_id is None:
         _fill(lb, "virtual_router_id", default_virtual_router_id(config.cluster.name))
     for port in lb.forward_ports:
@@ -84,10 +94,8 @@ def fill_defaults(config: Config) -> Config:
             if inst.host is None:
                 _fill(inst, "host", default_host)
     k8s = config.kubernetes
-    if k8s.manager is None:
-        _fill(k8s, "manager", DEFAULT_MANAGER)
-    elif k8s.manager in LEGACY_MANAGERS:
-        _fill(k8s, "manager", LEGACY_MANAGERS[k8s.manager])
+    if k8s.manager is None or k8s.manager in context.manager_aliases:
+        _fill(k8s, "manager", context.effective_manager(k8s.manager))
     _fill(k8s, "version", versions.normalize(k8s.version or versions.DEFAULT_KUBERNETES_VERSION))
     return config
 

@@ -14,13 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubitect_core.config import versions
-from kubitect_core.config.context import (
-    DEFAULT_MANAGER,
-    DEFAULT_PROVIDER,
-    LEGACY_MANAGERS,
-    InstallerInfo,
-    ValidationContext,
-)
+from kubitect_core.config.context import InstallerInfo, ValidationContext
 from kubitect_core.config.errors import short_value
 from kubitect_core.config.fieldtypes import VERSION_RE
 
@@ -199,10 +193,19 @@ def check_hosts(v: RawView, ctx: ValidationContext, out: Findings) -> None:
                 out.error(loc, "must be an absolute directory on the host, starting with '/' (libvirt would "
                                "resolve a relative path against its own working directory, and '~' is not "
                                f"expanded there) (actual: {short_value(path)}).")
-        provider = h.get("provider", DEFAULT_PROVIDER)
-        if isinstance(provider, str) and provider not in ctx.providers:
+        provider = h.get("provider")
+        if provider is None:
+            _needs_default(ctx, "provider", ("hosts", i, "provider"), ctx.providers, out)
+        elif isinstance(provider, str) and provider not in ctx.providers:
             out.error(("hosts", i, "provider"),
                       f"unknown VM provider '{short_value(provider)}'; installed providers: {_choices(ctx.providers)}.")
+
+
+def _needs_default(ctx: ValidationContext, kind: str, loc: tuple, installed: list[str], out: Findings) -> None:
+    """An omitted implementation needs exactly one installed plugin that claims to be the default."""
+    problem = ctx.default(kind).problem
+    if problem:
+        out.error(loc, f"is not set, and {problem}; name one of the installed choices: {_choices(installed)}.")
 
 
 # -------------------------------------------------------------------------------------- cluster
@@ -265,7 +268,10 @@ def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
                   f"configured (masters: {masters}).")
     lb = v.section("loadBalancer")
     impl = lb.get("implementation")
-    if isinstance(impl, str) and impl not in ctx.load_balancers:
+    if impl is None:
+        _needs_default(ctx, "load_balancer", ("cluster", "nodes", "loadBalancer", "implementation"),
+                       ctx.load_balancers, out)
+    elif isinstance(impl, str) and impl not in ctx.load_balancers:
         out.error(("cluster", "nodes", "loadBalancer", "implementation"),
                   f"unknown load balancer implementation '{short_value(impl)}'; "
                   f"installed: {_choices(ctx.load_balancers)}.")
@@ -426,24 +432,17 @@ def _check_nat_spread(v: RawView, out: Findings) -> None:
 
 
 # ----------------------------------------------------------------------------------- kubernetes
-def effective_manager(raw_manager: Any) -> str | None:
-    """The installer that serves `kubernetes.manager` (kubespray is served by kubeadm)."""
-    if raw_manager is None:
-        return DEFAULT_MANAGER
-    if not isinstance(raw_manager, str):
-        return None
-    return LEGACY_MANAGERS.get(raw_manager, raw_manager)
-
-
 def check_kubernetes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
     k8s = _m(v.raw.get("kubernetes"))
-    manager = effective_manager(k8s.get("manager"))
+    manager = ctx.effective_manager(k8s.get("manager"))
     raw_manager = k8s.get("manager")
     installed = sorted(ctx.installers)
-    if isinstance(raw_manager, str) and raw_manager in LEGACY_MANAGERS:
+    if isinstance(raw_manager, str) and raw_manager in ctx.manager_aliases:
+        why = ctx.manager_aliases[raw_manager][1]
         out.notices.append(f"kubernetes.manager '{short_value(raw_manager)}' is served by the "
-                           f"'{short_value(manager)}' installer "
-                           "(what Kubespray runs underneath).")
+                           f"'{short_value(manager)}' installer" + (f" ({why})." if why else "."))
+    if raw_manager is None:
+        _needs_default(ctx, "installer", ("kubernetes", "manager"), installed, out)
     if manager is not None and manager not in ctx.installers:
         what = "the default installer" if raw_manager is None else "unknown installer"
         out.error(("kubernetes", "manager"),
@@ -484,9 +483,9 @@ def check_kubernetes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
 def check_addons(v: RawView, ctx: ValidationContext, out: Findings) -> None:
     addons = _m(v.raw.get("addons"))
     if addons.get("kubespray") is not None:
-        manager = effective_manager(_m(v.raw.get("kubernetes")).get("manager")) or DEFAULT_MANAGER
-        out.notices.append(f"addons.kubespray is kept for compatibility but not applied: the '{short_value(manager)}' "
-                           "installer does not run Kubespray.")
+        manager = ctx.effective_manager(_m(v.raw.get("kubernetes")).get("manager"))
+        by = f"the '{short_value(manager)}' installer does" if manager else "kubitect's installers do"
+        out.notices.append(f"addons.kubespray is kept for compatibility but not applied: {by} not run Kubespray.")
     rook = _m(addons.get("rook"))
     if _truthy(rook.get("enabled")):
         reason = _rook_without_disks(v, _m(rook.get("nodeSelector")))

@@ -9,7 +9,7 @@ import copy
 from typing import Any
 
 from kubitect_core.config.context import ValidationContext, default_context
-from kubitect_core.config.models import Config
+from kubitect_core.config.models import Config, Host, Kubernetes, LoadBalancerNodes
 
 SCHEMA_ID = "https://kubitect.local/schema/config.json"
 
@@ -21,6 +21,7 @@ def json_schema(context: ValidationContext | None = None) -> dict:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Kubitect cluster configuration"
     defs = schema.setdefault("$defs", {})
+    _installed_choices(defs, context)
     for ext in context.extensions:
         target = _object_at(schema, defs, [p for p in ext.path.split(".") if p])
         if target is None:
@@ -32,6 +33,27 @@ def json_schema(context: ValidationContext | None = None) -> dict:
             sub.setdefault("description", f"Added by the {ext.plugin} plugin.")
         target.setdefault("properties", {})[ext.key] = sub
     return schema
+
+
+def _installed_choices(defs: dict, context: ValidationContext) -> None:
+    """The plugin choices as the installed plugins offer them: an enum of names, and the default.
+
+    An editor then completes `provider:`, `implementation:` and `manager:` with what is
+    installed, and flags a name that validation would refuse.
+    """
+    manager_names = sorted(context.installers) + sorted(set(context.manager_aliases) - set(context.installers))
+    for model, prop, names, kind in ((Host, "provider", context.providers, "provider"),
+                                     (LoadBalancerNodes, "implementation", context.load_balancers, "load_balancer"),
+                                     (Kubernetes, "manager", manager_names, "installer")):
+        node = defs.get(model.__name__, {}).get("properties", {}).get(prop)
+        if node is None:
+            continue
+        for branch in node.get("anyOf", [node]):
+            if branch.get("type") == "string":
+                branch["enum"] = list(names)
+        default = context.default(kind).name
+        if default is not None:
+            node["default"] = default
 
 
 def _object_at(schema: dict, defs: dict, path: list[str]) -> dict | None:

@@ -7,9 +7,9 @@ be downloaded (None) or what could not be reached.
 
 from __future__ import annotations
 
-from kubitect_plugins.k3s.plugin import K3sInstaller, internet_reason
+from kubitect_core.sdk import hookimpl
 
-from kubitect_core.hookspecs import hookimpl
+from .plugin import K3sInstaller, internet_reason
 
 __all__ = ["K3sInstaller", "internet_reason", "kubitect_installers"]
 

@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from pathlib import Path
 
-import jinja2
-from kubitect_plugins.kubeadm.shared import api_url, cert_sans, node_taints, pod_and_service_cidrs, split_labels
-
-from kubitect_core.config.versions import normalize
-from kubitect_core.contracts import StageContext
-from kubitect_core.stage import StageError
-from kubitect_core.topology import Node
+from kubitect_core.sdk import Node, StageContext, StageError, normalize_version, templates
+from kubitect_core.sdk.kube import api_url, cert_sans, node_taints, pod_and_service_cidrs, split_labels
 
 SUPPORTED_VERSIONS = ("1.28.0", "1.35.99")
 MAINTAINED_FROM = "1.33.0"
@@ -28,14 +22,12 @@ POD_CIDR_DEFAULT = "10.42.0.0/16"  # k3s's own defaults, used whenever they do n
 SERVICE_CIDR_DEFAULT = "10.43.0.0/16"
 _SAFE_ARG = re.compile(r"[A-Za-z0-9._/:=,+@-]+")
 
-_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent)),
-                          undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
 def k3s_version(ctx_or_version) -> str:
     """`v1.34.2+k3s1`, always with the leading v (the original dropped it: Kubitect bug 11)."""
     version = ctx_or_version if isinstance(ctx_or_version, str) else str(ctx_or_version.config.kubernetes.version)
-    return normalize(version) + K3S_SUFFIX
+    return normalize_version(version) + K3S_SUFFIX
 
 
 def binary_url(version: str, arch: str = "amd64") -> str:
@@ -110,7 +102,7 @@ def env_file(node: Node) -> str:
 
 def render_unit(ctx: StageContext, node: Node, binary: str) -> str:
     """The node's systemd unit (k3s.service or k3s-agent.service)."""
-    return _ENV.get_template("k3s.service.j2").render(
+    return templates(__file__).get_template("k3s.service.j2").render(
         cluster=ctx.cluster, node=node.name, role="server" if node.role == "master" else "agent",
         env_file=env_file(node), binary=binary, args=args_for(ctx, node),
     )

@@ -12,13 +12,9 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from kubitect_plugins.k3s import args as k3s_args
-from kubitect_plugins.kubeadm import shared
+from kubitect_core.sdk import Change, Node, Remote, StageContext, StageError, kube
 
-from kubitect_core.contracts import Change, StageContext
-from kubitect_core.remote import Remote
-from kubitect_core.stage import StageError
-from kubitect_core.topology import Node
+from . import args as k3s_args
 
 BINARY = "/usr/local/bin/k3s"
 KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
@@ -28,11 +24,11 @@ TOKEN_FILE = "k3s.json"
 
 def internet_reason(ctx: StageContext) -> str | None:
     """None when the k3s release binary is reachable from this machine, else why not (bounded)."""
-    return shared.download_reason(ctx, lambda: [k3s_args.binary_url(k3s_args.k3s_version(ctx))])
+    return kube.download_reason(ctx, lambda: [k3s_args.binary_url(k3s_args.k3s_version(ctx))])
 
 
 def _token(ctx: StageContext) -> str:
-    data = shared.load_or_create_secrets(shared.secrets_dir(ctx) / TOKEN_FILE, {"token": shared.random_token})
+    data = kube.load_or_create_secrets(kube.secrets_dir(ctx) / TOKEN_FILE, {"token": kube.random_token})
     return data["token"]
 
 
@@ -52,27 +48,27 @@ class K3sInstaller:
         want = k3s_args.k3s_version(ctx)
         nodes = ctx.record.get("nodes", {})
         changes = []
-        for node in shared.cluster_nodes(ctx):
+        for node in kube.cluster_nodes(ctx):
             rec = nodes.get(node.name, {})
             same = rec.get("state") == "joined" and rec.get("version") == want
             changes.append(Change("keep" if same else ("change" if rec else "create"), "node", node.name, node.host,
                                   f"k3s {'server' if node.role == 'master' else 'agent'} {want}"))
-        changes.append(shared.kubeconfig_plan(ctx))
+        changes.append(kube.kubeconfig_plan(ctx))
         return changes
 
     async def apply(self, ctx: StageContext) -> list[Change]:
         """Converge every node to its unit + binary + token; see the module docstring for the order."""
         want = k3s_args.k3s_version(ctx)
-        src = shared.source(ctx)
+        src = kube.source(ctx)
         masters, workers = list(ctx.topology.masters), list(ctx.topology.workers)
         if not masters:
             raise StageError("k3s needs at least one master node (the first server)")
         changes: list[Change] = []
-        async with shared.node_pool(ctx) as pool:
+        async with kube.node_pool(ctx) as pool:
             async def remote(node: Node) -> Remote:
                 return await pool.get(node.ip, name=node.name, wait=60)
 
-            first = await shared.first_master(ctx, pool, "the k3s release", [k3s_args.binary_url(want)])
+            first = await kube.first_master(ctx, pool, "the k3s release", [k3s_args.binary_url(want)])
             ctx.record["installer"] = self.name
             nodes_rec: dict[str, dict[str, Any]] = ctx.record.setdefault("nodes", {})
             token = _token(ctx)
@@ -91,18 +87,18 @@ class K3sInstaller:
                 await converge(node)
             await pool.each(workers, converge)
 
-            changes += await shared.apply_restricted_labels(ctx, first, KUBECTL)
+            changes += await kube.apply_restricted_labels(ctx, first, KUBECTL)
             if not k3s_args.uses_flannel(ctx):  # k3s's own flannel needs no CNI install
-                changes += await shared.install_cni(ctx, first, KUBECTL, KUBECONFIG,
+                changes += await kube.install_cni(ctx, first, KUBECTL, KUBECONFIG,
                                                     (k3s_args.POD_CIDR_DEFAULT, k3s_args.SERVICE_CIDR_DEFAULT),
                                                     announce=False)
-            fetched = await shared.ready_then_fetch(ctx, first, KUBECTL, KUBECONFIG)
-        changes.append(shared.kubeconfig_change(ctx, fetched))
+            fetched = await kube.ready_then_fetch(ctx, first, KUBECTL, KUBECONFIG)
+        changes.append(kube.kubeconfig_change(ctx, fetched))
         return changes
 
     async def _install_binary(self, node: Node, r: Remote, want: str, src: str) -> list[str]:
         have = await r.run(f"{BINARY} --version 2>/dev/null | head -n1", sudo=True, check=False)
-        if src == shared.SOURCE_PREINSTALLED:
+        if src == kube.SOURCE_PREINSTALLED:
             if not have.stdout.strip():
                 raise StageError(f"{node.name}: installer_source=preinstalled, but {BINARY} is missing")
             if want not in have.stdout.split():
@@ -144,7 +140,7 @@ class K3sInstaller:
 
     async def _wait_local(self, ctx: StageContext, node: Node, r: Remote) -> None:
         """A server's own API answers /readyz (before the next server joins); agents: the unit runs."""
-        timeout = int(shared.ready_timeout(ctx))
+        timeout = int(kube.ready_timeout(ctx))
         probe = (f"{KUBECTL} get --raw /readyz >/dev/null 2>&1" if node.role == "master"
                  else "systemctl is-active --quiet k3s-agent")
         res = await r.run(f"t=0; until {probe}; do t=$((t+1)); [ $t -ge {timeout} ] && exit 1; sleep 1; done",
@@ -155,7 +151,7 @@ class K3sInstaller:
 
     async def destroy(self, ctx: StageContext) -> list[Change]:
         """Stops and removes k3s on every reachable node (agents first), then kubeconfig and token."""
-        src = shared.source(ctx)
+        src = kube.source(ctx)
 
         async def remove(node: Node, r: Remote) -> Change:
             unit = k3s_args.unit_name(node)
@@ -163,13 +159,13 @@ class K3sInstaller:
             if not res.ok:
                 return Change("keep", "node", node.name, node.host, "no k3s unit")
             ctx.progress(node.name, f"removing {unit}")
-            binary = "" if src == shared.SOURCE_PREINSTALLED else f" {BINARY}"
+            binary = "" if src == kube.SOURCE_PREINSTALLED else f" {BINARY}"
             await r.run(f"systemctl disable --now {unit} >/dev/null 2>&1; "
                         f"rm -f /etc/systemd/system/{unit}.service {k3s_args.env_file(node)}{binary}; "
                         "systemctl daemon-reload; rm -rf /etc/rancher/k3s /var/lib/rancher/k3s",
                         sudo=True, timeout=300)
             return Change("delete", "node", node.name, node.host, f"{unit} removed")
 
-        changes = await shared.remove_from_nodes(ctx, remove)
-        return changes + shared.forget_installation(ctx, shared.secrets_dir(ctx) / TOKEN_FILE, "k3s token",
+        changes = await kube.remove_from_nodes(ctx, remove)
+        return changes + kube.forget_installation(ctx, kube.secrets_dir(ctx) / TOKEN_FILE, "k3s token",
                                                     ("nodes", "cni", "labels"))

@@ -4,20 +4,23 @@ Loaded through the `kubitect` entry-point group like any third-party plugin. It 
 - the load balancer `keepalived-haproxy` (hook `kubitect_load_balancers`), see `plugin.py`;
 - the config extension `cluster.nodes.loadBalancer.vrrp` (hook `kubitect_config_extensions`),
   see `settings.py` for the profiles, their measured numbers and why, and `guard.py` for the
-  warnings about where short timers would flap.
+  warnings about where short timers would flap;
+- its own conformance checks (hook `kubitect_conformance_modules`), see `conformance_checks.py`.
 Rendering is pure and lives in `render.py` (templates next to it), node work in `node_ops.py`.
 """
 
 from __future__ import annotations
 
-from kubitect_plugins.keepalived_haproxy.guard import config_warnings
-from kubitect_plugins.keepalived_haproxy.plugin import NAME, KeepalivedHaproxy
-from kubitect_plugins.keepalived_haproxy.settings import EXTENSION_KEY, EXTENSION_PATH, VrrpSettings
+from pathlib import Path
 
-from kubitect_core.contracts import ConfigExtension
-from kubitect_core.hookspecs import hookimpl
+from kubitect_core.sdk import ConfigExtension, hookimpl
 
-__all__ = ["KeepalivedHaproxy", "VrrpSettings", "kubitect_config_extensions", "kubitect_load_balancers"]
+from .guard import config_warnings
+from .plugin import NAME, KeepalivedHaproxy
+from .settings import EXTENSION_KEY, EXTENSION_PATH, VrrpSettings
+
+__all__ = ["KeepalivedHaproxy", "VrrpSettings", "kubitect_config_extensions", "kubitect_conformance_modules",
+           "kubitect_load_balancers"]
 
 
 @hookimpl
@@ -32,3 +35,9 @@ def kubitect_config_extensions() -> list[ConfigExtension]:
     its placement warnings (guard.config_warnings)."""
     return [ConfigExtension(path=EXTENSION_PATH, key=EXTENSION_KEY, model=VrrpSettings, plugin=NAME,
                             check=config_warnings)]
+
+
+@hookimpl
+def kubitect_conformance_modules() -> list[str]:
+    """Contribute this implementation's own checks (daemons, configs) to the verify stage."""
+    return [str(Path(__file__).with_name("conformance_checks.py"))]

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubitect_plugins.keepalived_haproxy.render import NodeFeatures
-from kubitect_plugins.keepalived_haproxy.settings import VrrpSettings
+from kubitect_core.sdk import Topology
 
-from kubitect_core.topology import Topology
+from .render import NodeFeatures
+from .settings import VrrpSettings
 
 # Below this many missed seconds a scheduling stall becomes a false takeover worth a warning
 # (the standard profile's 1.5 s survives what the fast profile's 0.3 s does not).

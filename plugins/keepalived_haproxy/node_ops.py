@@ -11,11 +11,10 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubitect_plugins.keepalived_haproxy.guard import NodeProbe, parse_probe
-from kubitect_plugins.keepalived_haproxy.render import Layout, Rendered, content_hash
+from kubitect_core.sdk import Change, Remote, RemoteError
 
-from kubitect_core.contracts import Change
-from kubitect_core.remote import Remote, RemoteError
+from .guard import NodeProbe, parse_probe
+from .render import Layout, Rendered, content_hash
 
 SYSCTL_FILE = "/etc/sysctl.d/90-kubitect-loadbalancer.conf"
 SYSCTL_TEXT = ("# Managed by kubitect: HAProxy may bind the VIP before this node holds it.\n"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from kubitect_plugins.keepalived_haproxy import node_ops
-from kubitect_plugins.keepalived_haproxy.guard import NodeProbe, node_notes, node_warnings
-from kubitect_plugins.keepalived_haproxy.render import (
+from kubitect_core.sdk import Change, Node, NodePool, Remote, RemoteError, StageContext, Topology
+
+from . import node_ops
+from .guard import NodeProbe, node_notes, node_warnings
+from .render import (
     ForwardPort,
     Layout,
     NodeFeatures,
@@ -17,11 +19,7 @@ from kubitect_plugins.keepalived_haproxy.render import (
     priorities,
     render_node,
 )
-from kubitect_plugins.keepalived_haproxy.settings import EXTENSION_ID, VrrpSettings, settings_from
-
-from kubitect_core.contracts import Change, StageContext
-from kubitect_core.remote import NodePool, Remote, RemoteError
-from kubitect_core.topology import Node, Topology
+from .settings import EXTENSION_ID, VrrpSettings, settings_from
 
 NAME = "keepalived-haproxy"
 NIC_QUERY = "ip -o -4 addr show | awk -v ip={ip} '{{split($4, a, \"/\"); if (a[1] == ip) {{print $2; exit}}}}'"
@@ -73,6 +71,7 @@ class KeepalivedHaproxy:
     """
 
     name = NAME
+    default = True  # serves configs without cluster.nodes.loadBalancer.implementation (Kubitect's only LB)
 
     def __init__(self, layout: Layout = Layout()) -> None:
         self.layout = layout

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Literal
 
 import jinja2
-from kubitect_plugins.keepalived_haproxy.settings import VrrpSettings, ranked_priorities
 
-from kubitect_core.topology import Node, Topology
+from kubitect_core.sdk import Node, Topology
+
+from .settings import VrrpSettings, ranked_priorities
 
 API_PORT = 6443
 Mode = Literal["none", "haproxy", "vrrp"]

@@ -7,9 +7,9 @@ reachable, else a message naming what could not be reached.
 
 from __future__ import annotations
 
-from kubitect_plugins.kubeadm.plugin import KubeadmInstaller, ca_cert_hash, internet_reason
+from kubitect_core.sdk import hookimpl
 
-from kubitect_core.hookspecs import hookimpl
+from .plugin import KubeadmInstaller, ca_cert_hash, internet_reason
 
 __all__ = ["KubeadmInstaller", "ca_cert_hash", "internet_reason", "kubitect_installers"]
 

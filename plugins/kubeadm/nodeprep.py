@@ -2,18 +2,17 @@
 
 Each step is a shell script that looks before it acts and prints `changed: <what>` for every
 thing it changed, so a second run prints nothing and the plugin reports "keep". The scripts run
-with sudo over `kubitect_core.remote`; none of them carries a secret.
+with sudo over the SDK's `Remote`; none of them carries a secret.
 """
 
 from __future__ import annotations
 
 import shlex
 
-from kubitect_plugins.kubeadm import sources
-from kubitect_plugins.kubeadm.shared import SOURCE_PREINSTALLED, plain
+from kubitect_core.sdk import Remote, StageError
+from kubitect_core.sdk.kube import SOURCE_PREINSTALLED, plain
 
-from kubitect_core.remote import Remote
-from kubitect_core.stage import StageError
+from . import sources
 
 MODULES = ("overlay", "br_netfilter")
 MODULES_FILE = "/etc/modules-load.d/kubitect-kubernetes.conf"

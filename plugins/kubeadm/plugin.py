@@ -19,13 +19,11 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from kubitect_plugins.kubeadm import nodeprep, render, shared, sources
-from kubitect_plugins.kubeadm.render import KubeadmSecrets
 
-from kubitect_core.contracts import Change, StageContext
-from kubitect_core.remote import Remote
-from kubitect_core.stage import StageError
-from kubitect_core.topology import Node
+from kubitect_core.sdk import Change, Node, Remote, StageContext, StageError, kube
+
+from . import nodeprep, render, sources
+from .render import KubeadmSecrets
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
@@ -53,12 +51,12 @@ def internet_reason(ctx: StageContext) -> str | None:
 
     Bounded (a few seconds). With installer_source=preinstalled nothing is downloaded: None.
     """
-    return shared.download_reason(ctx, lambda: sources.probe_urls(render.version(ctx)))
+    return kube.download_reason(ctx, lambda: sources.probe_urls(render.version(ctx)))
 
 
 def _load_secrets(ctx: StageContext) -> KubeadmSecrets:
-    data = shared.load_or_create_secrets(shared.secrets_dir(ctx) / SECRETS_FILE, {
-        "token": shared.bootstrap_token, "certificate_key": shared.certificate_key,
+    data = kube.load_or_create_secrets(kube.secrets_dir(ctx) / SECRETS_FILE, {
+        "token": kube.bootstrap_token, "certificate_key": kube.certificate_key,
     })
     return KubeadmSecrets(data["token"], data["certificate_key"])
 
@@ -69,6 +67,9 @@ class KubeadmInstaller:
     name = "kubeadm"
     supported_versions = sources.SUPPORTED_VERSIONS
     maintained_from = sources.MAINTAINED_FROM
+    default = True  # serves configs without kubernetes.manager
+    # Kubitect's own default manager: Kubespray drives kubeadm underneath, so kubeadm serves it.
+    aliases = {"kubespray": "what Kubespray runs underneath"}
 
     def internet_reason(self, ctx: StageContext) -> str | None:
         """See the module-level `internet_reason`: lets a stage ask the installer it selected."""
@@ -80,7 +81,7 @@ class KubeadmInstaller:
         want = render.version(ctx)
         nodes = ctx.record.get("nodes", {})
         changes = []
-        for i, node in enumerate(shared.cluster_nodes(ctx)):
+        for i, node in enumerate(kube.cluster_nodes(ctx)):
             rec = nodes.get(node.name, {})
             if rec.get("state") == "joined" and rec.get("version") == want:
                 changes.append(Change("keep", "node", node.name, node.host, f"joined at {want}"))
@@ -90,23 +91,23 @@ class KubeadmInstaller:
             else:
                 what = "kubeadm init" if i == 0 else ("join control plane" if node.role == "master" else "join worker")
                 changes.append(Change("create", "node", node.name, node.host, f"{what} {want}"))
-        cni = sources.CNIS[ctx.config.kubernetes.network_plugin]
+        cni = kube.CNIS[ctx.config.kubernetes.network_plugin]
         done = ctx.record.get("cni") == {"name": cni.name, "version": cni.version}
         changes.append(Change("keep" if done else "create", "cni", cni.name, None, cni.version))
-        changes.append(shared.kubeconfig_plan(ctx))
+        changes.append(kube.kubeconfig_plan(ctx))
         return changes
 
     # ------------------------------------------------------------------ apply
     async def apply(self, ctx: StageContext) -> list[Change]:
         """Converge: see the module docstring for the order; returns one Change per node and step."""
         want = render.version(ctx)
-        src = shared.source(ctx)
+        src = kube.source(ctx)
         masters, workers = list(ctx.topology.masters), list(ctx.topology.workers)
         if not masters:
             raise StageError("kubeadm needs at least one master node")
         changes: list[Change] = []
-        async with shared.node_pool(ctx) as pool:
-            first = await shared.first_master(ctx, pool, "the package repository", sources.probe_urls(want))
+        async with kube.node_pool(ctx) as pool:
+            first = await kube.first_master(ctx, pool, "the package repository", sources.probe_urls(want))
             ctx.record["installer"] = self.name
             nodes_rec: dict[str, dict[str, Any]] = ctx.record.setdefault("nodes", {})
             secrets = _load_secrets(ctx)
@@ -155,7 +156,7 @@ class KubeadmInstaller:
             # 4. other masters, one at a time (etcd quorum)
             for node in [n for n in joins if n.role == "master"]:
                 await self._join(ctx, node, await remote(node), secrets, ca_hash)
-                await self._wait_local_api(node, await remote(node), shared.ready_timeout(ctx))
+                await self._wait_local_api(node, await remote(node), kube.ready_timeout(ctx))
                 nodes_rec[node.name].update(state="joined")
                 ctx.checkpoint()
                 changes.append(Change("create", "node", node.name, node.host, f"joined as control plane {want}"))
@@ -169,14 +170,14 @@ class KubeadmInstaller:
             await pool.each([n for n in joins if n.role == "worker"], join_worker)
 
             # 6. labels a kubelet may not set itself, CNI, certificate renewal, Ready, kubeconfig
-            changes += await shared.apply_restricted_labels(ctx, first, KUBECTL)
-            changes += await shared.install_cni(ctx, first, KUBECTL, ADMIN_CONF,
+            changes += await kube.apply_restricted_labels(ctx, first, KUBECTL)
+            changes += await kube.install_cni(ctx, first, KUBECTL, ADMIN_CONF,
                                                 (render.POD_CIDR_DEFAULT, render.SERVICE_CIDR_DEFAULT))
             if ctx.config.kubernetes.other.auto_renew_certificates:
                 renewed = await pool.each(masters, lambda n: self._renew_timer(n, remote))
                 changes += [c for c in renewed if c]
-            fetched = await shared.ready_then_fetch(ctx, first, KUBECTL, ADMIN_CONF)
-        changes.append(shared.kubeconfig_change(ctx, fetched))
+            fetched = await kube.ready_then_fetch(ctx, first, KUBECTL, ADMIN_CONF)
+        changes.append(kube.kubeconfig_change(ctx, fetched))
         return changes
 
     async def _node_status(self, node: Node, remote, want: str) -> str:
@@ -196,7 +197,7 @@ class KubeadmInstaller:
                 await r.run(f"kubeadm init --config {INIT_CONFIG} --upload-certs", sudo=True, timeout=900)
             finally:
                 await r.run(f"rm -f {INIT_CONFIG}", sudo=True, check=False)
-        await self._wait_local_api(node, r, shared.ready_timeout(ctx))
+        await self._wait_local_api(node, r, kube.ready_timeout(ctx))
 
     async def _refresh_join_material(self, ctx: StageContext, node: Node, r: Remote,
                                      secrets: KubeadmSecrets) -> None:
@@ -224,7 +225,7 @@ class KubeadmInstaller:
 
     async def _wait_local_api(self, node: Node, r: Remote, timeout: float) -> None:
         """Waits until this control plane's API server answers /readyz (before the next one joins)."""
-        script = (f"t=0; until curl -ksf --max-time 3 https://127.0.0.1:{shared.API_PORT}/readyz >/dev/null; do "
+        script = (f"t=0; until curl -ksf --max-time 3 https://127.0.0.1:{kube.API_PORT}/readyz >/dev/null; do "
                   f"t=$((t+1)); [ $t -ge {int(timeout)} ] && exit 1; sleep 1; done")
         res = await r.run(script, check=False, timeout=timeout + 30)
         if not res.ok:
@@ -264,7 +265,7 @@ class KubeadmInstaller:
             await r.run(f"rm -rf {CONFIG_DIR}", sudo=True, check=False)
             return Change("delete", "node", node.name, node.host, "kubeadm reset")
 
-        changes = await shared.remove_from_nodes(ctx, reset)
-        return changes + shared.forget_installation(ctx, shared.secrets_dir(ctx) / SECRETS_FILE, "kubeadm secrets",
+        changes = await kube.remove_from_nodes(ctx, reset)
+        return changes + kube.forget_installation(ctx, kube.secrets_dir(ctx) / SECRETS_FILE, "kubeadm secrets",
                                                     ("nodes", "ca_cert_hash", "cni", "labels"))
 

@@ -7,11 +7,9 @@ before it leaves this module, so a template mistake never reaches a node.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import jinja2
-from kubitect_plugins.kubeadm import api, sources
-from kubitect_plugins.kubeadm.shared import (
+from kubitect_core.sdk import Node, StageContext, normalize_version, templates
+from kubitect_core.sdk.kube import (
     API_PORT,
     cert_sans,
     endpoint,
@@ -20,16 +18,7 @@ from kubitect_plugins.kubeadm.shared import (
     split_labels,
 )
 
-from kubitect_core.config.versions import normalize
-from kubitect_core.contracts import StageContext
-from kubitect_core.topology import Node
-
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(Path(__file__).parent)),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+from . import api, sources
 
 POD_CIDR_DEFAULT = "10.244.0.0/16"  # flannel's manifest assumes it; calico reads it from kubeadm
 SERVICE_CIDR_DEFAULT = "10.96.0.0/12"
@@ -47,7 +36,7 @@ class KubeadmSecrets:
 
 
 def version(ctx: StageContext) -> str:
-    return normalize(str(ctx.config.kubernetes.version))
+    return normalize_version(str(ctx.config.kubernetes.version))
 
 
 def kubelet_args(node: Node) -> dict[str, str]:
@@ -78,7 +67,7 @@ def _common(ctx: StageContext, node: Node, secrets: KubeadmSecrets) -> dict:
 def render_init(ctx: StageContext, node: Node, secrets: KubeadmSecrets) -> str:
     """The `kubeadm init --config` file for the first control plane (Init + Cluster + Kubelet)."""
     pod, service = pod_and_service_cidrs(ctx, POD_CIDR_DEFAULT, SERVICE_CIDR_DEFAULT)
-    text = _ENV.get_template("kubeadm-init.yaml.j2").render(
+    text = templates(__file__).get_template("kubeadm-init.yaml.j2").render(
         **_common(ctx, node, secrets), version=version(ctx), cert_sans=cert_sans(ctx),
         pod_cidr=pod, service_cidr=service,
     )
@@ -92,7 +81,7 @@ def render_join(ctx: StageContext, node: Node, secrets: KubeadmSecrets, ca_cert_
     values = _common(ctx, node, secrets)
     if not control_plane:
         values["certificate_key"] = ""  # a worker never needs it: keep it off the node
-    text = _ENV.get_template("kubeadm-join.yaml.j2").render(
+    text = templates(__file__).get_template("kubeadm-join.yaml.j2").render(
         **values, control_plane=control_plane, ca_cert_hash=ca_cert_hash,
     )
     api.validate_documents(text)

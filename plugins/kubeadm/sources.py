@@ -1,14 +1,12 @@
-"""Where Kubernetes comes from: version range, per-minor package repositories, pinned CNI manifests.
+"""Where kubeadm's Kubernetes comes from: version range, per-minor package repositories, config API.
 
-Every URL and pinned version of the kubeadm installer lives in this one module (the k3s
-installer reuses the CNI table for the non-flannel plugins).
+Every URL and pinned version of the kubeadm installer lives in this one module; the pinned CNI
+manifests both installers apply are in the SDK (`kubitect_core.sdk.kube.CNIS`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from kubitect_plugins.kubeadm.shared import minor_of, version_tuple
+from kubitect_core.sdk.kube import minor_of, version_tuple
 
 SUPPORTED_VERSIONS = ("1.28.0", "1.35.99")
 # Upstream supports the three newest minors; older ones install fine but get no fixes.
@@ -41,37 +39,3 @@ def rpm_repo(version: str) -> str:
 def probe_urls(version: str) -> list[str]:
     """What must be reachable for an upstream install: the repository's signing key."""
     return [f"{apt_repo(version)}Release.key"]
-
-
-@dataclass(frozen=True)
-class Cni:
-    """One CNI at a pinned version and how to install it with a cluster-admin kubectl."""
-
-    name: str
-    version: str
-    manifest: str | None = None  # applied with `kubectl apply -f`
-    cli_url: str | None = None  # a CLI that installs it (cilium), run on the first control plane
-
-    def commands(self, kubectl: str, kubeconfig: str, pod_cidr: str) -> list[str]:
-        """Shell commands (run with sudo on the first control plane) that install this CNI."""
-        if self.manifest:
-            return [f"{kubectl} apply -f {self.manifest}"]
-        return [
-            f"curl -fsSL --retry 3 {self.cli_url} | tar -xz -C /usr/local/bin cilium",
-            f"KUBECONFIG={kubeconfig} cilium install --version {self.version} "
-            f"--set ipam.operator.clusterPoolIPv4PodCIDRList={pod_cidr}",
-        ]
-
-
-CNIS: dict[str, Cni] = {
-    "calico": Cni("calico", "v3.29.1",
-                  manifest="https://raw.githubusercontent.com/projectcalico/calico/v3.29.1/manifests/calico.yaml"),
-    "cilium": Cni("cilium", "1.16.5",
-                  cli_url="https://github.com/cilium/cilium-cli/releases/download/v0.16.22/"
-                          "cilium-linux-amd64.tar.gz"),
-    "flannel": Cni("flannel", "v0.26.1",
-                   manifest="https://github.com/flannel-io/flannel/releases/download/v0.26.1/kube-flannel.yml"),
-    "kube-router": Cni("kube-router", "v2.4.1",
-                       manifest="https://raw.githubusercontent.com/cloudnativelabs/kube-router/v2.4.1/daemonset/"
-                                "kubeadm-kuberouter.yaml"),
-}

@@ -12,8 +12,9 @@ import io
 from dataclasses import dataclass
 
 import pycdlib
-from kubitect_plugins.libvirt.node_keys import NodeHostKey
-from kubitect_plugins.libvirt.render import render
+
+from .node_keys import NodeHostKey
+from .render import render
 
 VOLUME_LABEL = "cidata"
 # updateOnBoot: the package index gets at most this long (a hard `timeout`), so a node whose

@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import libvirt
-from kubitect_plugins.libvirt.host_ssh import HostSsh, check_host_key, write_wrapper
+
+from .host_ssh import HostSsh, check_host_key, write_wrapper
 
 T = TypeVar("T")
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from kubitect_core import known_hosts as kh
-from kubitect_core import remote
+from kubitect_core.sdk import known_hosts as kh
+from kubitect_core.sdk import remote
 
 HOSTS_KNOWN_HOSTS = "hosts_known_hosts"
 WRAPPER_PREFIX = "libvirt-ssh-"

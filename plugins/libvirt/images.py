@@ -16,8 +16,7 @@ from pathlib import Path
 
 import libvirt
 
-from kubitect_core.images import base_cache
-from kubitect_core.images.base_cache import ImageError
+from kubitect_core.sdk.images import ImageError, base_cache
 
 CHUNK = 1 << 20
 QCOW2_MAGIC = b"QFI\xfb"

@@ -17,13 +17,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import libvirt
-from kubitect_plugins.libvirt.connection import lookup
-from kubitect_plugins.libvirt.ownership import add_recorded, cluster_networks, metadata_of
-from kubitect_plugins.libvirt.render import render, spec_hash
-from kubitect_plugins.libvirt.spec import METADATA_NS, METADATA_PREFIX, NetSpec
 
-from kubitect_core.contracts import Change
-from kubitect_core.topology import Node
+from kubitect_core.sdk import Change, Node
+
+from .connection import lookup
+from .ownership import add_recorded, cluster_networks, metadata_of
+from .render import render, spec_hash
+from .spec import METADATA_NS, METADATA_PREFIX, NetSpec
 
 
 @dataclass(frozen=True)

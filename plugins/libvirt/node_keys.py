@@ -27,10 +27,7 @@ from pathlib import Path
 
 import asyncssh
 
-from kubitect_core import known_hosts as kh
-from kubitect_core import remote
-from kubitect_core.contracts import StageContext
-from kubitect_core.state import write_private
+from kubitect_core.sdk import StageContext, remote, write_private
 
 KEY_TYPE = "ssh-ed25519"
 CLOUD_INIT_TYPE = "ed25519"  # the `ssh_keys` prefix cloud-init knows this type by
@@ -115,7 +112,7 @@ def pin(ctx: StageContext, store: NodeKeyStore, nodes: Mapping[str, str | None])
         key = store.load(node) if ip else None
         if key is not None:
             keys[remote.known_hosts_pattern(ip, 22)] = key.public
-    return kh.pin_many(Path(ctx.ssh.known_hosts), keys, replace=True)
+    return remote.pin_many(Path(ctx.ssh.known_hosts), keys, replace=True)
 
 
 def forget(ctx: StageContext, store: NodeKeyStore, nodes: Mapping[str, str | None]) -> None:

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import libvirt
-from kubitect_plugins.libvirt.connection import lookup
-from kubitect_plugins.libvirt.spec import METADATA_NS, Names
+
+from .connection import lookup
+from .spec import METADATA_NS, Names
 
 _TAG = f"{{{METADATA_NS}}}cluster"
 MAIN_SUFFIX = "-main-resource-pool"

@@ -6,12 +6,12 @@ import asyncio
 import time
 
 import libvirt
-from kubitect_plugins.libvirt.cloudinit import UPDATE_INDEX_TIMEOUT_S, UPDATE_STATUS_FILE
-from kubitect_plugins.libvirt.connection import HostConnection
-from kubitect_plugins.libvirt.spec import serial_log
 
-from kubitect_core import remote
-from kubitect_core.contracts import StageContext
+from kubitect_core.sdk import StageContext, remote
+
+from .cloudinit import UPDATE_INDEX_TIMEOUT_S, UPDATE_STATUS_FILE
+from .connection import HostConnection
+from .spec import serial_log
 
 POLL = 2.0
 

@@ -4,30 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-import jinja2
-
-TEMPLATES = Path(__file__).parent
-
-
-@lru_cache(maxsize=1)
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        autoescape=jinja2.select_autoescape(enabled_extensions=("xml.j2",), default=False),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
+from kubitect_core.sdk import templates
 
 
 def render(template: str, **values: Any) -> str:
     """Renders one template; XML templates escape their values, YAML ones quote via `tojson`."""
-    return _env().get_template(template).render(**values)
+    return templates(__file__, trim=True, escape_xml=True).get_template(template).render(**values)
 
 
 def spec_hash(values: dict[str, Any]) -> str:

@@ -5,8 +5,8 @@ names (`<cluster>-network`, `<cluster>-main-resource-pool`, `<vm>-main-disk`, ..
 MAC of a node that names none, and the per-host view of the cluster network.
 
 The config is read through small accessors (`attr`) rather than a fixed class, so the provider
-works with the pydantic model from `kubitect_core.config` and with the plain namespaces some
-tests build.
+works with the resolved config kubitect hands it (`StageContext.config`: the image source and
+the NIC already resolved from the distro) and with the plain namespaces some tests build.
 """
 
 from __future__ import annotations
@@ -20,17 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubitect_plugins.libvirt.host_ssh import HostSsh, host_ssh
+from kubitect_core.sdk import Node, Topology
 
-from kubitect_core.config.resolve import DISTRO_PRESETS as CORE_PRESETS
-from kubitect_core.topology import Node, Topology
+from .host_ssh import HostSsh, host_ssh
 
 DEFAULT_POOL_PATH = "/var/lib/libvirt/images/"
 METADATA_NS = "https://kubitect.dev/xmlns/1"
 METADATA_PREFIX = "kubitect"
-
-# Distro presets (image URL, NIC) for configs whose defaults were not resolved by the model.
-DISTRO_PRESETS = CORE_PRESETS
 
 
 def attr(obj: Any, path: str, default: Any = None) -> Any:
@@ -201,13 +197,20 @@ def host_specs(config: Any, overrides: dict[str, str] | None = None,
     return out
 
 
+def _resolved(config: Any, path: str) -> Any:
+    """A value the config loader resolves from the distro (image URL, NIC); a config that skipped
+    the loader is a programming error, reported as such."""
+    value = attr(config, path)
+    if not value:
+        raise ValueError(f"{path} is not set: the provider needs a config resolved by kubitect's loader")
+    return value
+
+
 def net_spec(config: Any) -> NetSpec:
     """The cluster network as the provider needs it (gateway defaulted to the first address)."""
     cidr = ipaddress.IPv4Network(str(attr(config, "cluster.network.cidr")), strict=False)
     gateway = attr(config, "cluster.network.gateway") or str(next(cidr.hosts()))
-    distro = str(attr(config, "cluster.node_template.os.distro", "ubuntu22"))
-    nic = attr(config, "cluster.node_template.os.network_interface") or DISTRO_PRESETS.get(
-        distro, ("", "ens3"))[1]
+    nic = _resolved(config, "cluster.node_template.os.network_interface")
     dns = tuple(str(d) for d in attr(config, "cluster.node_template.dns", []) or [])
     return NetSpec(mode=str(attr(config, "cluster.network.mode", "nat")), cidr=cidr,
                    gateway=str(gateway), bridge=attr(config, "cluster.network.bridge"), dns=dns,
@@ -215,10 +218,9 @@ def net_spec(config: Any) -> NetSpec:
 
 
 def image_spec(config: Any) -> ImageSpec:
-    """The base image source: `os.source` or the distro preset's URL."""
+    """The base image source: `os.source` (resolved from the distro when the config names none)."""
     distro = str(attr(config, "cluster.node_template.os.distro", "ubuntu22"))
-    source = attr(config, "cluster.node_template.os.source") or DISTRO_PRESETS[distro][0]
-    source = str(source)
+    source = str(_resolved(config, "cluster.node_template.os.source"))
     if "://" not in source:
         source = os.path.expanduser(source)
     return ImageSpec(source=source, distro=distro)

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
-from kubitect_plugins.libvirt import images
-from kubitect_plugins.libvirt.connection import is_missing, lookup
-from kubitect_plugins.libvirt.ownership import cluster_domains, cluster_pools, cluster_volumes
-from kubitect_plugins.libvirt.render import render
-from kubitect_plugins.libvirt.spec import HostSpec, Names, pool_dir
 
-from kubitect_core.contracts import Change
-from kubitect_core.topology import Node
+from kubitect_core.sdk import Change, Node
+
+from . import images
+from .connection import is_missing, lookup
+from .ownership import cluster_domains, cluster_pools, cluster_volumes
+from .render import render
+from .spec import HostSpec, Names, pool_dir
 
 GIB = 1 << 30
 

@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import libvirt
-from kubitect_plugins.libvirt import images
-from kubitect_plugins.libvirt.cloudinit import SeedFiles, build_iso, render_seed
-from kubitect_plugins.libvirt.connection import lookup
-from kubitect_plugins.libvirt.node_keys import NodeHostKey, NodeKeyStore
-from kubitect_plugins.libvirt.ownership import (
+
+from kubitect_core.sdk import Change, Node, check_serials_distinct
+
+from . import images
+from .cloudinit import SeedFiles, build_iso, render_seed
+from .connection import lookup
+from .node_keys import NodeHostKey, NodeKeyStore
+from .ownership import (
     Tags,
     add_recorded,
     cluster_domains,
@@ -28,12 +31,9 @@ from kubitect_plugins.libvirt.ownership import (
     cluster_volumes,
     domain_tags,
 )
-from kubitect_plugins.libvirt.render import render, spec_hash
-from kubitect_plugins.libvirt.spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id, serial_log
-from kubitect_plugins.libvirt.storage_layer import volume_xml
-
-from kubitect_core.contracts import Change
-from kubitect_core.topology import Node, check_serials_distinct
+from .render import render, spec_hash
+from .spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id, serial_log
+from .storage_layer import volume_xml
 
 TB_CACHE_MIB = 256
 DEFAULT_CMDLINE = "root=LABEL=rootfs rw console=ttyS0"

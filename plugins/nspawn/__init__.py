@@ -6,7 +6,7 @@ group exactly like a third-party plugin.
 
 from __future__ import annotations
 
-from kubitect_core.hookspecs import hookimpl
+from kubitect_core.sdk import hookimpl
 
 from .provider import NspawnProvider
 

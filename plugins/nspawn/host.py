@@ -15,7 +15,7 @@ import signal
 import time
 from pathlib import Path
 
-from kubitect_core.lab.netns import in_root_netns, init_ns_path
+from kubitect_core.sdk.netns import in_root_netns, init_ns_path
 
 ALLOW_ROOT_NETNS_ENV = "KUBITECT_ALLOW_ROOT_NETNS"
 NODE_MARK_ENV = "KUBITECT_NSPAWN_NODE"  # "<cluster id>/<node name>" in each systemd-nspawn's environ

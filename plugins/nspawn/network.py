@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from kubitect_core.contracts import Change, StageContext
+from kubitect_core.sdk import Change, StageContext
 
 from .host import NspawnError, cluster_id, root_netns_refusal, sh
 from .settings import cluster_bridge, cluster_net

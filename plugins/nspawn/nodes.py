@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubitect_core import remote
-from kubitect_core.contracts import Change, StageContext
-from kubitect_core.topology import Node
+from kubitect_core.sdk import Change, Node, StageContext, remote
+from kubitect_core.sdk.images import cached_rootfs
 
 from . import storage
 from .host import (
@@ -43,7 +42,7 @@ from .host import (
     spec_of,
     stop_process,
 )
-from .settings import DISK_MOUNT_DIR, cluster_bridge, cluster_net, my_nodes, node_user, rootfs
+from .settings import DISK_MOUNT_DIR, ROOTFS_EXTRA_PACKAGES, cluster_bridge, cluster_net, my_nodes, node_user, rootfs
 
 DEFAULT_PARALLEL = 3
 BOOT_TIMEOUT = 20.0  # systemd-nspawn started -> container's systemd running (measured ~0.5 s)
@@ -319,15 +318,7 @@ def _image_for_plan(ctx: StageContext) -> Path | None:
         explicit = ctx.options.get("nspawn_rootfs") or os.environ.get("KUBITECT_NSPAWN_ROOTFS")
         if explicit:
             return Path(explicit)
-        from kubitect_core.images.cache import entry_path, recipe_hash
-        from kubitect_core.images.rootfs import rootfs_recipe
-        from kubitect_core.paths import images_dir
-
-        from .settings import ROOTFS_EXTRA_PACKAGES
-
-        recipe = rootfs_recipe(ROOTFS_EXTRA_PACKAGES)
-        path = entry_path(images_dir(Path(ctx.home)), "rootfs", recipe_hash(recipe))
-        return path if path.is_dir() else None
+        return cached_rootfs(Path(ctx.home), ROOTFS_EXTRA_PACKAGES)
     except Exception:  # noqa: BLE001 - planning must not fail on image lookup details
         return None
 

@@ -2,6 +2,8 @@
 
 A fast local lab (like kind, but for the whole HA topology: load balancers, masters, workers as
 separate machines with real systemd and sshd), and the proof that providers are swappable.
+The provider is three layer objects over the modules `network` (the bridge), `storage` (per-node
+files and disks) and `nodes` (the containers), plus the preflight checks.
 """
 
 from __future__ import annotations
@@ -9,13 +11,56 @@ from __future__ import annotations
 import os
 import shutil
 
-from kubitect_core.contracts import Change, StageContext
+from kubitect_core.sdk import Change, StageContext
 
 from . import network, nodes, storage
 from .host import NspawnError, root_netns_refusal
 from .settings import cluster_net, my_nodes, remote_hosts, require_local
 
-LAYERS = ("network", "storage", "vms")
+
+class NetworkLayer:
+    """The cluster bridge (one per cluster, on the local host)."""
+
+    async def plan(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        require_local(ctx, hosts)
+        return await network.plan(ctx)
+
+    async def apply(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        require_local(ctx, hosts)
+        return await network.apply(ctx)
+
+    async def destroy(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        return await network.destroy(ctx)
+
+
+class StorageLayer:
+    """Per-node directories: host key, data disks, boot files."""
+
+    async def plan(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        require_local(ctx, hosts)
+        return await storage.plan(ctx, hosts)
+
+    async def apply(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        require_local(ctx, hosts)
+        return await storage.apply(ctx, hosts)
+
+    async def destroy(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        return await storage.destroy(ctx, hosts)
+
+
+class NodesLayer:
+    """The containers, booted and reachable over SSH."""
+
+    async def plan(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        require_local(ctx, hosts)
+        return await nodes.plan(ctx, hosts)
+
+    async def apply(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        require_local(ctx, hosts)
+        return await nodes.apply(ctx, hosts)
+
+    async def destroy(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        return await nodes.destroy(ctx, hosts)
 
 
 class NspawnProvider:
@@ -23,27 +68,10 @@ class NspawnProvider:
 
     name = "nspawn"
 
-    def _module(self, layer: str):
-        if layer not in LAYERS:
-            raise NspawnError(f"unknown layer '{layer}' (the nspawn provider serves {', '.join(LAYERS)})")
-        return {"network": network, "storage": storage, "vms": nodes}[layer]
-
-    async def plan(self, layer: str, ctx: StageContext, hosts: list[str]) -> list[Change]:
-        """Dry run of one layer: what apply would create, change or delete."""
-        require_local(ctx, hosts)
-        mod = self._module(layer)
-        return await (mod.plan(ctx) if layer == "network" else mod.plan(ctx, hosts))
-
-    async def apply(self, layer: str, ctx: StageContext, hosts: list[str]) -> list[Change]:
-        """Converges one layer; a second call with the same config returns only "keep"."""
-        require_local(ctx, hosts)
-        mod = self._module(layer)
-        return await (mod.apply(ctx) if layer == "network" else mod.apply(ctx, hosts))
-
-    async def destroy(self, layer: str, ctx: StageContext, hosts: list[str]) -> list[Change]:
-        """Removes what this layer made for the cluster, also when the record was lost."""
-        mod = self._module(layer)
-        return await (mod.destroy(ctx) if layer == "network" else mod.destroy(ctx, hosts))
+    def __init__(self) -> None:
+        self.network = NetworkLayer()
+        self.storage = StorageLayer()
+        self.vms = NodesLayer()
 
     async def preflight(self, ctx: StageContext, hosts: list[str]) -> list[str]:
         """Machine checks before anything is created; each problem says how to fix it."""

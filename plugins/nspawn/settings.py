@@ -11,8 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubitect_core.contracts import StageContext
-from kubitect_core.topology import Node
+from kubitect_core.sdk import Node, StageContext
 
 from .host import NspawnError, bridge_name
 
@@ -92,7 +91,7 @@ def rootfs(ctx: StageContext) -> Path:
         if not (path / "usr/lib/systemd/systemd").exists() and not (path / "lib/systemd/systemd").exists():
             raise NspawnError(f"{path} is not a bootable root filesystem (no systemd in it)")
         return path
-    from kubitect_core.images.rootfs import ensure_rootfs
+    from kubitect_core.sdk.images import ensure_rootfs
 
     return ensure_rootfs(Path(ctx.home), extra_packages=ROOTFS_EXTRA_PACKAGES,
                          progress=lambda msg: ctx.progress("image", msg))

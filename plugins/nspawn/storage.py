@@ -19,8 +19,7 @@ from pathlib import Path
 
 import asyncssh
 
-from kubitect_core.contracts import Change, StageContext
-from kubitect_core.topology import Node
+from kubitect_core.sdk import Change, Node, StageContext
 
 from .host import NspawnError, cluster_id, find_nodes, remove_cgroups, stop_process
 from .settings import my_nodes, nodes_dir

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kubitect_core.hookspecs import hookimpl
+from kubitect_core.sdk import hookimpl
 
 from .addon import RookStage
 

@@ -17,9 +17,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from kubitect_core.contracts import Change, StageContext
-from kubitect_core.remote import RemoteError
-from kubitect_core.stage import Stage, StageError, StageSkipped
+from kubitect_core.sdk import Change, RemoteError, Stage, StageContext, StageError, StageSkipped
 
 from . import health
 from .kubectl import Kubectl, connect

@@ -9,10 +9,11 @@ import shlex
 import time
 
 import pytest
-from kubitect_plugins.rook import health
-from kubitect_plugins.rook.kubectl import kubectl_prefix
-from kubitect_plugins.rook.layout import CLUSTER_NAME, NAMESPACE
-from kubitect_plugins.rook.probe import PROBE_NAME, probe_manifest
+
+from . import health
+from .kubectl import kubectl_prefix
+from .layout import CLUSTER_NAME, NAMESPACE
+from .probe import PROBE_NAME, probe_manifest
 
 TOOLS = ["-n", NAMESPACE, "exec", "deploy/rook-ceph-tools", "--", "ceph"]
 

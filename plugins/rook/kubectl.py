@@ -6,7 +6,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kubitect_core.remote import NodePool, Result
+from kubitect_core.sdk import NodePool, Result
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubitect_core.topology import Node, Topology, data_disk_by_id, data_disk_serial
+from kubitect_core.sdk import Node, Topology, data_disk_by_id, data_disk_serial
 
 NAMESPACE = "rook-ceph"
 CLUSTER_NAME = "rook-ceph"

@@ -40,9 +40,11 @@ def rootfs():
 
 
 def _registry():
-    from kubitect_conformance.plugin import kubitect_conformance_modules
+    """The conformance modules the engine would run: the generic suite's and keepalived-haproxy's own."""
+    from kubitect_conformance.plugin import kubitect_conformance_modules as generic
+    from kubitect_plugins.keepalived_haproxy import kubitect_conformance_modules as keepalived_haproxy
 
-    return SimpleNamespace(conformance_modules=kubitect_conformance_modules)
+    return SimpleNamespace(conformance_modules=lambda: keepalived_haproxy() + generic())
 
 
 def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monkeypatch):
@@ -75,7 +77,7 @@ def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monke
 
         async def scenario():
             for layer in ("network", "storage", "vms"):
-                await provider.apply(layer, replace(base, record=records[layer]), ["localhost"])
+                await getattr(provider, layer).apply(replace(base, record=records[layer]), ["localhost"])
             await start_standin_api(lb_ctx, base.topology.masters[0], tmp_path, "kbt7-standin")
             await plugin.apply(lb_ctx)
             # 1. the healthy cluster: every check and the whole failover matrix pass
@@ -119,7 +121,7 @@ def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monke
                 asyncio.run(scenario())
             finally:
                 for layer in ("vms", "storage", "network"):
-                    asyncio.run(provider.destroy(layer, replace(base, record=records[layer]), ["localhost"]))
+                    asyncio.run(getattr(provider, layer).destroy(replace(base, record=records[layer]), ["localhost"]))
 
     report = out["report"]
     table = next(m for s, m in progress if s == "report")

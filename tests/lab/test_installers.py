@@ -109,11 +109,11 @@ class Lab:
 
     async def boot(self) -> None:
         for layer in ("network", "storage", "vms"):
-            await self.provider.apply(layer, self.ctx("kubeadm", self.records[layer], layer), ["lab"])
+            await getattr(self.provider, layer).apply(self.ctx("kubeadm", self.records[layer], layer), ["lab"])
 
     async def down(self) -> None:
         for layer in ("vms", "storage", "network"):
-            await self.provider.destroy(layer, self.ctx("kubeadm", self.records[layer], layer), ["lab"])
+            await getattr(self.provider, layer).destroy(self.ctx("kubeadm", self.records[layer], layer), ["lab"])
 
     async def run(self, ip: str, cmd: str, check: bool = True) -> str:
         async with await remote.connect(ip, user="k8s", key=self.ssh.private_key,

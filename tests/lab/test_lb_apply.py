@@ -85,7 +85,7 @@ def test_apply_converges_load_balancers_and_a_second_run_restarts_nothing(tmp_pa
 
         async def scenario():
             for layer in ("network", "storage", "vms"):
-                await provider.apply(layer, ctx_for(layer), ["localhost"])
+                await getattr(provider, layer).apply(ctx_for(layer), ["localhost"])
             await start_standin_api(lb_ctx, base.topology.masters[0], tmp_path, "kbt4-standin")
             out["plan_before"] = await plugin.plan(lb_ctx)
             out["first"] = await plugin.apply(lb_ctx)
@@ -125,7 +125,7 @@ def test_apply_converges_load_balancers_and_a_second_run_restarts_nothing(tmp_pa
                 asyncio.run(scenario())
             finally:
                 for layer in ("vms", "storage", "network"):
-                    asyncio.run(provider.destroy(layer, ctx_for(layer), ["localhost"]))
+                    asyncio.run(getattr(provider, layer).destroy(ctx_for(layer), ["localhost"]))
 
     def actions(changes, kind=None):
         return {(c.kind, c.name, c.host, c.action) for c in changes if kind is None or c.kind == kind}

@@ -106,7 +106,7 @@ def test_a_scale_reloads_haproxy_and_keepalived_without_moving_the_vip_or_failin
 
         async def machines(topology: Topology) -> None:
             for layer in ("network", "storage", "vms"):
-                await provider.apply(layer, ctx(topology, layer), ["localhost"])
+                await getattr(provider, layer).apply(ctx(topology, layer), ["localhost"])
 
         def extra_ctx(node: Node, present: bool, layer: str) -> StageContext:
             return replace(base, cluster_dir=base.cluster_dir.parent / node.name, config=extra_config,
@@ -116,7 +116,7 @@ def test_a_scale_reloads_haproxy_and_keepalived_without_moving_the_vip_or_failin
         async def extra_machine(node: Node, present: bool = True) -> None:
             """One joining node in a provider context of its own (see the module docstring)."""
             for layer in ("network", "storage", "vms"):
-                await provider.apply(layer, extra_ctx(node, present, layer), ["localhost"])
+                await getattr(provider, layer).apply(extra_ctx(node, present, layer), ["localhost"])
 
         async def step(name: str, topology: Topology) -> None:
             started = time.monotonic()
@@ -172,9 +172,9 @@ def test_a_scale_reloads_haproxy_and_keepalived_without_moving_the_vip_or_failin
             finally:
                 for node in (master2, lb3):
                     for layer in ("vms", "storage", "network"):
-                        asyncio.run(provider.destroy(layer, extra_ctx(node, False, layer), ["localhost"]))
+                        asyncio.run(getattr(provider, layer).destroy(extra_ctx(node, False, layer), ["localhost"]))
                 for layer in ("vms", "storage", "network"):
-                    asyncio.run(provider.destroy(layer, ctx(base_topo, layer), ["localhost"]))
+                    asyncio.run(getattr(provider, layer).destroy(ctx(base_topo, layer), ["localhost"]))
 
     lb1, lb2 = (lb.name for lb in lbs)
     steps = out["steps"]

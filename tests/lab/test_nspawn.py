@@ -83,10 +83,10 @@ class Layers:
         return replace(self.ctx, record=self.records[layer])
 
     async def apply(self, *layers: str) -> dict[str, list]:
-        return {la: await self.provider.apply(la, self.ctx_for(la), ["localhost"]) for la in layers}
+        return {la: await getattr(self.provider, la).apply(self.ctx_for(la), ["localhost"]) for la in layers}
 
     async def destroy(self) -> dict[str, list]:
-        return {la: await self.provider.destroy(la, self.ctx_for(la), ["localhost"])
+        return {la: await getattr(self.provider, la).destroy(self.ctx_for(la), ["localhost"])
                 for la in ("vms", "storage", "network")}
 
 
@@ -114,7 +114,7 @@ def test_three_nodes_up_keep_restart_and_destroy(tmp_path, rootfs, monkeypatch):
         cid = cluster_id(ctx.cluster_dir)
 
         async def scenario():
-            planned = {la: await layers.provider.plan(la, layers.ctx_for(la), ["localhost"])
+            planned = {la: await getattr(layers.provider, la).plan(layers.ctx_for(la), ["localhost"])
                        for la in ("network", "storage", "vms")}
             touched = (ctx.cluster_dir / "nspawn").exists() or sshd_lab.run(
                 "ip", "link", "show", bridge_name(ctx.cluster_dir), check=False).returncode == 0
@@ -131,14 +131,14 @@ def test_three_nodes_up_keep_restart_and_destroy(tmp_path, rootfs, monkeypatch):
             root_links = sshd_lab.run("nsenter", "--net=/proc/2/ns/net", "ip", "-o", "link").stdout
             assert bridge_name(ctx.cluster_dir) not in root_links and "vb-" not in root_links
             again = await layers.apply("network", "storage", "vms")
-            plan = await layers.provider.plan("vms", layers.ctx_for("vms"), ["localhost"])
+            plan = await layers.provider.vms.plan(layers.ctx_for("vms"), ["localhost"])
             # a dead container is restarted, keeping its host key (no HostKeyChanged)
             os.kill(layers.records["vms"]["nodes"][victim.name]["pid"], signal.SIGKILL)
             for _ in range(50):
                 if victim.name not in find_nodes(cid):
                     break
                 await asyncio.sleep(0.1)
-            replan = await layers.provider.plan("vms", layers.ctx_for("vms"), ["localhost"])
+            replan = await layers.provider.vms.plan(layers.ctx_for("vms"), ["localhost"])
             healed = await layers.apply("vms")
             print(f"healed at {time.monotonic() - started:.2f}s")
             after = await _probe(ctx, victim.ip)
@@ -223,7 +223,7 @@ def test_refuses_the_root_network_namespace(tmp_path, monkeypatch):
     provider = kubitect_vm_providers()["nspawn"]
     for layer in ("network", "vms"):
         with pytest.raises(NspawnError, match="kubitect lab exec"):
-            asyncio.run(provider.apply(layer, ctx, ["localhost"]))
+            asyncio.run(getattr(provider, layer).apply(ctx, ["localhost"]))
     problems = asyncio.run(provider.preflight(ctx, ["localhost"]))
     assert any("KUBITECT_ALLOW_ROOT_NETNS=1" in p for p in problems)
 
@@ -231,7 +231,7 @@ def test_refuses_the_root_network_namespace(tmp_path, monkeypatch):
 def test_refuses_remote_hosts(tmp_path):
     ctx = _context(tmp_path, "kbt3-remote", hosts_type="remote")
     with pytest.raises(NspawnError, match="local machine only"):
-        asyncio.run(NspawnProvider().apply("network", ctx, ["localhost"]))
+        asyncio.run(NspawnProvider().network.apply(ctx, ["localhost"]))
 
 
 _UNDER_IP_NETNS_EXEC = """
@@ -299,7 +299,7 @@ def test_changed_node_restarts_and_removed_node_goes(tmp_path, rootfs, monkeypat
         async def scenario():
             await layers.apply("network", "storage", "vms")
             layers.ctx = replace(layers.ctx, topology=replace(ctx.topology, nodes=(grown,)))
-            planned = await layers.provider.plan("vms", layers.ctx_for("vms"), ["localhost"])
+            planned = await layers.provider.vms.plan(layers.ctx_for("vms"), ["localhost"])
             pinned_before = remote.pinned_keys(ctx.ssh.known_hosts, lb2.ip)
             changed = await layers.apply("storage", "vms")
             pins = {n.name: remote.pinned_keys(ctx.ssh.known_hosts, n.ip) for n in (lb1, lb2)}

@@ -82,7 +82,7 @@ class Cluster:
 
     def run(self, action: str, layer: str, record: dict | None = None):
         ctx = self.ctx(layer, record)
-        return asyncio.run(getattr(self.provider, action)(layer, ctx, self.hosts))
+        return asyncio.run(getattr(getattr(self.provider, layer), action)(ctx, self.hosts))
 
     def apply_all(self):
         return [c for layer in LAYERS for c in self.run("apply", layer)]

@@ -17,8 +17,8 @@ from pathlib import Path
 import libvirt
 import pytest
 import yaml
-from kubitect_plugins.libvirt import provider as provider_mod
 from kubitect_plugins.libvirt import readiness
+from kubitect_plugins.libvirt import vms as vms_mod
 from kubitect_plugins.libvirt.provider import LibvirtError
 from kubitect_plugins.libvirt.spec import stable_mac
 from libvirt_helpers import make_image
@@ -80,8 +80,8 @@ def dhcp(monkeypatch, make_cluster, tmp_path):
         waited.append(ip)
 
     monkeypatch.setattr(readiness, "ipv4_leases", server)
-    monkeypatch.setattr(provider_mod, "ipv4_leases", server)
-    monkeypatch.setattr(provider_mod, "wait_ready", ready)
+    monkeypatch.setattr(vms_mod, "ipv4_leases", server)
+    monkeypatch.setattr(vms_mod, "wait_ready", ready)
     monkeypatch.setattr(readiness, "POLL", 0.01)
     image = make_image(tmp_path / "img", kernel=True)
     cluster = make_cluster(_config(tmp_path, image))

@@ -56,7 +56,7 @@ def test_every_node_gets_its_own_key_in_its_seed_and_pinned_for_its_address(seed
 
 
 def _tpl(cluster) -> vms_layer.NodeTemplate:
-    return cluster.provider._template(cluster.ctx("vms"))
+    return cluster.provider.vms.template(cluster.ctx("vms"))
 
 
 def test_a_removed_node_loses_its_key_and_pin_and_comes_back_with_a_new_key(seed, tmp_path):

@@ -24,11 +24,11 @@ pytestmark = [pytest.mark.online, pytest.mark.lab]
 def test_k3s_for_real(request, tmp_path_factory):
     import sshd_lab
     from kubitect_plugins.k3s import K3sInstaller, internet_reason
-    from kubitect_plugins.kubeadm import shared
     from test_installers import Lab, lab_raw
 
     from kubitect_core.config import validate_raw
     from kubitect_core.contracts import StageContext
+    from kubitect_core.sdk import kube as shared
 
     # check the internet first: nothing is built (not even the node image) when it is missing
     loaded = validate_raw(lab_raw("kbt6-online", "k3s"))
@@ -65,9 +65,9 @@ def test_k3s_for_real(request, tmp_path_factory):
 
 async def _node_probe(lab, ip: str) -> str | None:
     from kubitect_plugins.k3s.args import binary_url, k3s_version
-    from kubitect_plugins.kubeadm import shared
 
     from kubitect_core import remote
+    from kubitect_core.sdk import kube as shared
 
     async with await remote.connect(ip, user="k8s", key=lab.ssh.private_key, known_hosts=lab.ssh.known_hosts) as r:
         return await shared.node_unreachable_reason(r, [binary_url(k3s_version("v1.34.2"))])

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from kubitect_plugins.k3s import args as k3s_args
 from kubitect_plugins.k3s.plugin import K3sInstaller, _token
-from kubitect_plugins.kubeadm import shared
 from test_kubeadm_render import make_ctx, seed_raw, single_node_raw, with_labels, with_version
 
 from kubitect_core.config import classify, validate_raw
 from kubitect_core.config.context import InstallerInfo, default_context
+from kubitect_core.sdk import kube as shared
 
 GOLDEN = Path(__file__).parent / "golden" / "k3s"
 UPDATE = os.environ.get("KUBITECT_UPDATE_GOLDEN") == "1"

@@ -18,13 +18,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from kubitect_plugins import k3s as k3s_plugin
 from kubitect_plugins import kubeadm as kubeadm_plugin
-from kubitect_plugins.kubeadm import nodeprep, shared
+from kubitect_plugins.kubeadm import nodeprep
 from kubitect_plugins.kubeadm.plugin import _load_secrets
 from test_kubeadm_render import make_ctx, seed_raw, single_node_raw, with_version
 
 from kubitect_core.config import validate_raw
 from kubitect_core.engine import validation_context
+from kubitect_core.kube import sources as kube_sources
 from kubitect_core.plugins import load_registry
+from kubitect_core.sdk import kube as shared
 from kubitect_core.stage import StageError
 
 
@@ -113,15 +115,15 @@ def test_internet_reason_names_the_source_and_is_bounded(monkeypatch):
     ctx.options["installer_source"] = "preinstalled"
     assert kubeadm_plugin.internet_reason(ctx) is None and k3s_plugin.internet_reason(ctx) is None
     ctx.options["installer_source"] = "upstream"
-    monkeypatch.setattr(shared, "probe_url", lambda url, timeout: "Name or service not known")
+    monkeypatch.setattr(kube_sources, "probe_url", lambda url, timeout: "Name or service not known")
     assert "https://pkgs.k8s.io/core:/stable:/v1.34/deb/Release.key" in kubeadm_plugin.internet_reason(ctx)
     k3s_reason = k3s_plugin.internet_reason(ctx)
     assert "https://github.com/k3s-io/k3s/releases/download/v1.34.2%2Bk3s1/k3s" in k3s_reason
-    monkeypatch.setattr(shared, "probe_url", lambda url, timeout: time.sleep(5) or None)
+    monkeypatch.setattr(kube_sources, "probe_url", lambda url, timeout: time.sleep(5) or None)
     started = time.monotonic()
     assert "no answer within 1s" in shared.unreachable_reason(["https://example.invalid/"], timeout=1)
     assert time.monotonic() - started < 2.5
-    monkeypatch.setattr(shared, "probe_url", lambda url, timeout: None)
+    monkeypatch.setattr(kube_sources, "probe_url", lambda url, timeout: None)
     assert kubeadm_plugin.internet_reason(ctx) is None
 
 

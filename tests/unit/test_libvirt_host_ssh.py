@@ -159,9 +159,9 @@ def test_a_plan_of_a_cluster_never_applied_creates_no_cluster_directory(tmp_path
 
     provider = LibvirtProvider()
     ctx = SimpleNamespace(cluster_dir=tmp_path / "home" / "clusters" / "c1")
-    scratch = provider._ssh_dir(ctx)
+    scratch = provider.hosts.ssh_dir(ctx)
     assert not str(scratch).startswith(str(tmp_path)) and scratch.name == "ssh"
     provider.close()
     assert not scratch.parent.exists() and not ctx.cluster_dir.exists()
     ctx.cluster_dir.mkdir(parents=True)
-    assert provider._ssh_dir(ctx) == ctx.cluster_dir / "ssh"  # once applied: the cluster's own
+    assert provider.hosts.ssh_dir(ctx) == ctx.cluster_dir / "ssh"  # once applied: the cluster's own

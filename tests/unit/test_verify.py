@@ -42,7 +42,7 @@ def _ctx(tmp_path: Path, lbs: int = 2, vip: str | None = "10.9.0.200", **options
     nodes += [_node("master", "1", None, host="h2", disks=(DataDisk("data", "main", 2),))]
     topo = Topology(cluster="c", nodes=tuple(nodes), vip=vip, endpoint=vip or "", virtual_router_id=9)
     config = SimpleNamespace(hosts=[SimpleNamespace(name="h1", provider="nspawn"),
-                                    SimpleNamespace(name="h2", provider=None)])
+                                    SimpleNamespace(name="h2", provider="libvirt")])  # resolved
     ssh = SshAccess("k8s", tmp_path / "id", tmp_path / "id.pub", tmp_path / "known_hosts")
     facts = {"vms": {"libvirt": {"nodes": {"c-master-1": {"name": "c-master-1", "ip": "10.9.0.10",
                                                           "domain": "c-master-1"}}}}}
@@ -221,10 +221,18 @@ def test_plain_pytest_with_a_cluster_dir_works_from_the_repository(tmp_path, lbs
                            "conformance/test_loadbalancers.py", "conformance/test_failover.py",
                            f"--kubitect-cluster-dir={ctx.cluster_dir}", "-k", "not api_answers"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert "SKIPPED [2] conformance/test_loadbalancers.py: the cluster has no load balancers" in proc.stdout, \
+    assert "conformance/test_loadbalancers.py:17: the cluster has no load balancers" in proc.stdout, \
         proc.stdout[-2000:]
     assert "the failover matrix needs at least 2 load balancers; this cluster has 0" in proc.stdout
     assert " failed" not in proc.stdout and "error" not in proc.stdout.lower(), proc.stdout[-2000:]
+    # keepalived-haproxy's own checks, as the verify stage runs a contributed module (no conftest)
+    own = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-q", "--noconftest",
+                          "-p", "kubitect_conformance.fixtures", "plugins/keepalived_haproxy/conformance_checks.py",
+                          f"--kubitect-cluster-dir={ctx.cluster_dir}"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert ("SKIPPED [2] plugins/keepalived_haproxy/conformance_checks.py: the cluster has no load balancers"
+            in own.stdout), own.stdout[-2000:]
+    assert " failed" not in own.stdout and "error" not in own.stdout.lower(), own.stdout[-2000:]
 
 
 def test_plain_http_prober_measures_a_gap_from_the_local_vantage():

@@ -23,6 +23,7 @@ from kubitect_core.config import (
     validate_raw,
 )
 from kubitect_core.contracts import ConfigExtension
+from kubitect_core.defaults import DefaultChoice
 
 
 def test_seed_loads_with_the_expected_topology():
@@ -219,13 +220,16 @@ def test_nat_across_hosts_warns(seed, load_data):
 
 
 def test_third_party_context(seed, load_data):
+    """Only third-party plugins installed: their names, version ranges and defaults decide."""
     ctx = ValidationContext(installers={"rke2": InstallerInfo(("1.30.0", "1.31.99"), "1.31.0")},
-                            providers=["proxmox"])
+                            providers=["proxmox"], load_balancers=["kube-vip"],
+                            defaults={"load_balancer": DefaultChoice("load balancer", ("kube-vip",))})
     seed["kubernetes"] = {"version": "v1.30.4", "manager": "rke2"}
     for host in seed["hosts"]:
         host["provider"] = "proxmox"
     loaded = load_data(seed, context=ctx)
     assert loaded.config.hosts[0].provider == "proxmox"
+    assert loaded.config.cluster.nodes.load_balancer.implementation == "kube-vip"  # the installed default
     assert [w.path for w in loaded.warnings] == ["kubernetes.version"]
     seed["kubernetes"]["version"] = "v1.32.0"
     with pytest.raises(ConfigError, match=r"v1.30.0 - v1.31.99"):
@@ -249,8 +253,7 @@ def test_extension_defaults_when_absent(seed, load_data):
 
 
 def test_extension_value_validated_and_located(seed, load_data, load_text):
-    ctx = default_context()
-    ctx.extensions.append(EXT)
+    ctx = ValidationContext(**{**default_context().__dict__, "extensions": [EXT]})  # EXT instead of the plugin's
     seed["cluster"]["nodes"]["loadBalancer"]["vrrp"] = {"advertInt": 3, "unicast": True}
     loaded = load_data(seed, context=ctx)
     assert loaded.extensions["cluster.nodes.loadBalancer.vrrp"] == Vrrp(advertInt=3, unicast=True)

@@ -178,7 +178,7 @@ CASES = [
     ("version-latest", _set("kubernetes.version", "latest"), "kubernetes.version", "(actual: latest)",
      "version: latest"),
     ("version-above-range", _set("kubernetes.version", "1.99.0"), "kubernetes.version",
-     "v1.99.0 is not supported by installer 'kubeadm'; supported: v1.28.0 - v1.35.x", "version: 1.99.0"),
+     "v1.99.0 is not supported by installer 'kubeadm'; supported: v1.28.0 - v1.35.99", "version: 1.99.0"),
     ("version-below-range", _set("kubernetes.version", "v1.27.16"), "kubernetes.version",
      "is not supported", "version: v1.27.16"),
     # `version: 1.28` is the text "1.28" to Kubitect's typed decoder, not a float: a version-format error.

@@ -17,6 +17,7 @@ from kubitect_core.config import (
     validate_raw,
 )
 from kubitect_core.contracts import ConfigExtension
+from kubitect_core.defaults import DefaultChoice
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
@@ -71,4 +72,25 @@ def test_schema_uses_yaml_keys_and_includes_extensions():
     data = yaml.safe_load((REPO / "examples" / "ha.yaml").read_text())
     data["cluster"]["nodes"]["loadBalancer"]["vrrp"] = {"unicast": True}
     jsonschema.validate(data, schema)
-    assert "vrrp" not in json_schema()["$defs"]["LoadBalancerNodes"]["properties"]
+    without = ValidationContext(**{**default_context().__dict__, "extensions": []})
+    assert "vrrp" not in json_schema(without)["$defs"]["LoadBalancerNodes"]["properties"]
+
+
+def test_schema_lists_the_installed_choices_and_the_defaults_they_declare():
+    """An editor completes the plugin names that are installed; a third party's set replaces ours."""
+    defs = json_schema()["$defs"]
+    provider = defs["Host"]["properties"]["provider"]
+    assert {"libvirt", "nspawn"} <= set(provider["anyOf"][0]["enum"]) and provider["default"] == "libvirt"
+    manager = defs["Kubernetes"]["properties"]["manager"]
+    assert {"kubeadm", "k3s", "kubespray"} <= set(manager["anyOf"][0]["enum"]) and manager["default"] == "kubeadm"
+    lb = defs["LoadBalancerNodes"]["properties"]["implementation"]
+    assert lb["default"] == "keepalived-haproxy"
+    other = ValidationContext(providers=["proxmox"], load_balancers=["kube-vip", "keepalived-haproxy"],
+                              defaults={"load_balancer": DefaultChoice("load balancer", ("kube-vip",))})
+    defs = json_schema(other)["$defs"]
+    assert defs["Host"]["properties"]["provider"]["anyOf"][0]["enum"] == ["proxmox"]
+    assert defs["Host"]["properties"]["provider"]["default"] is None  # nobody claims it
+    assert defs["LoadBalancerNodes"]["properties"]["implementation"]["default"] == "kube-vip"
+    data = yaml.safe_load((REPO / "examples" / "ha.yaml").read_text())
+    data["hosts"][0]["provider"] = "libvirt"
+    assert not jsonschema.Draft202012Validator(json_schema(other)).is_valid(data)

@@ -24,31 +24,40 @@ LEASES = {f"{CLUSTER}-lb-1": "192.168.113.57", f"{CLUSTER}-master-1": "192.168.1
           f"{CLUSTER}-worker-1": "192.168.113.120"}
 
 
-class RecordingProvider:
-    """TEST DOUBLE of a VM provider: records per node what the contract asks (name, host, ip, mac,
-    domain), with the lease from LEASES for nodes the config gives no IP."""
+class RecordingLayer:
+    """One layer of the recording provider: remembers the topology it was given."""
 
-    name = "libvirt"
+    def __init__(self, provider: RecordingProvider, layer: str):
+        self.provider, self.layer = provider, layer
 
-    def __init__(self):
-        self.seen: dict[tuple[str, str], object] = {}
-
-    async def plan(self, layer, ctx, hosts):
-        self.seen[("plan", layer)] = ctx.topology
+    async def plan(self, ctx, hosts):
+        self.provider.seen[("plan", self.layer)] = ctx.topology
         return []
 
-    async def apply(self, layer, ctx, hosts):
-        self.seen[("apply", layer)] = ctx.topology
-        if layer == "vms":
+    async def apply(self, ctx, hosts):
+        self.provider.seen[("apply", self.layer)] = ctx.topology
+        if self.layer == "vms":
             nodes = ctx.record.setdefault("nodes", {})
             for i, n in enumerate(ctx.topology.nodes):
                 ip = n.ip or nodes.get(n.name, {}).get("ip") or LEASES[n.name]
                 nodes[n.name] = {"name": n.name, "host": n.host, "ip": ip, "mac": f"52:54:00:00:00:{i:02x}",
                                  "domain": f"{n.name}.dom"}
-        return [Change("keep", layer, CLUSTER)]
+        return [Change("keep", self.layer, CLUSTER)]
 
-    async def destroy(self, layer, ctx, hosts):
+    async def destroy(self, ctx, hosts):
         return []
+
+
+class RecordingProvider:
+    """TEST DOUBLE of a VM provider: records per node what the contract asks (name, host, ip, mac,
+    domain), with the lease from LEASES for nodes the config gives no IP."""
+
+    name = "libvirt"
+    default = True
+
+    def __init__(self):
+        self.seen: dict[tuple[str, str], object] = {}
+        self.network, self.storage, self.vms = (RecordingLayer(self, la) for la in ("network", "storage", "vms"))
 
     async def preflight(self, ctx, hosts):
         return []
@@ -58,6 +67,7 @@ class RecordingLoadBalancer:
     """TEST DOUBLE of the load balancer: remembers the topology it was given, records the endpoint."""
 
     name = "keepalived-haproxy"
+    default = True
 
     def __init__(self):
         self.seen: dict[str, object] = {}
@@ -82,6 +92,9 @@ class RecordingInstaller(RecordingLoadBalancer):
     name = "kubeadm"
     supported_versions = ("1.28.0", "1.35.99")
     maintained_from = "1.33.0"
+
+    def internet_reason(self, ctx):
+        return None
 
     async def apply(self, ctx):
         self.seen["apply"] = ctx.topology

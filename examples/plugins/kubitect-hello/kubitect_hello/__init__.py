@@ -5,15 +5,18 @@ It shows the two most common extensions:
   cluster directory and records it, idempotently (a second apply changes nothing);
 - an observer of the stage hooks that appends one line per finished stage to `hello-timings.log`.
 
+Everything it uses of kubitect comes from `kubitect_core.sdk`, the plugin SDK: a plugin that
+imports anything else of kubitect (or another plugin) fails kubitect's lint rule.
+
 Install it next to kubitect (`pip install ./examples/plugins/kubitect-hello`); `kubitect list plugins`
 then shows it, and `kubitect apply` runs its stage.
 """
 
 from __future__ import annotations
 
-from kubitect_core.contracts import Change
-from kubitect_core.hookspecs import hookimpl
-from kubitect_core.stage import Stage
+from pathlib import Path
+
+from kubitect_core.sdk import Change, Stage, StageContext, hookimpl
 
 
 class HelloStage(Stage):
@@ -22,14 +25,14 @@ class HelloStage(Stage):
     after = "vms"
     requires = ("vms",)
 
-    def _path(self, ctx):
+    def _path(self, ctx: StageContext) -> Path:
         return ctx.cluster_dir / "hello"
 
-    async def plan(self, ctx, registry):
+    async def plan(self, ctx, registry) -> list[Change]:
         return [Change("keep" if (self._path(ctx) / n.name).exists() else "create", "greeting", n.name)
                 for n in ctx.topology.nodes]
 
-    async def apply(self, ctx, registry):
+    async def apply(self, ctx, registry) -> list[Change]:
         out = []
         self._path(ctx).mkdir(exist_ok=True)
         for node in ctx.topology.nodes:
@@ -43,21 +46,19 @@ class HelloStage(Stage):
             out.append(Change("create", "greeting", node.name))
         return out
 
-    async def destroy(self, ctx, registry):
+    async def destroy(self, ctx, registry) -> list[Change]:
         return []
 
 
 @hookimpl
-def kubitect_register_stages():
+def kubitect_register_stages() -> list[Stage]:
     return [HelloStage()]
 
 
 @hookimpl
-def kubitect_stage_finished(cluster, stage, action, ok, seconds, changes, error):
-    """Observer: one line per finished stage in <cluster dir>/hello-timings.log."""
-    from kubitect_core.paths import cluster_dir, kubitect_home
-
-    path = cluster_dir(kubitect_home(), cluster) / "hello-timings.log"
+def kubitect_stage_finished(stage: str, action: str, ok: bool, seconds: float, cluster_dir: Path) -> None:
+    """Observer: one line per finished stage in <cluster dir>/hello-timings.log (once the directory exists)."""
+    path = Path(cluster_dir) / "hello-timings.log"
     if path.parent.exists():
         with path.open("a") as fh:
             fh.write(f"{stage} {action} {'ok' if ok else 'failed'} {seconds:.3f}s\n")
