@@ -15,6 +15,7 @@ Three promises live here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubitect_core import runlog
 from kubitect_core.changes import ChangeEvent, evaluate
 from kubitect_core.confirmation import Confirmation, data_loss, destroy_loss
 from kubitect_core.contracts import Change, SshAccess, StageContext
@@ -114,11 +116,16 @@ class _RecordOnly:
     extensions: dict = field(default_factory=dict)
 
 
-def validation_context(registry: Registry):
-    """The config validation context: the choices, defaults and config keys the plugins declare."""
+def validation_context(registry: Registry, *, local: bool = False):
+    """The config validation context: the choices, defaults and config keys the plugins declare.
+
+    `local` (`--local`): the cluster lives in ./.kubitect and its name gets the `local-` prefix.
+    """
     from kubitect_core.config import from_registry
 
-    return from_registry(registry)
+    ctx = from_registry(registry)
+    ctx.local = local
+    return ctx
 
 
 def resolved_dump(loaded) -> dict[str, Any]:
@@ -137,12 +144,16 @@ def resolved_dump(loaded) -> dict[str, Any]:
 class Engine:
     def __init__(self, home: Path, registry: Registry, *,
                  confirm: Callable[[Confirmation], bool] | None = None,
-                 say: Callable[[str], None] | None = None):
+                 say: Callable[[str], None] | None = None,
+                 live_log: Callable[[str], None] | None = None, local: bool = False):
         self.home = home
         self.registry = registry
         self.confirm = confirm or (lambda confirmation: True)
         self.say = say or (lambda message: None)
         self.hook = registry.pm.hook
+        self.live_log = live_log  # `--debug`: shows the run log as it is written
+        self.log_path: Path | None = None  # the run log of the last command (for its failure message)
+        self.local = local  # `--local`: configs are read with the `local-` name prefix
 
     # config ------------------------------------------------------------------------------
     def read(self, path: Path) -> ConfigInput:
@@ -151,7 +162,8 @@ class Engine:
 
         path = Path(path)
         text = read_config_file(path)
-        loaded = load_config_text(text, str(path), context=validation_context(self.registry), path=path)
+        context = validation_context(self.registry, local=self.local)
+        loaded = load_config_text(text, str(path), context=context, path=path)
         return ConfigInput(path, text, loaded)
 
     def load(self, path: Path):
@@ -160,7 +172,7 @@ class Engine:
     def load_raw(self, text: str, source: str, context=None):
         from kubitect_core.config import load_config_text
 
-        return load_config_text(text, source, context=context or validation_context(self.registry))
+        return load_config_text(text, source, context=context or validation_context(self.registry, local=self.local))
 
     def _input(self, source: Path | ConfigInput) -> ConfigInput:
         return source if isinstance(source, ConfigInput) else self.read(source)
@@ -197,7 +209,8 @@ class Engine:
                     outcome.message = "No changes detected."
                     return outcome
                 self._confirm_changes(state, outcome.events)
-            await self._run(state, cfg.loaded, cfg.text, self.registry.stages, "apply", opts, outcome)
+            await self._run(state, cfg.loaded, cfg.text, self.registry.stages, "apply", opts, outcome,
+                            command=opts.action if opts.action != "create" else "apply")
             if not outcome.skipped:  # a skipped stage must run on the next apply: not applied yet
                 state.save_applied(cfg.text)
         return outcome
@@ -228,7 +241,7 @@ class Engine:
                 outcome.events = self._check_changes(state, applied, cfg.loaded, opts.action)
                 if outcome.events:
                     self._confirm_changes(state, outcome.events)
-            await self._run(state, cfg.loaded, cfg.text, selected, "apply", opts, outcome)
+            await self._run(state, cfg.loaded, cfg.text, selected, "apply", opts, outcome, command="run")
         return outcome
 
     async def plan(self, source: Path | ConfigInput, opts: Options) -> Outcome:
@@ -270,7 +283,7 @@ class Engine:
         # Layers that live on the machines (services, Kubernetes) need no teardown of their own
         # when the machines themselves are deleted next; plugins read this flag.
         opts.flags.setdefault("machines_deleted", True)
-        with state.lock(opts.wait_lock):
+        with state.lock(opts.wait_lock), contextlib.ExitStack() as run_log:
             if not state.exists():
                 outcome.message = f"Cluster '{cluster}' was destroyed meanwhile by another kubitect process."
                 return outcome
@@ -283,6 +296,7 @@ class Engine:
                     f"can be read (see above). Restore {state.config_path.name} or {state.record_path.name}, "
                     f"or pass --force to remove {state.dir} without removing anything on the hosts.")
             ssh = self._ssh(state, loaded, create=False)
+            run_log.enter_context(self._run_log(state, "destroy"))
             for stage in reversed(self.registry.stages):
                 entry = record.get("stages", {}).get(stage.name, {})
                 never_made = not entry.get("data") and \
@@ -334,7 +348,7 @@ class Engine:
             missing = [r for r in stage.requires if not state.ever_completed(record, r)]
             if missing:
                 raise EngineError(f"cluster '{cluster}' has no {', '.join(missing)} yet: apply it first")
-            await self._run(state, loaded, text, [stage], "apply", opts, outcome)
+            await self._run(state, loaded, text, [stage], "apply", opts, outcome, command="verify")
         return outcome
 
     # internals ---------------------------------------------------------------------------
@@ -394,7 +408,7 @@ class Engine:
         from kubitect_core.config import ConfigError, parse_yaml, validate_raw
         from kubitect_core.config.context import InstallerInfo
 
-        context = validation_context(self.registry)
+        context = validation_context(self.registry, local=self.local)
         context.installers = {name: InstallerInfo(("0.0.0", "99999.0.0"), "0.0.0") for name in context.installers}
         problems = []
         for path in (state.config_path, state.applied_path):
@@ -447,6 +461,26 @@ class Engine:
         d = state.ssh_dir
         return SshAccess(tmpl.user, d / "id_ed25519", d / "id_ed25519.pub", d / "known_hosts")
 
+    @contextlib.contextmanager
+    def _run_log(self, state: ClusterState, command: str):
+        """Opens the command's run log in the cluster directory and installs it for remote.py and
+        as an observer of stage events (kubitect_core.runlog). A log that cannot be opened costs a
+        warning, never the run."""
+        try:
+            log = runlog.open_log(state.dir / "logs", command, cluster=state.name, live=self.live_log, warn=self.say)
+        except OSError as exc:
+            self.say(f"warning: no run log for this run: {exc.strerror or exc}: {state.dir / 'logs'}")
+            yield None
+            return
+        self.log_path = log.path
+        self.registry.pm.register(log, name=f"run-log-{id(log)}")
+        try:
+            with runlog.installed(log):
+                yield log
+        finally:
+            self.registry.pm.unregister(log)
+            log.close()
+
     def _context(self, state, loaded, record, stage: Stage, ssh, opts: Options, save,
                  lenient: bool = False) -> StageContext:
         """The stage's view: its own record slice, earlier stages' facts, and the topology.
@@ -489,6 +523,7 @@ class Engine:
             raise
         except Exception as exc:
             detail = describe_error(exc)
+            runlog.log_exception(exc)
             self.hook.kubitect_stage_finished(**where, ok=False, seconds=time.monotonic() - t0, changes=[],
                                               error=detail)
             if isinstance(exc, EngineError):
@@ -499,11 +534,16 @@ class Engine:
         return changes
 
     async def _run(self, state: ClusterState, loaded, raw_text: str, stages: Sequence[Stage], action: str,
-                   opts: Options, outcome: Outcome) -> None:
+                   opts: Options, outcome: Outcome, command: str = "apply") -> None:
         record = _record(state)  # before anything is written: a damaged record stops here
         state.create()
         state.save_config(raw_text)
         ssh = self._ssh(state, loaded, create=True)
+        with self._run_log(state, command):
+            await self._run_stages(state, loaded, record, ssh, stages, action, opts, outcome)
+
+    async def _run_stages(self, state: ClusterState, loaded, record, ssh, stages: Sequence[Stage], action: str,
+                          opts: Options, outcome: Outcome) -> None:
         for stage in stages:
             ctx = self._context(state, loaded, record, stage, ssh, opts, save=lambda: state.save_record(record))
             state.mark(record, stage.name, "running")

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import asyncssh
 
 from kubitect_core import known_hosts as kh
+from kubitect_core import runlog
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -163,14 +164,18 @@ class Remote:
 
     async def _exec(self, command: str, *, what: str, input: Any, timeout: float | None,
                     binary: bool) -> asyncssh.SSHCompletedProcess:
-        try:
-            return await self._conn.run(command, check=False, timeout=timeout, input=input,
-                                        encoding=None if binary else "utf-8", errors="replace")
-        except asyncssh.TimeoutError as exc:
-            shown = _short(what, _CMD_SHOWN)
-            raise RemoteError(f"{self.label}: `{shown}` timed out after {timeout}s") from exc
-        except (asyncssh.Error, OSError) as exc:
-            raise RemoteError(f"{self.label}: `{_short(what, _CMD_SHOWN)}` failed: {exc}") from exc
+        # The run log (kubitect_core.runlog) keeps what the error messages below can only quote.
+        with runlog.remote_command(self.label, what, sudo=command.startswith("sudo -n"), stdin=input) as logged:
+            try:
+                proc = await self._conn.run(command, check=False, timeout=timeout, input=input,
+                                            encoding=None if binary else "utf-8", errors="replace")
+            except asyncssh.TimeoutError as exc:
+                shown = _short(what, _CMD_SHOWN)
+                raise RemoteError(f"{self.label}: `{shown}` timed out after {timeout}s") from exc
+            except (asyncssh.Error, OSError) as exc:
+                raise RemoteError(f"{self.label}: `{_short(what, _CMD_SHOWN)}` failed: {exc}") from exc
+            logged.finished(proc.exit_status, proc.stdout, proc.stderr, binary=binary)
+            return proc
 
     def _failed(self, what: str, status: int | None, stderr: str) -> RemoteError:
         detail = _short(stderr, _ERR_SHOWN)
@@ -411,13 +416,14 @@ def _q(value: str | Path) -> str:
 
 def export_ssh_config(path: Path, nodes: Sequence[tuple[str, str]], user: str, key: Path,
                       known_hosts: Path, *, port: int = 22, proxy_command: str | None = None,
-                      control_dir: Path | None = None) -> Path:
+                      control_dir: Path | None = None, batch: bool = True) -> Path:
     """Writes an OpenSSH client config for the nodes, so ssh(1) and testinfra share our pinning.
 
     Each node is reachable by name and by IP; host keys are checked strictly against the
     cluster's pinned known_hosts (never ~/.ssh/known_hosts), with the cluster key only.
     `control_dir` turns on connection sharing (testinfra runs one ssh per check: ~130 ms each
-    with a master connection instead of a full handshake every time).
+    with a master connection instead of a full handshake every time). `batch=False` is for people
+    (`kubitect ssh`): ssh may then ask for a key's passphrase.
     """
     blocks = []
     for name, ip in nodes:
@@ -434,7 +440,7 @@ def export_ssh_config(path: Path, nodes: Sequence[tuple[str, str]], user: str, k
             "  GlobalKnownHostsFile /dev/null",
             "  PasswordAuthentication no",
             "  KbdInteractiveAuthentication no",
-            "  BatchMode yes",
+            *(["  BatchMode yes"] if batch else []),
             "  ConnectTimeout 10",
             "  LogLevel ERROR",
         ]

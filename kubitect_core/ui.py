@@ -1,15 +1,20 @@
-"""What the user sees while kubitect works: progress lines, a summary table, JSON events.
+"""What the user sees while kubitect works: consoles, progress lines, a summary table, events.
 
 Both displays are pluggy observers of the stage hooks, registered like any plugin, so a third
 party can add its own (a chat notification, a metrics exporter) without touching core.
+
+The consoles follow the environment, re-read for every command (`configure`):
+- `NO_COLOR` (any value) or `--no-color`: no colour; `FORCE_COLOR`: colour even when piped;
+  `TERM=dumb`: no colour and no styling (rich's own rules for these three);
+- off a terminal (a pipe, a file, CI logs) nothing is hard-wrapped: a long line stays one line,
+  a table keeps its natural width, whatever COLUMNS says. On a terminal, its width.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +22,59 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kubitect_core.events import event, serialize
 from kubitect_core.hookspecs import hookimpl
+from kubitect_core.redact import redact_data
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+UNWRAPPED_WIDTH = 10_000  # "no width": rich needs a number; nothing kubitect prints is this wide
+
+_settings: dict[str, Any] = {"no_color": False}
+_consoles: dict[bool, Console] = {}
+
+
+def configure(*, no_color: bool = False) -> None:
+    """Starts a command: consoles are rebuilt on next use from today's environment and streams."""
+    _settings["no_color"] = no_color
+    _consoles.clear()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def make_console(*, stderr: bool = False, file: Any = None) -> Console:
+    """A rich console for stdout or stderr that follows the rules in the module docstring."""
+    stream = file or (sys.stderr if stderr else sys.stdout)
+    no_color = _settings["no_color"] or bool(os.environ.get("NO_COLOR"))
+    options: dict[str, Any] = {"stderr": stderr, "highlight": False, "file": file}
+    if no_color:
+        options["no_color"] = True
+    if not _isatty(stream):
+        options.update(width=UNWRAPPED_WIDTH, soft_wrap=True)
+    return Console(**options)
+
+
+def current_console(stderr: bool = False) -> Console:
+    if stderr not in _consoles:
+        _consoles[stderr] = make_console(stderr=stderr)
+    return _consoles[stderr]
+
+
+class _ConsoleHandle:
+    """Stands for the command's console (stdout or stderr), built when first used."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(current_console(self._stderr), name)
+
+
+console: Console = _ConsoleHandle(False)  # type: ignore[assignment]
+err_console: Console = _ConsoleHandle(True)  # type: ignore[assignment]
 
 
 def _change_summary(changes: list[Any]) -> str:
@@ -94,48 +148,51 @@ class RichProgress:
         self.out.print(table)
 
 
-class JsonEvents:
-    """Writes every stage event as one JSON object per line (to a file and/or stdout)."""
+def change_data(change: Any) -> dict[str, Any]:
+    """A `Change` as event data."""
+    return {"action": change.action, "kind": change.kind, "name": change.name, "host": change.host,
+            "detail": change.detail}
 
-    def __init__(self, stream=None, path: Path | None = None):
+
+class JsonEvents:
+    """Writes every stage event (docs/events.md) to a stream (JSON lines or YAML documents, as
+    `-o` says) and/or appends it to a file as a JSON line. Secrets are redacted first."""
+
+    def __init__(self, stream=None, path: Path | None = None, format: str = "json"):
         self.stream = stream
         self.path = path
+        self.format = format
 
-    def _emit(self, event: dict[str, Any]) -> None:
-        event = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **event}
-        line = json.dumps(event, default=str)
+    def _emit(self, name: str, **fields: Any) -> None:
+        data = redact_data(event(name, **fields))
         if self.stream is not None:
-            self.stream.write(line + "\n")
+            self.stream.write(serialize(data, self.format))
             self.stream.flush()
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as fh:
-                fh.write(line + "\n")
+                fh.write(serialize(data))
 
     @hookimpl
     def kubitect_stage_started(self, cluster, stage, action) -> None:
-        self._emit({"event": "stage_started", "cluster": cluster, "stage": stage, "action": action})
+        self._emit("stage_started", cluster=cluster, stage=stage, action=action)
 
     @hookimpl
     def kubitect_stage_progress(self, cluster, stage, subject, message) -> None:
-        self._emit({"event": "progress", "cluster": cluster, "stage": stage, "subject": subject,
-                    "message": message})
+        self._emit("progress", cluster=cluster, stage=stage, subject=subject, message=message)
 
     @hookimpl
     def kubitect_stage_finished(self, cluster, stage, action, ok, seconds, changes, error) -> None:
-        self._emit({"event": "stage_finished", "cluster": cluster, "stage": stage, "action": action, "ok": ok,
-                    "seconds": round(seconds, 3), "error": error,
-                    "changes": [{"action": c.action, "kind": c.kind, "name": c.name, "host": c.host,
-                                 "detail": c.detail} for c in changes]})
+        self._emit("stage_finished", cluster=cluster, stage=stage, action=action, ok=ok, seconds=round(seconds, 3),
+                   error=error, changes=[change_data(c) for c in changes])
 
 
 def error_box(title: str, lines: list[str]) -> None:
-    """A boxed error on stderr, in the spirit of the original's blocks, without a traceback."""
-    err_console.print(f"[red]┌ {escape(title)}[/red]")
-    for line in lines:
-        for sub in str(line).splitlines() or [""]:
-            err_console.print(f"[red]│[/red] {escape(sub)}", soft_wrap=True)
-    err_console.print("[red]└[/red]")
+    """A boxed error on stderr (kept for callers outside the CLI package; the CLI uses
+    `kubitect_core.cli.errors`, which draws the same box)."""
+    from kubitect_core.cli.errors import Failure, render
+
+    render(Failure(kind="error", summary="\n".join(str(x) for x in lines), title=title))
 
 
 def is_interactive() -> bool:

@@ -1,7 +1,9 @@
 """The `kubitect` command line (typer). Each command group lives in its own module.
 
 Modules register their commands on the shared app through `register(app)`, so the command
-groups (config, pipeline, lab, image) stay in separate files owned by separate concerns.
+groups (config, pipeline, lab, image) stay in separate files owned by separate concerns. The
+conventions every command shares (output formats, errors, completion, `--debug`, `--local`,
+`help`, suggestions) live in `groups`, `output`, `errors` and `completion_cmds`.
 """
 
 from __future__ import annotations
@@ -9,11 +11,23 @@ from __future__ import annotations
 import typer
 
 from kubitect_core import __version__
-from kubitect_core.cli import config_cmds, image_cmds, lab_cmds, pipeline_cmds, topology_cmds
-from kubitect_core.cli.groups import export_app, list_app
+from kubitect_core.cli import (
+    access_cmds,
+    completion_cmds,
+    config_cmds,
+    image_cmds,
+    lab_cmds,
+    logs_cmds,
+    pipeline_cmds,
+    topology_cmds,
+)
+from kubitect_core.cli import completion_values as values
+from kubitect_core.cli.groups import KubitectGroup, _set_debug, export_app, list_app, reset_session
 
 app = typer.Typer(
     name="kubitect",
+    cls=KubitectGroup,
+    add_completion=False,  # `kubitect completion SHELL` instead of typer's --install-completion
     help="One YAML file in, a highly available Kubernetes cluster on libvirt hosts out.\n\n"
     "Example: kubitect apply --config ha.yaml",
     no_args_is_help=True,
@@ -33,16 +47,37 @@ def _root(
     version: bool = typer.Option(
         False, "--version", "-v", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(False, "--debug", callback=_set_debug,
+                               help="Show every command run on the nodes as it happens (any command)."),
+    no_color: bool = typer.Option(False, "--no-color", help="No colour (also: the NO_COLOR variable)."),
 ) -> None:
     """One YAML file in, a highly available Kubernetes cluster on libvirt hosts out."""
+    from kubitect_core import ui
+
+    ui.configure(no_color=no_color)
+
+
+@app.command("help", epilog="Example: kubitect help export logs")
+def help_(
+    ctx: typer.Context,
+    command: list[str] = typer.Argument(None, metavar="[COMMAND]...", autocompletion=values.commands,
+                                        help="The command to explain (e.g. apply, or export config)."),
+) -> None:
+    """Show the help of a command: `kubitect help apply` is `kubitect apply --help`."""
+    root = ctx.find_root()
+    code = root.command.main(args=[*(command or []), "--help"], prog_name=root.info_name, standalone_mode=False)
+    raise typer.Exit(code or 0)
 
 
 app.add_typer(list_app, name="list")
+app.add_typer(list_app, name="ls", hidden=True)  # Kubitect's alias
 app.add_typer(export_app, name="export")
 
-for _module in (config_cmds, pipeline_cmds, lab_cmds, image_cmds, topology_cmds):
+for _module in (config_cmds, pipeline_cmds, logs_cmds, access_cmds, lab_cmds, image_cmds, topology_cmds,
+                completion_cmds):
     _module.register(app)
 
 
 def main() -> None:
+    reset_session()
     app()

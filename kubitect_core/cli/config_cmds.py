@@ -1,7 +1,7 @@
 """Config commands: `validate`, `schema`, `list presets`, `export preset`.
 
-Bad input never shows a traceback: an invalid config prints boxed errors and exits 1; a usage
-mistake (no config given, unknown preset) exits 2.
+Bad input never shows a traceback: an invalid config prints boxed errors (`kubitect_core.cli.errors`)
+and exits 1; a usage mistake (no config given, unknown preset) exits 2.
 """
 
 from __future__ import annotations
@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.panel import Panel
 from rich.table import Table
-from rich.text import Text
 
-from kubitect_core.cli.groups import export_app, list_app
+from kubitect_core.cli import completion_values as values
+from kubitect_core.cli import output
+from kubitect_core.cli.errors import Problem, config_failure, fail, print_problems
+from kubitect_core.cli.groups import export_app, list_app, output_option
 from kubitect_core.config import (
     ConfigError,
     ConfigIssue,
@@ -49,35 +51,35 @@ def validation_context() -> ValidationContext:
     try:
         registry = load_registry()
     except RuntimeError as exc:  # e.g. two plugins register one stage name
-        _err().print(f"[yellow]warning[/yellow] plugins not loaded ({escape(str(exc))}); using the built-ins")
+        if not output.machine():
+            _err().print(f"[yellow]warning[/yellow] plugins not loaded ({escape(str(exc))}); using the built-ins")
         return default_context()
     return from_registry(registry)
 
 
 def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    from kubitect_core.ui import console
+
+    return console
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False)
+    from kubitect_core.ui import err_console
 
-
-MAX_SHOWN_ISSUES = 50  # a file with 10,000 duplicate hosts gets 50 boxes and a count, not 10,000
+    return err_console
 
 
 def print_issues(issues: list[ConfigIssue], console: Console | None = None) -> None:
-    """One box per issue: path as title, then file:line:column and the message (at most 50 boxes)."""
-    console = console or _err()
-    if len(issues) > MAX_SHOWN_ISSUES:
-        rest = len(issues) - MAX_SHOWN_ISSUES
-        print_issues(issues[:MAX_SHOWN_ISSUES], console)
-        console.print(Text(f"... and {rest} more issue{'s' if rest != 1 else ''} like these, not shown."))
-        return
-    for issue in issues:
-        style = "red" if issue.severity == "error" else "yellow"
-        title = f"{issue.severity.capitalize()}: {issue.path or '(file)'}"
-        console.print(Panel(Text(f"{issue.location}\n{issue.message}"), title=Text(title), title_align="left",
-                            border_style=style, expand=False))
+    """One box per issue (warnings too): see `kubitect_core.cli.errors`."""
+    print_problems([Problem.from_issue(i) for i in issues], console)
+
+
+def load_or_fail(path: Path) -> LoadedConfig:
+    """The validated config, or the config failure rendered and the command ended (exit 1)."""
+    try:
+        return load_config(path, context=validation_context())
+    except ConfigError as exc:
+        raise fail(config_failure(exc.issues, path)) from None
 
 
 def resolve_config_arg(config: Path | None, positional: Path | None) -> Path:
@@ -126,31 +128,55 @@ def print_summary(loaded: LoadedConfig, console: Console) -> None:
         console.print(f"[cyan]notice[/cyan] {escape(notice)}")
 
 
+def summary_data(loaded: LoadedConfig, preflight_passed: bool | None) -> dict[str, Any]:
+    """What `validate -o json|yaml` prints: the summary's facts as data (docs/events.md)."""
+    topo = loaded.topology
+    net = loaded.config.cluster.network
+    k8s = loaded.config.kubernetes
+
+    def roles(nodes) -> dict[str, int]:
+        return {r: sum(1 for n in nodes if n.role == r) for r in ("lb", "master", "worker")}
+
+    return {
+        "v": output.EVENTS_VERSION, "kind": "validation", "valid": True, "file": str(loaded.source or ""),
+        "cluster": topo.cluster,
+        "nodes": roles(topo.nodes),
+        "hosts": [{"name": h.name, "default": bool(h.default), "connection": h.connection.type,
+                   "ip": None if h.connection.is_local else h.connection.ip, "provider": h.provider,
+                   "nodes": roles(topo.on_host(h.name))}
+                  for h in loaded.config.hosts],
+        "network": {"mode": net.mode, "cidr": str(net.cidr), "gateway": str(net.gateway) if net.gateway else None,
+                    "bridge": net.bridge},
+        "vip": topo.vip, "virtual_router_id": topo.virtual_router_id, "endpoint": topo.endpoint or None,
+        "kubernetes": {"version": k8s.version, "manager": k8s.manager, "network_plugin": k8s.network_plugin},
+        "warnings": [Problem.from_issue(w).data() for w in loaded.warnings],
+        "notices": list(loaded.notices),
+        "preflight": None if preflight_passed is None else {"passed": preflight_passed},
+    }
+
+
 def validate(
     file: Path | None = typer.Argument(None, metavar="FILE", help="Config file (same as --config)."),
     config: Path | None = typer.Option(None, "--config", "-c", help="Config file to validate."),
     run_preflight: bool = typer.Option(
         False, "--preflight", help="Also check this machine: key files the config names exist."),
+    fmt: output.Format = output_option("text (a summary), json or yaml (the summary as data)."),
 ) -> None:
     """Check a config file and print a summary of the cluster it describes.
 
     Example: kubitect validate --config examples/ha.yaml
     """
     path = resolve_config_arg(config, file)
-    try:
-        loaded = load_config(path, context=validation_context())
-    except ConfigError as exc:
-        print_issues(exc.issues)
-        _err().print(f"[red]invalid configuration file[/red] {escape(str(path))}: {len(exc.issues)} error(s)")
-        raise typer.Exit(EXIT_INVALID) from None
+    loaded = load_or_fail(path)
+    problems = preflight(loaded) if run_preflight else []
+    if problems:
+        raise fail(config_failure(problems, path, kind="preflight", headline="preflight failed for"))
+    if output.machine():
+        output.document(summary_data(loaded, True if run_preflight else None))
+        return
     out = _out()
     print_summary(loaded, out)
     if run_preflight:
-        problems = preflight(loaded)
-        if problems:
-            print_issues(problems)
-            _err().print(f"[red]preflight failed[/red]: {len(problems)} problem(s)")
-            raise typer.Exit(EXIT_INVALID)
         out.print("[green]✓[/green] preflight passed")
 
 
@@ -162,18 +188,23 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(validation_context()), indent=2))
 
 
-def presets_list() -> None:
+def presets_list(fmt: output.Format = output_option()) -> None:
     """List the preset configs shipped with kubitect.
 
     Example: kubitect list presets
     """
+    if output.machine():
+        output.document(output.listing("preset-list", [{"name": n} for n in list_presets()]))
+        return
     typer.echo("Available presets:")
     for name in list_presets():
         typer.echo(f"  - {name}")
 
 
 def preset_export(
-    name: str = typer.Option(..., "--name", "-n", help="Preset name (see `kubitect list presets`)."),
+    name: str = typer.Option(..., "--name", "-n", help="Preset name (see `kubitect list presets`).",
+                             autocompletion=values.presets),
+    fmt: output.Format = output_option("text or yaml (the file) or json (the same data as JSON)."),
 ) -> None:
     """Print a preset config, ready to edit and apply.
 
@@ -184,6 +215,11 @@ def preset_export(
     except KeyError:
         raise typer.BadParameter(f"unknown preset '{name}'; available presets: {', '.join(list_presets())}.",
                                  param_hint="--name") from None
+    if output.current() is output.Format.json:
+        from kubitect_core.config import parse_yaml
+
+        output.document(parse_yaml(text, f"preset {name}"))
+        return
     typer.echo(text, nl=not text.endswith("\n"))
 
 
@@ -192,5 +228,5 @@ def register(app: typer.Typer) -> None:
     app.command("validate")(validate)
     app.command("schema")(schema)
     list_app.command("presets")(presets_list)
-    list_app.command("preset", hidden=True)(presets_list)
+    list_app.command("preset", hidden=True)(presets_list)  # Kubitect's alias
     export_app.command("preset")(preset_export)

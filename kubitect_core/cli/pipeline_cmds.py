@@ -1,10 +1,14 @@
-"""Pipeline commands: apply, plan, run, destroy, verify, and the cluster listings and exports."""
+"""Pipeline commands: apply, plan, run, destroy, verify, and the cluster listings and exports.
+
+With `-o json|yaml` a pipeline command writes only events on stdout (docs/events.md): the stage
+events as they happen, then one closing event (`result`, or `plan`), or one `error` event.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +16,31 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kubitect_core.cli.groups import EXIT_USAGE, cluster_option, export_app, list_app
-from kubitect_core.paths import kubitect_home
-from kubitect_core.ui import JsonEvents, RichProgress, console, err_console, error_box, is_interactive
+from kubitect_core.cli import completion_values as values
+from kubitect_core.cli import output
+from kubitect_core.cli.errors import EXIT_USAGE, Failure, Problem, config_failure, fail
+from kubitect_core.cli.groups import (
+    cluster_option,
+    debug_enabled,
+    debug_option,
+    export_app,
+    home_option,
+    list_app,
+    local_home,
+    local_option,
+    output_option,
+    resolve_home,
+)
+from kubitect_core.ui import JsonEvents, RichProgress, change_data, console, err_console, is_interactive
 
-HOME_HELP = "Kubitect home (default: $KUBITECT_HOME or ~/.kubitect)."
-ACTIONS = ("create", "upgrade", "scale")
+ACTIONS = tuple(values.ACTIONS)
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+EXIT_CHANGES_PENDING = 2  # plan --detailed-exitcode, as Terraform
 NO_TTY = ("Not confirmed: this deletes data (listed above), and there is no terminal to ask on. "
           "Re-run with -y/--auto-approve to confirm.")
 KUBECONFIG_NAME_HELP = ("Merge the kubeconfig into ~/.kube/config under this name instead of the cluster's "
                         "(when another tool already uses that name there).")
+ACTION_HELP = "create | upgrade | scale"
 
 
 def _config_path(option: Path | None, argument: Path | None) -> Path:
@@ -35,47 +53,75 @@ def _config_path(option: Path | None, argument: Path | None) -> Path:
     return path
 
 
+def _check_action(action: str) -> str:
+    if action not in ACTIONS:
+        raise typer.BadParameter(f"unknown action '{action}'; use one of {', '.join(ACTIONS)}", param_hint="--action")
+    return action
+
+
+def _say(message: str, level: str = "info") -> None:
+    """A note to the user: a line on the terminal, or a `message` event under -o json|yaml."""
+    if output.machine():
+        output.emit(output.event("message", level=level, message=message))
+    elif level == "warning" or message.startswith("warning:"):
+        err_console.print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)
+    else:
+        console.print(escape(message), soft_wrap=True)
+
+
 def _registry():
     from kubitect_core.plugins import load_registry
 
     registry = load_registry()
     for broken in registry.load_errors:
-        error_box(f"Plugin '{broken.name}' failed to load and is ignored", [broken.error or ""])
+        _say(f"Plugin '{broken.name}' failed to load and is ignored: {broken.error or ''}", "warning")
     return registry
 
 
-def _engine(home: str | None, output: str, *, auto_approve: bool):
-    """Builds the engine with its observers: rich progress (text) or JSON lines (json)."""
+def _live_log_printer():
+    """`--debug`: each run-log record on stderr as it is written (stdout stays for output)."""
+    def show(text: str) -> None:
+        err_console.print(text, markup=False, highlight=False, soft_wrap=True, style="dim")
+
+    return show
+
+
+def _engine(home: Path, *, auto_approve: bool, local: bool = False):
+    """Builds the engine with its observers: rich progress (text) or events on stdout (json|yaml)."""
     from kubitect_core.engine import Aborted, Engine
 
     registry = _registry()
     progress = None
-    if output == "json":
-        registry.pm.register(JsonEvents(stream=sys.stdout), name="json-events")
+    if output.machine():
+        registry.pm.register(JsonEvents(stream=sys.stdout, format=output.current().value), name="json-events")
     else:
-        progress = RichProgress()
+        progress = RichProgress(verbose=debug_enabled())
         registry.pm.register(progress, name="rich-progress")
 
     def confirm(confirmation) -> bool:
         """Shows what would change and be lost; like Terraform, deleting data without a terminal
         to ask on needs -y."""
-        out = console if output == "text" else err_console
-        if confirmation.events:
-            out.print("[bold]Changes since the last apply:[/bold]")
-            _print_events(confirmation.events, out)
-        for line in confirmation.data_loss:
-            out.print(f"[bold red]data loss:[/bold red] [red]{escape(line)}[/red]", soft_wrap=True)
+        if output.machine():
+            output.emit(output.event("confirmation", question=confirmation.question,
+                                     changes=[_event_data(e) for e in confirmation.events],
+                                     data_loss=list(confirmation.data_loss), destructive=confirmation.destructive))
+        else:
+            if confirmation.events:
+                console.print("[bold]Changes since the last apply:[/bold]")
+                _print_events(confirmation.events, console)
+            for line in confirmation.data_loss:
+                console.print(f"[bold red]data loss:[/bold red] [red]{escape(line)}[/red]", soft_wrap=True)
         if auto_approve:
             return True
         if not is_interactive():
             if confirmation.destructive:
                 raise Aborted(NO_TTY)
             return True
-        return typer.confirm(confirmation.question, default=False)
+        return typer.confirm(confirmation.question, default=False, err=output.machine())
 
-    say = (lambda m: err_console.print(escape(m), soft_wrap=True)) if output == "json" else \
-        (lambda m: console.print(escape(m), soft_wrap=True))
-    return Engine(kubitect_home(home), registry, confirm=confirm, say=say), progress
+    live = _live_log_printer() if debug_enabled() else None
+    engine = Engine(home, registry, confirm=confirm, say=_say, live_log=live, local=local)
+    return engine, progress
 
 
 def _event_log(engine, cluster_name: str) -> None:
@@ -85,9 +131,14 @@ def _event_log(engine, cluster_name: str) -> None:
                                 name="event-log")
 
 
-def _handle(fn, output: str = "text", progress: RichProgress | None = None) -> Any:
-    """Runs an engine call and turns every expected failure into a message and an exit code:
-    1 for a failure, 2 for a name that is not a cluster name, 130/143 for Ctrl-C/SIGTERM."""
+def _event_data(e) -> dict[str, Any]:
+    return {"path": e.path, "kind": e.kind, "old": e.old, "new": e.new, "severity": e.severity,
+            "message": e.message or None}
+
+
+def _handle(fn, progress: RichProgress | None = None, engine=None) -> Any:
+    """Runs an engine call and turns every expected failure into the one error report and an
+    exit code: 1 for a failure, 2 for a name that is not a cluster name, 130/143 for Ctrl-C/SIGTERM."""
     from kubitect_core.config import ConfigError
     from kubitect_core.engine import ChangesRefused, EngineError, StageFailed, Terminated
     from kubitect_core.kubeconfig import KubeconfigError
@@ -96,46 +147,41 @@ def _handle(fn, output: str = "text", progress: RichProgress | None = None) -> A
     from kubitect_core.stage import StageError
     from kubitect_core.state import StateError
 
+    def log() -> Path | None:
+        path = getattr(engine, "log_path", None)
+        return path if path is not None and path.exists() else None
+
     try:
         return fn()
     except ConfigError as exc:
-        _print_config_error(exc)
-        raise typer.Exit(1) from None
+        source = next((i.file for i in exc.issues if i.file), None)
+        raise fail(config_failure(exc.issues, source)) from None
     except ChangesRefused as exc:
-        _print_events(exc.events)
-        error_box("Error", [str(exc)])
-        raise typer.Exit(1) from None
+        if not output.machine():  # the refused ones are the boxes below; the rest is context
+            _print_events([e for e in exc.events if e.severity != "error"])
+        refused = [Problem(f"{e.describe()}" + (f": {e.message}" if e.message else ""), e.path)
+                   for e in exc.events if e.severity == "error"]
+        raise fail(Failure("changes", str(exc), refused,
+                           extra={"changes": [_event_data(e) for e in exc.events]})) from None
     except StageFailed as exc:
-        if progress is not None and progress.failed:  # the cause is on screen already, once
-            error_box("Error", [f"stage '{exc.stage}' failed during {exc.action} (the cause is shown above)"])
-        else:
-            error_box("Error", [str(exc)])
-        raise typer.Exit(1) from None
+        if debug_enabled() and exc.__cause__ is not None and not output.machine():
+            err_console.print("".join(traceback.format_exception(exc.__cause__)), markup=False, soft_wrap=True)
+        shown = progress is not None and progress.failed  # the cause is on screen already, once
+        summary = f"stage '{exc.stage}' failed during {exc.action} (the cause is shown above)" if shown else str(exc)
+        raise fail(Failure("stage", summary, log=log(), extra={"stage": exc.stage, "action": exc.action,
+                                                              "detail": exc.detail})) from None
     except ClusterNameError as exc:
-        error_box("Error", [str(exc)])
-        raise typer.Exit(EXIT_USAGE) from None
-    except (EngineError, StageError, StateError, LegacyClusterError, KubeconfigError) as exc:
-        error_box("Error", [str(exc)])
-        raise typer.Exit(1) from None
+        raise fail(Failure("usage", str(exc), exit_code=EXIT_USAGE)) from None
+    except (StateError, LegacyClusterError, KubeconfigError) as exc:
+        raise fail(Failure("state", str(exc), log=log())) from None
+    except (EngineError, StageError) as exc:
+        raise fail(Failure("error", str(exc), log=log())) from None
     except Terminated:
-        error_box("Terminated", ["Re-run the same command: it continues where it stopped."])
-        raise typer.Exit(EXIT_TERMINATED) from None
+        raise fail(Failure("interrupted", "Terminated. Re-run the same command: it continues where it stopped.",
+                           title="Terminated", exit_code=EXIT_TERMINATED, log=log())) from None
     except KeyboardInterrupt:
-        error_box("Interrupted", ["Re-run the same command: it continues where it stopped."])
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-def _print_config_error(exc) -> None:
-    from kubitect_core.cli.config_cmds import MAX_SHOWN_ISSUES
-
-    for issue in exc.issues[:MAX_SHOWN_ISSUES]:
-        where = f"{issue.file}:{issue.line}:{issue.column}" if issue.line else (issue.file or "")
-        error_box("Invalid configuration", [f"Config path: {issue.path}", f"Location:    {where}",
-                                            f"Error:       {issue.message}"])
-    if len(exc.issues) > MAX_SHOWN_ISSUES:
-        console.print(f"... and {len(exc.issues) - MAX_SHOWN_ISSUES} more errors like these, not shown.")
-    err = "1 error" if len(exc.issues) == 1 else f"{len(exc.issues)} errors"
-    console.print(f"[red]invalid configuration file ({err})[/red]")
+        raise fail(Failure("interrupted", "Interrupted. Re-run the same command: it continues where it stopped.",
+                           title="Interrupted", exit_code=EXIT_INTERRUPTED, log=log())) from None
 
 
 def _print_events(events, out=None) -> None:
@@ -146,6 +192,28 @@ def _print_events(events, out=None) -> None:
         out.print(text + (f"\n        {escape(e.message)}" if e.message else ""), soft_wrap=True)
 
 
+def _result(command: str, outcome, engine, **extra: Any) -> None:
+    """The closing event of a pipeline command under -o json|yaml."""
+    log = engine.log_path if engine.log_path is not None and engine.log_path.exists() else None
+    output.emit(output.event("result", command=command, cluster=outcome.cluster, ok=True,
+                             stages=[{"stage": s, "seconds": round(t, 3), "changes": _counts(ch)}
+                                     for s, t, ch in outcome.stages],
+                             skipped=outcome.skipped, log=str(log) if log else None, **extra))
+
+
+def _counts(changes) -> dict[str, int]:
+    """{"create": 2, "keep": 5}: a stage's changes by action (each is in its stage_finished event)."""
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.action] = counts.get(c.action, 0) + 1
+    return counts
+
+
+def _pending(outcome) -> int:
+    """What apply would change: config changes since the last apply, and every stage's non-keep change."""
+    return len(outcome.events) + sum(1 for _, _, ch in outcome.stages for c in ch if c.action != "keep")
+
+
 CHAOS_CASES = ("host",)
 HOST_FAULTS = ("power", "uplink")
 
@@ -154,23 +222,23 @@ def _confirm_chaos(chaos: str, host_fault: str, cluster: str, yes: bool) -> None
     """Destructive cases run only when asked for and confirmed: a prompt, or --yes without a TTY."""
     unknown = [c for c in chaos.split(",") if c not in CHAOS_CASES]
     if unknown or host_fault not in HOST_FAULTS:
-        error_box("Error", [f"--chaos takes {', '.join(CHAOS_CASES)}; --host-fault takes {', '.join(HOST_FAULTS)}"])
-        raise typer.Exit(2)
+        raise fail(Failure("usage", f"--chaos takes {', '.join(CHAOS_CASES)}; --host-fault takes "
+                           f"{', '.join(HOST_FAULTS)}", exit_code=EXIT_USAGE))
     from kubitect_core.lab import MARKER_ENV
 
     if host_fault == "uplink" and not os.environ.get(MARKER_ENV):
-        error_box("Refused", ["--host-fault uplink pulls a simulated host's cable at a lab's switch: run it "
-                              "inside a lab that simulates the hosts (kubitect lab up NAME --config FILE, then "
-                              "kubitect lab exec NAME -- kubitect verify ...). On real hosts use --host-fault power."])
-        raise typer.Exit(2)
+        raise fail(Failure("usage", "--host-fault uplink pulls a simulated host's cable at a lab's switch: run it "
+                           "inside a lab that simulates the hosts (kubitect lab up NAME --config FILE, then "
+                           "kubitect lab exec NAME -- kubitect verify ...). On real hosts use --host-fault power.",
+                           exit_code=EXIT_USAGE, title="Refused"))
     what = {"power": "destroys every VM on the VIP holder's host at once (a power cut); they stay off until "
                      "`kubitect apply --reconcile`",
             "uplink": "cuts the VIP holder's host off the network for a few seconds (lab only)"}[host_fault]
     if yes:
         return
     if not is_interactive():
-        error_box("Refused", [f"verify --chaos host {what}. Without a terminal to ask on, pass --yes."])
-        raise typer.Exit(2)
+        raise fail(Failure("usage", f"verify --chaos host {what}. Without a terminal to ask on, pass --yes.",
+                           exit_code=EXIT_USAGE, title="Refused"))
     if not typer.confirm(f"verify --chaos host on cluster '{cluster}' {what}. Continue?", default=False):
         raise typer.Exit(1)
 
@@ -182,7 +250,7 @@ def register(app: typer.Typer) -> None:
     def apply(
         config_arg: Path = typer.Argument(None, metavar="[CONFIG]", help="Config file (or use --config)."),
         config: Path = typer.Option(None, "--config", "-c", help="Config file."),
-        action: str = typer.Option("create", "--action", "-a", help="create | upgrade | scale"),
+        action: str = typer.Option("create", "--action", "-a", help=ACTION_HELP, autocompletion=values.actions),
         auto_approve: bool = typer.Option(False, "--auto-approve", "-y", help="Answer yes to every prompt "
                                           "(needed without a terminal when data would be deleted)."),
         reconcile: bool = typer.Option(False, "--reconcile", help="Re-converge every stage even when the "
@@ -191,16 +259,17 @@ def register(app: typer.Typer) -> None:
                                               "whose checksum is not published (loudly; never the default)."),
         wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
         kubeconfig_name: str = typer.Option(None, "--kubeconfig-name", help=KUBECONFIG_NAME_HELP),
-        output: str = typer.Option("text", "--output", "-o", help="text | json (JSON lines of events)."),
-        home: str = typer.Option(None, "--home", help=HOME_HELP),
+        local: bool = local_option(),
+        debug: bool = debug_option(),
+        fmt: output.Format = output_option(),
+        home: str = home_option(),
     ) -> None:
         """Create, modify, scale or upgrade a cluster so that it matches the config."""
         from kubitect_core.engine import Options, run_sync
 
         path = _config_path(config, config_arg)
-        if action not in ACTIONS:
-            raise typer.BadParameter(f"unknown action '{action}'; use one of {', '.join(ACTIONS)}")
-        engine, progress = _engine(home, output, auto_approve=auto_approve)
+        _check_action(action)
+        engine, progress = _engine(resolve_home(home, local=local), auto_approve=auto_approve, local=local)
         opts = Options(action=action, auto_approve=auto_approve, reconcile=reconcile, wait_lock=wait_lock,
                        flags=_image_flags(allow_unverified) | _kubeconfig_flags(kubeconfig_name))
 
@@ -209,61 +278,79 @@ def register(app: typer.Typer) -> None:
             _event_log(engine, cfg.cluster)
             return run_sync(engine.apply(cfg, opts))
 
-        outcome = _handle(go, output, progress)
-        if output == "text":
-            if outcome.nothing_to_do:
-                console.print(escape(outcome.message))
-            elif progress:
-                progress.summary(f"Cluster '{outcome.cluster}' applied")
-            for stage_name, reason in outcome.skipped.items():
-                console.print(f"[yellow]Stage '{stage_name}' was skipped: {escape(reason)}[/yellow]\n"
-                              "The config is not marked as applied: run apply again once that is resolved.",
-                              soft_wrap=True)
+        outcome = _handle(go, progress, engine)
+        if output.machine():
+            _result("apply", outcome, engine, nothing_to_do=outcome.nothing_to_do, message=outcome.message or None)
+            return
+        if outcome.nothing_to_do:
+            console.print(escape(outcome.message))
+        elif progress:
+            progress.summary(f"Cluster '{outcome.cluster}' applied")
+        for stage_name, reason in outcome.skipped.items():
+            console.print(f"[yellow]Stage '{stage_name}' was skipped: {escape(reason)}[/yellow]\n"
+                          "The config is not marked as applied: run apply again once that is resolved.",
+                          soft_wrap=True)
 
-    @app.command(epilog="Example: kubitect plan --config ha.yaml")
+    @app.command(epilog="Example: kubitect plan --config ha.yaml --detailed-exitcode")
     def plan(
         config_arg: Path = typer.Argument(None, metavar="[CONFIG]", help="Config file (or use --config)."),
         config: Path = typer.Option(None, "--config", "-c", help="Config file."),
-        action: str = typer.Option("create", "--action", "-a", help="create | upgrade | scale"),
-        output: str = typer.Option("text", "--output", "-o", help="text | json"),
-        home: str = typer.Option(None, "--home", help=HOME_HELP),
+        action: str = typer.Option("create", "--action", "-a", help=ACTION_HELP, autocompletion=values.actions),
+        detailed_exitcode: bool = typer.Option(
+            False, "--detailed-exitcode", help="Exit 0 when nothing would change, 2 when changes are pending, "
+            "1 on an error (as Terraform's plan, for CI)."),
+        local: bool = local_option(),
+        debug: bool = debug_option(),
+        fmt: output.Format = output_option(),
+        home: str = home_option(),
     ) -> None:
         """Show what apply would create, change or delete, stage by stage. Touches nothing."""
         from kubitect_core.confirmation import data_loss
         from kubitect_core.engine import Options, run_sync
 
         path = _config_path(config, config_arg)
-        if action not in ACTIONS:
-            raise typer.BadParameter(f"unknown action '{action}'; use one of {', '.join(ACTIONS)}")
-        engine, progress = _engine(home, output, auto_approve=True)
-        outcome = _handle(lambda: run_sync(engine.plan(path, Options(action=action))), output, progress)
-        if output == "text":
+        _check_action(action)
+        engine, progress = _engine(resolve_home(home, local=local), auto_approve=True, local=local)
+        outcome = _handle(lambda: run_sync(engine.plan(path, Options(action=action))), progress, engine)
+        pending = _pending(outcome)
+        loss = data_loss(outcome.events, outcome.cluster) if outcome.events else []
+        if output.machine():
+            output.emit(output.event(
+                "plan", cluster=outcome.cluster, changes_pending=pending > 0, pending=pending,
+                config_changes=[_event_data(e) for e in outcome.events], data_loss=loss,
+                stages=[{"stage": s, "changes": [change_data(c) for c in ch]} for s, _, ch in outcome.stages]))
+        else:
             if outcome.events:
                 console.print("[bold]Config changes since the last apply:[/bold]")
                 _print_events(outcome.events)
-                for line in data_loss(outcome.events, outcome.cluster):
+                for line in loss:
                     console.print(f"[bold red]data loss:[/bold red] [red]{escape(line)}[/red]", soft_wrap=True)
             total = sum(1 for _, _, ch in outcome.stages for c in ch if c.action != "keep")
             console.print(f"Plan: {total} change(s) across {len(outcome.stages)} stages.")
+        if detailed_exitcode and pending:
+            raise typer.Exit(EXIT_CHANGES_PENDING)
 
     @app.command(epilog="Example: kubitect run --stage network --stage storage --stage vms ha.yaml")
     def run(
         config_arg: Path = typer.Argument(None, metavar="[CONFIG]", help="Config file (or use --config)."),
         config: Path = typer.Option(None, "--config", "-c", help="Config file."),
-        stage: list[str] = typer.Option(..., "--stage", "-s", help="Stage to run (repeatable)."),
+        stage: list[str] = typer.Option(..., "--stage", "-s", help="Stage to run (repeatable).",
+                                        autocompletion=values.stages),
         auto_approve: bool = typer.Option(False, "--auto-approve", "-y", help="Answer yes to every prompt."),
         allow_unverified: bool = typer.Option(False, "--allow-unverified-image", help="Use a base image "
                                               "whose checksum is not published (loudly; never the default)."),
         wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
         kubeconfig_name: str = typer.Option(None, "--kubeconfig-name", help=KUBECONFIG_NAME_HELP),
-        output: str = typer.Option("text", "--output", "-o", help="text | json"),
-        home: str = typer.Option(None, "--home", help=HOME_HELP),
+        local: bool = local_option(),
+        debug: bool = debug_option(),
+        fmt: output.Format = output_option(),
+        home: str = home_option(),
     ) -> None:
         """Run validate plus the named stages of the pipeline (each must have its prerequisites)."""
         from kubitect_core.engine import Options, run_sync
 
         path = _config_path(config, config_arg)
-        engine, progress = _engine(home, output, auto_approve=auto_approve)
+        engine, progress = _engine(resolve_home(home, local=local), auto_approve=auto_approve, local=local)
         opts = Options(auto_approve=auto_approve, wait_lock=wait_lock,
                        flags=_image_flags(allow_unverified) | _kubeconfig_flags(kubeconfig_name))
 
@@ -272,8 +359,10 @@ def register(app: typer.Typer) -> None:
             _event_log(engine, cfg.cluster)
             return run_sync(engine.run_stages(cfg, stage, opts))
 
-        outcome = _handle(go, output, progress)
-        if output == "text" and progress:
+        outcome = _handle(go, progress, engine)
+        if output.machine():
+            _result("run", outcome, engine)
+        elif progress:
             progress.summary(f"Cluster '{outcome.cluster}': stages {', '.join(stage)}")
 
     @app.command(epilog="Example: kubitect destroy --cluster kubitect-ha --auto-approve")
@@ -284,25 +373,28 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Finish even if a host is gone for good: remove "
                                    "what can be removed and list the rest."),
         wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
-        output: str = typer.Option("text", "--output", "-o", help="text | json"),
-        home: str = typer.Option(None, "--home", help=HOME_HELP),
+        debug: bool = debug_option(),
+        fmt: output.Format = output_option(),
+        home: str = home_option(),
     ) -> None:
         """Destroy a cluster: every stage's layer in reverse order, then its directory."""
         from kubitect_core.engine import Options, run_sync
 
-        engine, progress = _engine(home, output, auto_approve=auto_approve)
+        engine, progress = _engine(resolve_home(home, cluster=cluster), auto_approve=auto_approve,
+                                   local=cluster.startswith("local-") and not home)
         outcome = _handle(lambda: run_sync(engine.destroy(cluster, Options(wait_lock=wait_lock, force=force))),
-                          output, progress)
-        out = console if output == "text" else err_console
+                          progress, engine)
+        message = outcome.message or f"Cluster '{cluster}' has been destroyed."
+        if output.machine():
+            _result("destroy", outcome, engine, message=message, notes=outcome.notes, leftovers=outcome.leftovers)
+            return
         for note in outcome.notes:
-            out.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
+            console.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
         if outcome.leftovers:
-            out.print("[bold red]Not removed[/bold red] (--force; remove these by hand if the host comes back):")
+            console.print("[bold red]Not removed[/bold red] (--force; remove these by hand if the host comes back):")
             for line in outcome.leftovers:
-                out.print(f"  - {escape(line)}", soft_wrap=True)
-        if output == "text":
-            console.print(escape(outcome.message) if outcome.message else
-                          f"Cluster '{cluster}' has been destroyed.")
+                console.print(f"  - {escape(line)}", soft_wrap=True)
+        console.print(escape(message))
 
     @app.command(epilog="Example: kubitect verify --cluster kubitect-ha --no-failover\n\n"
                  "Example: kubitect verify --cluster kubitect-ha --chaos host   (destructive: loses a whole host; "
@@ -322,15 +414,17 @@ def register(app: typer.Typer) -> None:
         host_fault: str = typer.Option("power", "--host-fault", help="With --chaos host: 'power' (the host's "
                                        "VMs destroyed at once) or 'uplink' (its cable pulled; lab only)."),
         yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before a destructive case."),
-        output: str = typer.Option("text", "--output", "-o", help="text | json"),
-        home: str = typer.Option(None, "--home", help=HOME_HELP),
+        debug: bool = debug_option(),
+        fmt: output.Format = output_option(),
+        home: str = home_option(),
     ) -> None:
         """Run the conformance suite (testinfra) against a live cluster and report measured figures."""
         from kubitect_core.engine import Options, run_sync
 
         if chaos is not None:
             _confirm_chaos(chaos, host_fault, cluster, yes)
-        engine, progress = _engine(home, output, auto_approve=True)
+        engine, progress = _engine(resolve_home(home, cluster=cluster), auto_approve=True,
+                                   local=cluster.startswith("local-") and not home)
         flags = {"failover": failover, "junit": str(junit) if junit else None,
                  "report": str(report) if report else None, "failover_vantage": vantage,
                  "failover_margin": margin, "checks": checks,
@@ -340,23 +434,27 @@ def register(app: typer.Typer) -> None:
             _event_log(engine, cluster)
             return run_sync(engine.verify(cluster, Options(flags=flags)))
 
-        outcome = _handle(go, output, progress)
-        if output == "text" and progress:
+        outcome = _handle(go, progress, engine)
+        if output.machine():
+            _result("verify", outcome, engine)
+        elif progress:
             progress.summary(f"Cluster '{outcome.cluster}' verified")
 
-    @list_app.command("clusters", epilog="Example: kubitect list clusters")
-    def list_clusters(home: str = typer.Option(None, "--home", help=HOME_HELP),
-                      output: str = typer.Option("text", "--output", "-o", help="text | json")) -> None:
-        """List the clusters in the kubitect home, with the state of their last run.
+    @list_app.command("clusters", epilog="Example: kubitect list clusters -o json")
+    def list_clusters(home: str = home_option(), fmt: output.Format = output_option()) -> None:
+        """List the clusters in the kubitect home (and ./.kubitect), with the state of their last run.
 
         A damaged cluster is marked as such (naming the file) and the others are still listed;
-        a cluster directory made by Kubitect (Go) is shown as such.
+        a cluster directory made by Kubitect (Go) is shown as such; clusters made with --local
+        (in ./.kubitect of this directory) are marked local.
         """
         from kubitect_core.listing import cluster_rows
 
-        rows = cluster_rows(kubitect_home(home))
-        if output == "json":
-            typer.echo(json.dumps(rows))
+        rows = [{**r, "local": False} for r in cluster_rows(resolve_home(home))]
+        if not home and local_home().is_dir() and local_home() != resolve_home(None):
+            rows += [{**r, "local": True} for r in cluster_rows(local_home())]
+        if output.machine():
+            output.document(output.listing("cluster-list", rows))
             return
         if not rows:
             console.print("No clusters yet. Run 'kubitect apply --config FILE' to create one.")
@@ -365,46 +463,76 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             colour = "red" if r["damaged"] else "yellow" if r["made_by"] != "kubitect" else None
             status = f"[{colour}]{escape(r['status'])}[/{colour}]" if colour else escape(r["status"])
-            table.add_row(escape(r["name"]), escape(r["made_by"]), status, escape(r["dir"]))
+            table.add_row(escape(r["name"]) + (" (local)" if r["local"] else ""), escape(r["made_by"]), status,
+                          escape(r["dir"]))
         console.print(table)
 
+    list_app.command("cluster", hidden=True)(list_clusters)  # Kubitect's alias
+
     @list_app.command("plugins", epilog="Example: kubitect list plugins")
-    def list_plugins() -> None:
+    def list_plugins(fmt: output.Format = output_option()) -> None:
         """List installed plugins (built-in and third-party) and what each provides."""
         from kubitect_core.plugins import load_registry
 
         registry = load_registry()
+        if output.machine():
+            output.document(output.listing("plugin-list", [
+                {"name": i.name, "source": i.source, "provides": list(i.provides), "error": i.error}
+                for i in registry.plugins]))
+            return
         table = Table("plugin", "source", "provides")
         for info in registry.plugins:
             provides = f"[red]failed to load: {escape(info.error)}[/red]" if info.error else \
                 escape(", ".join(info.provides) or "-")
-            table.add_row(info.name, info.source, provides)
+            table.add_row(escape(info.name), escape(info.source), provides)
         console.print(table)
 
     @list_app.command("stages", epilog="Example: kubitect list stages")
-    def list_stages() -> None:
+    def list_stages(fmt: output.Format = output_option()) -> None:
         """List the pipeline's stages in order, with what each needs."""
         registry = _registry()
+        if output.machine():
+            output.document(output.listing("stage-list", [
+                {"order": i, "name": s.name, "requires": list(s.requires), "description": s.description}
+                for i, s in enumerate(registry.stages, 1)]))
+            return
         table = Table("#", "stage", "requires", "what it does")
         for i, s in enumerate(registry.stages, 1):
-            table.add_row(str(i), s.name, ", ".join(s.requires) or "-", s.description)
+            table.add_row(str(i), escape(s.name), escape(", ".join(s.requires) or "-"), escape(s.description))
         console.print(table)
 
     @export_app.command("config", epilog="Example: kubitect export config --cluster kubitect-ha")
-    def export_config(cluster: str = cluster_option(),
-                      home: str = typer.Option(None, "--home", help=HOME_HELP)) -> None:
+    def export_config(cluster: str = cluster_option(), fmt: output.Format = output_option(
+                          "text or yaml (the file as written) or json (the same data as JSON)."),
+                      home: str = home_option()) -> None:
         """Print the cluster's last applied config (as written by the user)."""
         from kubitect_core.listing import exported_config
 
-        typer.echo(_handle(lambda: exported_config(kubitect_home(home), cluster)), nl=False)
+        _export_yaml(_handle(lambda: exported_config(resolve_home(home, cluster=cluster), cluster)), "config")
 
     @export_app.command("kubeconfig", epilog="Example: kubitect export kubeconfig --cluster kubitect-ha")
-    def export_kubeconfig(cluster: str = cluster_option(),
-                          home: str = typer.Option(None, "--home", help=HOME_HELP)) -> None:
+    def export_kubeconfig(cluster: str = cluster_option(), fmt: output.Format = output_option(
+                              "text or yaml (the file) or json (as kubectl config view -o json)."),
+                          home: str = home_option()) -> None:
         """Print the cluster's admin kubeconfig."""
         from kubitect_core.listing import exported_kubeconfig
 
-        typer.echo(_handle(lambda: exported_kubeconfig(kubitect_home(home), cluster)), nl=False)
+        _export_yaml(_handle(lambda: exported_kubeconfig(resolve_home(home, cluster=cluster), cluster)),
+                     "kubeconfig")
+
+
+def _export_yaml(text: str, what: str) -> None:
+    """A stored YAML file as it is (text, yaml) or as JSON data (json)."""
+    if output.current() is output.Format.json:
+        from kubitect_core.config import ConfigError, parse_yaml
+
+        try:
+            data = parse_yaml(text, what)
+        except ConfigError as exc:
+            raise fail(Failure("state", f"the stored {what} is not valid YAML: {exc}")) from None
+        output.document(data)
+        return
+    typer.echo(text, nl=False)
 
 
 def _image_flags(allow_unverified: bool) -> dict[str, Any]:
@@ -422,12 +550,17 @@ def _kubeconfig_flags(name: str | None) -> dict[str, Any]:
         raise typer.BadParameter(str(exc), param_hint="--kubeconfig-name") from None
 
 
-@export_app.command("report", epilog="Example: kubitect export report --cluster kubitect-ha")
+@export_app.command("report", epilog="Example: kubitect export report --cluster kubitect-ha -o json")
 def export_report(cluster: str = cluster_option(),
-                  output: str = typer.Option("text", "--output", "-o", help="text | json"),
-                  home: str = typer.Option(None, "--home", help=HOME_HELP)) -> None:
+                  fmt: output.Format = output_option("text (tables), json or yaml (the report's data)."),
+                  home: str = home_option()) -> None:
     """Print the cluster's last conformance report (checks and measured failover gaps)."""
+    import json
+
     from kubitect_core.listing import exported_report
 
-    text = _handle(lambda: exported_report(kubitect_home(home), cluster, output))
-    typer.echo(text, nl=output != "json")
+    where = resolve_home(home, cluster=cluster)
+    if output.machine():
+        output.document(json.loads(_handle(lambda: exported_report(where, cluster, "json"))))
+        return
+    typer.echo(_handle(lambda: exported_report(where, cluster, "text")))

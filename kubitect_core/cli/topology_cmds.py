@@ -8,7 +8,6 @@ same data for scripts. Data goes to stdout, notes ("wrote ...") and errors to st
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -16,17 +15,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
 
-from kubitect_core.cli.config_cmds import EXIT_INVALID, print_issues, resolve_config_arg, validation_context
-
-
-class Output(StrEnum):
-    text = "text"
-    json = "json"
-    yaml = "yaml"
+from kubitect_core.cli.config_cmds import load_or_fail, resolve_config_arg
+from kubitect_core.cli.errors import Failure, fail
+from kubitect_core.cli.groups import output_option
+from kubitect_core.cli.output import Format as Output
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False)
+    from kubitect_core.ui import err_console
+
+    return err_console
 
 
 def topology(
@@ -37,8 +35,7 @@ def topology(
         None, "--png", metavar="FILE", help="Write the picture as PNG to FILE (needs Debian's `chromium`)."),
     scale: float = typer.Option(1.0, "--scale", min=0.5, max=4.0,
                                 help="Pixels per SVG unit in the PNG (2 for high-density screens)."),
-    output: Output = typer.Option(Output.text, "--output", "-o", case_sensitive=False,
-                                  help="text (a tree; not printed when --svg/--png is given), json or yaml."),
+    fmt: Output = output_option("text (a tree; not printed when --svg/--png is given), json or yaml."),
 ) -> None:
     """Draw the hosts, nodes, network, VIP and data disks a config describes, with per-host totals.
 
@@ -47,23 +44,17 @@ def topology(
 
     Example: kubitect topology --config ha.yaml --svg ha.svg --png ha.png
     """
-    from kubitect_core.config import ConfigError, load_config
     from kubitect_core.topology_view import PngError, build_tree, build_view, compute_layout, render_svg, svg_to_png
 
     if config is None and file is None:  # the shared helper's message names `validate`
         raise typer.BadParameter("no config file given; use --config FILE (e.g. kubitect topology --config "
                                  "ha.yaml).", param_hint="--config")
     path = resolve_config_arg(config, file)
-    try:
-        loaded = load_config(path, context=validation_context())
-    except ConfigError as exc:
-        print_issues(exc.issues)
-        _err().print(f"[red]invalid configuration file[/red] {escape(str(path))}: {len(exc.issues)} error(s)")
-        raise typer.Exit(EXIT_INVALID) from None
+    loaded = load_or_fail(path)
     view = build_view(loaded)
-    if output is Output.json:
+    if fmt is Output.json:
         typer.echo(json.dumps(view.to_dict(), indent=2))
-    elif output is Output.yaml:
+    elif fmt is Output.yaml:
         import yaml
 
         typer.echo(yaml.safe_dump(view.to_dict(), sort_keys=False, allow_unicode=True), nl=False)
@@ -76,18 +67,20 @@ def topology(
     try:
         if svg:
             svg.write_text(picture, encoding="utf-8")
-            _err().print(f"[green]✓[/green] wrote {escape(str(svg))} ({layout.width}×{layout.height} px)")
+            _note(f"[green]✓[/green] wrote {escape(str(svg))} ({layout.width}×{layout.height} px)")
         if png:
             svg_to_png(picture, layout.width, layout.height, png, scale=scale)
-            _err().print(f"[green]✓[/green] wrote {escape(str(png))} "
-                         f"({round(layout.width * scale)}×{round(layout.height * scale)} px)")
+            _note(f"[green]✓[/green] wrote {escape(str(png))} "
+                  f"({round(layout.width * scale)}×{round(layout.height * scale)} px)")
     except OSError as exc:
-        where = escape(str(exc.filename or ""))
-        _err().print(f"[red]error[/red] cannot write {where}: {escape(exc.strerror or str(exc))}")
-        raise typer.Exit(1) from None
+        raise fail(Failure("error", f"cannot write {exc.filename or ''}: {exc.strerror or exc}")) from None
     except PngError as exc:
-        _err().print(f"[red]error[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from None
+        raise fail(Failure("error", str(exc))) from None
+
+
+def _note(text: str) -> None:
+    """"wrote FILE" on stderr, for people; stdout holds the data, which -o json keeps pure."""
+    _err().print(text)
 
 
 def _print_tree(tree) -> None:

@@ -17,6 +17,7 @@ from kubitect_core.config.versions import DEFAULT_MAINTAINED_FROM, DEFAULT_SUPPO
 from kubitect_core.contracts import ConfigExtension
 from kubitect_core.defaults import DefaultChoice
 
+LOCAL_PREFIX = "local-"  # Kubitect's: reserved for, and added to the names of, clusters made with --local
 # The kinds a config may leave out, by the key of `ValidationContext.defaults`.
 DEFAULT_KINDS = {"provider": "VM provider", "load_balancer": "load balancer", "installer": "Kubernetes installer"}
 
@@ -44,7 +45,7 @@ class ValidationContext:
     providers: list[str] = field(default_factory=list)
     load_balancers: list[str] = field(default_factory=list)
     extensions: list[ConfigExtension] = field(default_factory=list)
-    local: bool = False  # `--local`: cluster names may start with "local-"
+    local: bool = False  # `--local`: the cluster name gets the "local-" prefix (LOCAL_PREFIX)
     # What a config that leaves a kind out gets: keys "provider", "load_balancer", "installer".
     defaults: dict[str, DefaultChoice] = field(default_factory=dict)
     # Other `kubernetes.manager` names an installer serves: alias -> (installer, why).

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from kubitect_core.config.context import ValidationContext, default_context
+from kubitect_core.config.context import LOCAL_PREFIX, ValidationContext, default_context
 from kubitect_core.config.errors import ConfigError, ConfigIssue, format_path
 from kubitect_core.config.messages import translate
 from kubitect_core.config.models import Config
@@ -122,6 +122,8 @@ def _validate(marked: MarkedYaml, source: str, context: ValidationContext | None
     warnings = [issue(f.loc, f.message, "warning") for f in findings.items if f.severity == "warning"]
     if errors or config is None:
         raise ConfigError(_dedupe(errors))
+    if context.local and not config.cluster.name.startswith(LOCAL_PREFIX):
+        config.cluster.name = LOCAL_PREFIX + config.cluster.name  # as Kubitect's --local does
     fill_defaults(config, context)
     topology = resolve_topology(config)
     warnings += [issue(loc, message, "warning") for loc, message in _extension_warnings(context, extensions, topology)]

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import tarfile
 
 import nodes_lab
 import pytest
@@ -98,6 +104,9 @@ def test_apply_then_verify_through_the_vip_then_destroy(rootfs, tmp_path, monkey
                 assert kubeconfig["clusters"][0]["cluster"]["server"] == f"https://{VIP}:6443"
                 assert state.kubeconfig_path.stat().st_mode & 0o777 == 0o600
 
+                _check_the_run_log(state, engine, tmp_path)
+                _check_status_and_ssh(state, engine)
+
                 again = asyncio.run(engine.apply(cfg, Options(flags=flags)))
                 assert again.nothing_to_do and again.message == "No changes detected."
             finally:
@@ -105,3 +114,67 @@ def test_apply_then_verify_through_the_vip_then_destroy(rootfs, tmp_path, monkey
         assert not state.exists()
         leftovers = sshd_lab.run("ip", "-n", ns, "-o", "link", "show", check=False).stdout
         assert f"kb{cluster[-6:]}" not in leftovers
+
+
+def _check_the_run_log(state: ClusterState, engine: Engine, tmp_path) -> None:
+    """The apply's run log says what ran on each node (exit status, output, timing), holds none of
+    the cluster's secrets, and `kubitect export logs` bundles it."""
+    log = engine.log_path
+    assert log is not None and log.parent == state.dir / "logs" and log.name.endswith("-apply.log")
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    text = log.read_text()
+    topology = engine.load(state.config_path).topology
+    for node in topology.nodes:
+        ran = re.findall(rf"\[(\w+)\] node {re.escape(node.name)} \({re.escape(node.ip)}\) = exit (\d+) after "
+                         rf"([0-9.]+) s: (.*)", text)
+        assert ran, f"nothing logged for {node.name}"
+        stages = {stage for stage, *_ in ran}
+        assert ("loadbalancers" if node.role == "lb" else "kubernetes") in stages, (node.name, stages)
+    master = next(n for n in topology.nodes if n.role == "master")
+    init = re.search(rf"node {re.escape(master.name)} \S+ = exit 0 after [0-9.]+ s: kubeadm init", text)
+    assert init, "kubeadm init on the first master, with its exit status"
+    worker = next(n for n in topology.nodes if n.role == "worker")
+    assert re.search(rf"node {re.escape(worker.name)} \S+ \$ kubeadm join --config \S+   \(sudo\)", text)
+    assert "    stdout | " in text, "command output is kept"
+    secrets = json.loads((state.dir / "secrets" / "kubeadm.json").read_text())
+    for name in ("token", "certificate_key"):
+        assert secrets[name] and secrets[name] not in text, f"the kubeadm {name} is in the run log"
+
+    bundle = tmp_path / "logs.tar.gz"
+    env = {**os.environ, "KUBITECT_HOME": str(engine.home)}
+    proc = subprocess.run([sys.executable, "-m", "kubitect_core.cli", "export", "logs", "--cluster", state.name,
+                           "--file", str(bundle)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
+    with tarfile.open(bundle) as tar:
+        members = {m.name.split("/", 1)[1]: m for m in tar.getmembers()}
+        # the engine alone (no CLI) keeps no events.jsonl: the bundle holds the two run logs
+        assert sorted(members) == sorted(f"logs/{p.name}" for p in (state.dir / "logs").iterdir())
+        assert f"logs/{log.name}" in members and any(name.endswith("-run.log") for name in members)
+        bundled = b"".join(tar.extractfile(m).read() for m in members.values()).decode()
+    assert all(secrets[name] not in bundled for name in ("token", "certificate_key"))
+
+
+def _kubitect(engine: Engine, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KUBITECT_HOME": str(engine.home)}
+    return subprocess.run([sys.executable, "-m", "kubitect_core.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def _check_status_and_ssh(state: ClusterState, engine: Engine) -> None:
+    """`kubitect status` sees every node, the VIP on the priority-200 load balancer, Kubernetes's
+    readiness (the kubectl double on the master) and the verify that just ran; `kubitect ssh`
+    reaches a node through the cluster's key and pinned host key."""
+    proc = _kubitect(engine, "status", "--cluster", state.name, "-o", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    topology = engine.load(state.config_path).topology
+    assert {n["name"]: n["state"] for n in doc["nodes"]} == {n.name: "reachable" for n in topology.nodes}
+    assert doc["vip"] == VIP and doc["vip_holders"] == [f"{state.name}-lb-1"]
+    k8s = doc["kubernetes"]
+    assert k8s["error"] is None and k8s["asked"] == f"{state.name}-master-1"
+    assert k8s["nodes"] == {n.name: "Ready" for n in topology.nodes if n.role != "lb"}
+    assert doc["last_verify"]["failed"] == 0 and doc["last_verify"]["age_seconds"] < 900
+    worker = f"{state.name}-worker-1"
+    ssh = _kubitect(engine, "ssh", "--cluster", state.name, "worker-1", "--", "hostname")
+    assert (ssh.returncode, ssh.stdout.strip()) == (0, worker), ssh.stderr

@@ -56,7 +56,7 @@ def test_invalid_config_prints_boxed_errors_and_exits_1(run, tmp_path):
     assert "Error: cluster.nodes.master.instances[1].ip" in out
     assert f"{bad}:" in out and "inside cluster.network.cidr 10.10.0.0/20" in out
     assert "[ubuntu20|ubuntu22|" in out  # allowed values survive rich markup
-    assert "╭" in out and "2 error(s)" in out
+    assert "╭" in out and "bad.yaml: 2 errors" in out
     assert "Traceback" not in out
 
 

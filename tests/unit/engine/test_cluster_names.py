@@ -71,8 +71,8 @@ def test_list_shows_a_directory_that_is_not_a_cluster_name_and_never_touches_it(
     stray = fake_env / "home" / "clusters" / "my.backup"
     stray.mkdir(parents=True)
     (stray / "keep-me").write_text("planted\n")
-    rows = json.loads(cli("list", "clusters", "-o", "json").output)
+    rows = json.loads(cli("list", "clusters", "-o", "json").output)["items"]
     assert rows == [{"name": "my.backup", "made_by": "?", "status": "ignored: not a valid cluster name",
-                     "dir": str(stray), "damaged": False}]
+                     "dir": str(stray), "damaged": False, "local": False}]
     assert cli("destroy", "--cluster", "my.backup", "-y").exit_code == 2
     assert (stray / "keep-me").read_text() == "planted\n"

@@ -211,12 +211,12 @@ def test_damaged_config_kubeconfig_or_report(cli, home, fakes, deadline, corrupt
 
 def test_list_names_the_damage_and_still_lists_the_rest(cli, home):
     (home / "home" / "clusters" / CLUSTER / "record.json").write_text('{"stages": []}')
-    rows = {r["name"]: r for r in json.loads(cli("list", "clusters", "-o", "json").output)}
+    rows = {r["name"]: r for r in json.loads(cli("list", "clusters", "-o", "json").output)["items"]}
     assert rows[CLUSTER]["damaged"] is True
     assert rows[CLUSTER]["status"] == "damaged: record.json is not a kubitect record: `stages` input should be " \
                                       "a valid dictionary (found a list)"
     assert rows[OTHER] == {"name": OTHER, "made_by": "kubitect", "status": "applied", "damaged": False,
-                           "dir": str(home / "home" / "clusters" / OTHER)}
+                           "dir": str(home / "home" / "clusters" / OTHER), "local": False}
 
 
 def test_destroy_with_a_damaged_record_says_it_sweeps_by_tag(cli, home):

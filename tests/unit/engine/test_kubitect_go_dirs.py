@@ -83,10 +83,10 @@ def _flat(text: str) -> str:
 
 
 def test_list_shows_the_cluster_as_made_by_kubitect_go(cli, kubitect_go_home):
-    rows = json.loads(cli("list", "clusters", "-o", "json").output)
+    rows = json.loads(cli("list", "clusters", "-o", "json").output)["items"]
     assert rows == [{"name": NAME, "made_by": "Kubitect (Go)", "damaged": False,
                      "status": "active, 3 VM(s) in its Terraform state; kubitect leaves it alone",
-                     "dir": str(kubitect_go_home[0] / "clusters" / NAME)}]
+                     "dir": str(kubitect_go_home[0] / "clusters" / NAME), "local": False}]
     text = cli("list", "clusters").output
     assert "Kubitect (Go)" in text and "empty" not in text
 
@@ -136,7 +136,7 @@ def test_kubitect_clusters_beside_it_still_work(cli, kubitect_go_home, fake_env,
     home, _ = kubitect_go_home
     stages = [a for s in ("network", "storage", "vms") for a in ("--stage", s)]
     assert cli("run", str(fake_env / "ha.yaml"), *stages).exit_code == 0
-    names = {r["name"]: r["made_by"] for r in json.loads(cli("list", "clusters", "-o", "json").output)}
+    names = {r["name"]: r["made_by"] for r in json.loads(cli("list", "clusters", "-o", "json").output)["items"]}
     assert names == {NAME: "Kubitect (Go)", "kubitect-ha": "kubitect"}
     before = _snapshot(home / "clusters" / NAME)
     assert cli("destroy", "--cluster", "kubitect-ha", "-y").exit_code == 0
@@ -146,7 +146,7 @@ def test_kubitect_clusters_beside_it_still_work(cli, kubitect_go_home, fake_env,
 def test_an_inactive_kubitect_go_directory_is_still_refused(cli, kubitect_go_home):
     home, _ = kubitect_go_home
     (home / "clusters" / NAME / "config" / "terraform" / "terraform.tfstate").unlink()
-    rows = json.loads(cli("list", "clusters", "-o", "json").output)
+    rows = json.loads(cli("list", "clusters", "-o", "json").output)["items"]
     assert rows[0]["status"] == "not active (no Terraform state); kubitect leaves it alone"
     assert cli("destroy", "--cluster", NAME, "-y").exit_code == 1
     assert (home / "clusters" / NAME / "config" / "admin.conf").exists()
