@@ -16,9 +16,9 @@ measures, from a client on the node bridge (kubitect_core.failover_streams):
 It prints one table (cells: min / median / max in ms over the runs; "never" = not recovered within
 the prober's window) and writes everything as JSON. Needs root; run it alone on the machine:
 
-    flock /work/wt/heavy.lock .venv/bin/python bench/failover_side_by_side.py --lab nspawn --runs 10 \\
+    .venv/bin/python bench/failover_side_by_side.py --lab nspawn --runs 10 \\
         --json bench/results/side-by-side-nspawn.json
-    flock /work/wt/heavy.lock .venv/bin/python bench/failover_side_by_side.py --lab vm --runs 5 \\
+    .venv/bin/python bench/failover_side_by_side.py --lab vm --runs 5 \\
         --host-lost-runs 3 --json bench/results/side-by-side-vm.json
 """
 

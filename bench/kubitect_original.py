@@ -1,7 +1,7 @@
 """Kubitect's keepalived configuration, rendered for the failover benchmark's baseline.
 
 Kubitect (the Go original) renders keepalived.cfg from a fixed Ansible template; the facts are in
-/work/shared/reference/kubitect.md section 4. The template here (templates/kubitect-keepalived.conf.j2)
+the reference notes on Kubitect (kubitect.md) section 4. The template here (templates/kubitect-keepalived.conf.j2)
 is our own rendering of those settings, used only to measure them next to our profiles on the
 same lab. HAProxy's configuration stays the plugin's in every configuration of the benchmark (the
 API backends and the whoami frontend the holder is read from are the same), so the comparison is

@@ -13,7 +13,7 @@ connection, the holder) run the whole time. Nothing is injected. At the end it c
 - keepalived's "timer expired" warnings (it noticed it was not scheduled in time);
 - the load the nodes really had (load average, the busy loops' CPU seconds).
 
-    flock /work/wt/heavy.lock .venv/bin/python bench/lb_soak.py --lab nspawn --minutes 10 \\
+    .venv/bin/python bench/lb_soak.py --lab nspawn --minutes 10 \\
         --json bench/results/soak-nspawn.json
 """
 

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_CONFIG = ROOT / "examples" / "ha.yaml"
-SEED_TEXT = Path("/work/shared/seed/ha-cluster-example.txt")
+SEED_TEXT = ROOT.parent / "shared" / "seed" / "ha-cluster-example.txt"  # ../shared beside the checkout
 SEED_SHA256 = "277af54a68ee5772b9849615cca04a6e42002255a64aadc97bac642248d76e63"
 PREFIX = "kbt13-"
 LAB = "seed"
