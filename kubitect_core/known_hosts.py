@@ -141,14 +141,13 @@ def hashed_name(name: str, salt: bytes | None = None) -> str:
     return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
 
 
-def _host_field_matches(field: str, name: str) -> bool:
-    if field.startswith("|1|"):
-        try:
-            _, _, salt, _digest = field.split("|", 3)
-            return hmac.compare_digest(hashed_name(name, base64.b64decode(salt)), field)
-        except (ValueError, TypeError):
-            return False
-    return name in field.split(",")
+def _hashed_field_matches(field: str, name: str) -> bool:
+    """Whether a hashed host field (`|1|salt|hash`) is for `name`."""
+    try:
+        _, _, salt, _digest = field.split("|", 3)
+        return hmac.compare_digest(hashed_name(name, base64.b64decode(salt)), field)
+    except (ValueError, TypeError):
+        return False
 
 
 def _fields(line: str) -> list[str]:
@@ -160,10 +159,7 @@ def _fields(line: str) -> list[str]:
 
 def line_names_host(line: str, name: str) -> bool:
     """Whether a plain key line (no @marker) is for exactly `name` (hashed or not; no wildcards)."""
-    parts = _fields(line)
-    if len(parts) < 3 or parts[0].startswith("@"):
-        return False
-    return _host_field_matches(parts[0], name)
+    return bool(_names_of(line, (name,)))
 
 
 def line_key(line: str) -> asyncssh.SSHKey | None:
@@ -390,7 +386,7 @@ def _names_of(line: str, names: Collection[str]) -> list[str]:
         return []
     if not parts[0].startswith("|1|"):
         return [n for n in parts[0].split(",") if n in names]
-    return [n for n in names if _host_field_matches(parts[0], n)]
+    return [n for n in names if _hashed_field_matches(parts[0], n)]
 
 
 def pin_many(path: Path, keys: Mapping[str, asyncssh.SSHKey], *, replace: bool = False) -> bool:

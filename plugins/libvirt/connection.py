@@ -68,6 +68,11 @@ class HostConnection:
     def is_test_driver(self) -> bool:
         return self.uri.startswith("test:")
 
+    @property
+    def is_local(self) -> bool:
+        """A URI without a host part (qemu:///system): libvirt runs on this machine."""
+        return self.uri.split("://", 1)[-1].startswith("/")
+
     def close(self) -> None:
         """Closes the connection on its own thread and stops the worker."""
         def _close() -> None:
@@ -129,3 +134,13 @@ def lookup(fn: Callable[[str], Any], name: str) -> Any | None:
         if is_missing(exc):
             return None
         raise
+
+
+def ignore_missing(step: Callable[[], Any]) -> None:
+    """Runs one removal step; an object already gone (removed by someone else between a listing
+    and this step, or a pool that was transient) counts as removed."""
+    try:
+        step()
+    except libvirt.libvirtError as exc:
+        if not is_missing(exc):
+            raise

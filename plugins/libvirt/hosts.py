@@ -125,3 +125,22 @@ class Hosts:
         if errors:
             raise LibvirtError("\n".join(errors))
         return changes
+
+
+class ConvergingLayer:
+    """Base of the provider's three layers: plan and apply run one code path, `_converge` with
+    `dry_run`, so a plan lists exactly what apply would do."""
+
+    def __init__(self, hosts: Hosts):
+        self.hosts = hosts
+
+    async def plan(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        """What apply would do on these hosts; touches nothing."""
+        return await self._converge(ctx, hosts, dry_run=True)
+
+    async def apply(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
+        """Converges this layer on these hosts; a second call returns only "keep"."""
+        return await self._converge(ctx, hosts, dry_run=False)
+
+    async def _converge(self, ctx: StageContext, hosts: list[str], dry_run: bool) -> list[Change]:
+        raise NotImplementedError

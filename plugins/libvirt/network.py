@@ -10,23 +10,13 @@ from kubitect_core.sdk import Change, StageContext
 
 from . import host_ssh, network_layer
 from .connection import HostConnection
-from .hosts import Hosts, nodes_on
+from .hosts import ConvergingLayer, nodes_on
 from .spec import HostSpec, net_spec, node_mac
 
 
-class NetworkLayer:
-    """The `network` layer (`kubitect_core.sdk.MachineLayer`) on the hosts that select libvirt."""
-
-    def __init__(self, hosts: Hosts):
-        self.hosts = hosts
-
-    async def plan(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
-        """What apply would do to each host's cluster network; touches nothing."""
-        return await self._converge(ctx, hosts, dry_run=True)
-
-    async def apply(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
-        """Converges each host's cluster network (with the DHCP reservations of the nodes)."""
-        return await self._converge(ctx, hosts, dry_run=False)
+class NetworkLayer(ConvergingLayer):
+    """The `network` layer (`kubitect_core.sdk.MachineLayer`) on the hosts that select libvirt:
+    each host's cluster network, with the DHCP reservations of the nodes."""
 
     async def _converge(self, ctx: StageContext, hosts: list[str], dry_run: bool) -> list[Change]:
         net = net_spec(ctx.config)

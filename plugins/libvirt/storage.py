@@ -13,23 +13,14 @@ from kubitect_core.sdk import Change, StageContext
 
 from . import images, storage_layer
 from .connection import HostConnection
-from .hosts import Hosts, nodes_on, threadsafe
+from .hosts import ConvergingLayer, nodes_on, threadsafe
 from .spec import HostSpec, image_spec
 
 
-class StorageLayer:
-    """The `storage` layer (`kubitect_core.sdk.MachineLayer`) on the hosts that select libvirt."""
-
-    def __init__(self, hosts: Hosts):
-        self.hosts = hosts
-
-    async def plan(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
-        """What apply would create or change; downloads no image (an uncached URL shows as new)."""
-        return await self._converge(ctx, hosts, dry_run=True)
-
-    async def apply(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
-        """Converges pools, the base image (downloaded once if a URL) and every node's disks."""
-        return await self._converge(ctx, hosts, dry_run=False)
+class StorageLayer(ConvergingLayer):
+    """The `storage` layer (`kubitect_core.sdk.MachineLayer`) on the hosts that select libvirt:
+    pools, the base image (downloaded once if a URL; a plan downloads nothing, an uncached URL shows
+    as new) and every node's disks."""
 
     async def _base_image(self, ctx: StageContext, dry_run: bool) -> storage_layer.BaseImage | None:
         """The base image: resolved (downloaded or served from the cache, verified) for apply; for

@@ -17,14 +17,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import libvirt
 
 from kubitect_core.sdk import Change, Node
 
 from . import images
-from .connection import is_missing, lookup
+from .connection import ignore_missing, is_missing, lookup
 from .ownership import cluster_domains, cluster_pools, cluster_volumes
 from .render import render
 from .spec import HostSpec, Names, pool_dir
@@ -199,16 +198,6 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: HostSpec, nodes: l
     return changes, record
 
 
-def _gone_ok(step: Callable[[], Any]) -> None:
-    """Runs one removal step; an object that is already gone (removed by someone else between the
-    listing and this step, or a pool that was transient) counts as removed."""
-    try:
-        step()
-    except libvirt.libvirtError as exc:
-        if not is_missing(exc):
-            raise
-
-
 def remove_pool(pool: libvirt.virStoragePool) -> None:
     """Stops a pool, deletes its directory when empty, and undefines it. A pool that disappears
     part way (its handle then answers "no storage pool with matching uuid") is removed already."""
@@ -219,12 +208,12 @@ def remove_pool(pool: libvirt.virStoragePool) -> None:
             return
         raise
     if active:
-        _gone_ok(pool.destroy)
+        ignore_missing(pool.destroy)
     try:
         pool.delete(0)
     except libvirt.libvirtError:
         pass  # directory not empty (someone else's files) or already gone: keep the files
-    _gone_ok(pool.undefine)
+    ignore_missing(pool.undefine)
 
 
 def destroy(conn: libvirt.virConnect, *, cluster: str, host: str, recorded_pools: list[str]) -> list[Change]:
@@ -232,7 +221,7 @@ def destroy(conn: libvirt.virConnect, *, cluster: str, host: str, recorded_pools
     changes = []
     for pname, pool in sorted(cluster_pools(conn, cluster, set(recorded_pools)).items()):
         for vname, vol in sorted(cluster_volumes(pool, cluster).items()):
-            _gone_ok(lambda v=vol: v.delete(0))
+            ignore_missing(lambda v=vol: v.delete(0))
             changes.append(Change("delete", "volume", vname, host))
         remove_pool(pool)
         changes.append(Change("delete", "pool", pname, host))

@@ -19,7 +19,7 @@ from kubitect_core.sdk.images import vm_image_for_source
 
 from . import hosttype, images, network_layer, node_keys, storage_layer, vms_layer
 from .connection import HostConnection
-from .hosts import Hosts, nodes_on
+from .hosts import ConvergingLayer, Hosts, nodes_on
 from .readiness import (
     NotReady,
     boot_diagnosis,
@@ -42,24 +42,17 @@ def _is_ipv4(text: str) -> bool:
     return True
 
 
-class VmsLayer:
+class VmsLayer(ConvergingLayer):
     """The `vms` layer (`kubitect_core.sdk.MachineLayer`) on the hosts that select libvirt.
 
     Leaves every node reachable over SSH with the cluster key at the address it is recorded
-    with (a DHCP node: its lease, kept stable by a reservation), its host key pinned first.
+    with (a DHCP node: its lease, kept stable by a reservation), its host key pinned first. A plan
+    lists which domains apply would define, change, start or delete, and starts nothing.
     """
 
     def __init__(self, hosts: Hosts):
-        self.hosts = hosts
+        super().__init__(hosts)
         self._domain_types: dict[tuple[str, str], str] = {}  # (host, uri) -> "kvm" | "qemu"
-
-    async def plan(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
-        """Which domains apply would define, change, start or delete; starts nothing."""
-        return await self._converge(ctx, hosts, dry_run=True)
-
-    async def apply(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
-        """Defines and starts the domains, then waits for each node's address, SSH and cloud-init."""
-        return await self._converge(ctx, hosts, dry_run=False)
 
     async def destroy(self, ctx: StageContext, hosts: list[str]) -> list[Change]:
         """Removes the cluster's domains on each host (found by tag even without a record), and
@@ -199,8 +192,7 @@ class VmsLayer:
             try:
                 update = await wait_ready(ctx, rec["ip"], timeout=timeout)
             except (RemoteError, NotReady) as exc:
-                local = hc.uri.split("://", 1)[-1].startswith("/")
-                why = await hc.call(lambda c: boot_diagnosis(c, name, local=local))
+                why = await hc.call(lambda c: boot_diagnosis(c, name, local=hc.is_local))
                 raise NotReady(f"{exc}\n  {why}") from exc
             rec["ready"] = True
             if update:
