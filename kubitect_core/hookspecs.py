@@ -33,8 +33,16 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from kubitect_core.contracts import Change, ConfigExtension, KubernetesInstaller, LoadBalancer, VmProvider
+    from kubitect_core.contracts import (
+        Change,
+        ConfigExtension,
+        KubernetesInstaller,
+        LoadBalancer,
+        StageContext,
+        VmProvider,
+    )
     from kubitect_core.stage import Stage
+    from kubitect_core.topology import Node
 
 PROJECT = "kubitect"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -135,6 +143,29 @@ def kubitect_conformance_modules() -> list[str]:
         standard fixtures of the generic suite by name (inventory, hosts by role, VIP, vantage;
         listed in `kubitect_core.sdk.conformance`, which also holds the helpers a module may
         import). Return [] to add none.
+    """
+
+
+# ---------------------------------------------------------------------------- run-time hooks
+
+
+@hookspec
+def kubitect_nodes_leaving(ctx: StageContext, nodes: list[Node], dry_run: bool) -> list[Change]:
+    """Make way for nodes that an apply is about to remove (scale-in, a master removed, a node
+    replaced).
+
+    Called by the engine during `plan` (`dry_run=True`: say what you would do, touch nothing) and
+    `apply` (`dry_run=False`), after validation and before the installer cordons, drains and
+    deletes the leaving nodes' Kubernetes nodes and before their machines are deleted. `nodes` are
+    the leaving nodes as built (`ip`, `host`, `domain` as recorded); `ctx` is the kubernetes
+    stage's context (`ctx.record` is the installer's record, `ctx.facts` every stage's).
+
+    A plugin that keeps data or duties on those nodes moves them away here (e.g. Ceph OSDs marked
+    out and drained). When it cannot do so safely it raises `kubitect_core.sdk.StageError` saying
+    why, with the numbers (capacity left, replicas wanted): the apply then stops before anything
+    is drained or deleted, and a re-run after the user's fix starts over.
+
+    :returns: the changes it planned or made (e.g. `Change("delete", "osd", "osd.3", ...)`), or [].
     """
 
 
