@@ -68,9 +68,12 @@ class Connection(Model):
     """How kubitect reaches the host: this machine (local) or over SSH (remote)."""
 
     type: Literal["local", "localhost", "remote"] = Field(description="One of local, localhost (the same) or remote.")
-    ip: IPv4 | None = None
-    user: AlnumHypUs | None = None
-    ssh: HostSsh = Field(default_factory=HostSsh)
+    ip: IPv4 | None = Field(None, description="IPv4 address kubitect connects to over SSH; required when type "
+                                             "is remote.")
+    user: AlnumHypUs | None = Field(None, description="SSH user on the host (needs libvirt access); required when "
+                                                     "type is remote.")
+    ssh: HostSsh = Field(default_factory=HostSsh, description="SSH settings of a remote host: key file, port, "
+                                                              "host-key verification.")
 
     @property
     def is_local(self) -> bool:
@@ -80,18 +83,23 @@ class Connection(Model):
 class DataResourcePool(Model):
     """An extra storage pool on the host; data disks refer to it by name."""
 
-    name: AlnumHyp = Field(description="Pool name, unique per host (letters, digits and -).")
-    path: NonEmpty = DEFAULT_POOL_PATH
+    name: AlnumHyp = Field(description="Pool name, unique per host (letters, digits and -); `main` is reserved.")
+    path: NonEmpty = Field(DEFAULT_POOL_PATH, description="Absolute directory on the host; the pool lives in "
+                                                          "<path>/<cluster>-<name>-data-resource-pool.")
 
 
 class Host(Model):
     """A physical machine that runs cluster VMs."""
 
     name: AlnumHypUs = Field(description="Unique host name (letters, digits, - and _).")
-    default: bool = False
+    default: bool = Field(False, description="Instances that name no host run here; at most one host may set "
+                                             "it, and without one the first host is the default.")
     connection: Connection = Field(description="How to reach the host (type: local or remote).")
-    main_resource_pool_path: NonEmpty = DEFAULT_POOL_PATH
-    data_resource_pools: list[DataResourcePool] = Field(default_factory=list)
+    main_resource_pool_path: NonEmpty = Field(
+        DEFAULT_POOL_PATH, description="Absolute directory on the host for base images and main disks; the pool "
+                                       "lives in <path>/<cluster>-main-resource-pool.")
+    data_resource_pools: list[DataResourcePool] = Field(
+        default_factory=list, description="Extra storage pools on this host that data disks can name (`pool`).")
     provider: str | None = Field(None, description="VM provider serving this host (an installed plugin; "
                                                   "`kubitect list plugins`). Defaults to the installed "
                                                   "provider that declares itself the default.")
@@ -101,7 +109,10 @@ class Host(Model):
 class Network(Model):
     """The network of the nodes: a libvirt NAT/routed network, or an existing bridge."""
 
-    mode: Literal["nat", "route", "bridge"] = "nat"
+    mode: Literal["nat", "route", "bridge"] = Field(
+        "nat", description="nat or route: kubitect creates a libvirt network <cluster>-network (with DHCP) on "
+                           "each host; bridge: nodes join an existing host bridge, the only mode that spans "
+                           "several hosts.")
     cidr: CIDRv4 = Field(description="IPv4 network of the nodes in CIDR notation, e.g. 10.10.0.0/20.")
     gateway: IPv4 | None = Field(None, description="Defaults to the first host address of the CIDR.")
     bridge: IfName | None = Field(None, description="Existing host bridge; required in bridge mode.")
@@ -111,7 +122,8 @@ class Network(Model):
 class Os(Model):
     """The node operating system image."""
 
-    distro: Distro = "ubuntu22"
+    distro: Distro = Field("ubuntu22", description="Distribution preset: picks the cloud image (checked "
+                                                   "against its published checksum) and the NIC name.")
     source: NonEmpty | None = Field(None, description="Image URL or local path; defaults per distro.")
     network_interface: IfName | None = Field(None, description="NIC inside the VM; defaults per distro.")
 
@@ -122,18 +134,23 @@ class NodeTemplateSsh(Model):
     private_key_path: NonEmpty | None = Field(
         None, description="Existing private key (with <path>.pub) for the nodes; else one is generated."
     )
-    add_to_known_hosts: bool = False
+    add_to_known_hosts: bool = Field(False, description="Write the nodes' (kubitect-generated) host keys into "
+                                                        "~/.ssh/known_hosts; destroy removes exactly those lines.")
 
 
 class NodeTemplate(Model):
     """Settings shared by every node VM."""
 
-    user: AlnumHypUs = "k8s"
-    os: Os = Field(default_factory=Os)
-    dns: list[IP] = Field(default_factory=list)
-    cpu_mode: Literal["custom", "host-model", "host-passthrough", "maximum"] = "custom"
-    update_on_boot: bool = True
-    ssh: NodeTemplateSsh = Field(default_factory=NodeTemplateSsh)
+    user: AlnumHypUs = Field("k8s", description="User created on every node (key-only SSH, passwordless sudo).")
+    os: Os = Field(default_factory=Os, description="The node image: distro preset, or your own source and NIC.")
+    dns: list[IP] = Field(default_factory=list, description="DNS servers of the nodes; empty: the network's "
+                                                            "gateway.")
+    cpu_mode: Literal["custom", "host-model", "host-passthrough", "maximum"] = Field(
+        "custom", description="libvirt CPU mode of the VMs; CentOS/Rocky 9 need x86-64-v2, so not custom there.")
+    update_on_boot: bool = Field(True, description="Upgrade packages on first boot; the package index gets at "
+                                                   "most 60 s, and a node without a mirror boots anyway (warned).")
+    ssh: NodeTemplateSsh = Field(default_factory=NodeTemplateSsh, description="The node SSH key pair and "
+                                                                              "known_hosts handling.")
 
 
 # ---------------------------------------------------------------- cluster.nodes
@@ -141,16 +158,17 @@ class DataDisk(Model):
     """An extra raw disk for a node (e.g. for Rook), in the main or a data resource pool."""
 
     name: AlnumHyp = Field(description="Disk name, unique per instance.")
-    pool: AlnumHyp = "main"
+    pool: AlnumHyp = Field("main", description="`main`, or a dataResourcePools name of the instance's host.")
     size: Positive = Field(description="Size in GiB.")
 
 
 class Resources(Model):
     """vCPUs, RAM and main disk size of a node; unset values come from `default`, then 2/4/32."""
 
-    cpu: Positive | None = None
-    ram: Positive | None = Field(None, description="GiB")
-    main_disk_size: Positive | None = Field(None, description="GiB")
+    cpu: Positive | None = Field(None, description="Number of vCPUs; unset: the role default, else 2.")
+    ram: Positive | None = Field(None, description="RAM in GiB; unset: the role default, else 4.")
+    main_disk_size: Positive | None = Field(None, description="Main (system) disk in GiB; unset: the role "
+                                                              "default, else 32.")
 
 
 class LbDefault(Resources):
@@ -160,9 +178,13 @@ class LbDefault(Resources):
 class KubernetesNodeFields(Model):
     """What masters and workers carry beyond resources, at role default and instance level."""
 
-    labels: dict[str, LabelValue] = Field(default_factory=dict)
-    taints: list[Taint] = Field(default_factory=list)
-    data_disks: list[DataDisk] = Field(default_factory=list)
+    labels: dict[str, LabelValue] = Field(
+        default_factory=dict, description="Kubernetes node labels; role defaults and instance labels are merged "
+                                          "(the instance wins on a clash).")
+    taints: list[Taint] = Field(default_factory=list, description="Kubernetes node taints KEY[=VALUE]:EFFECT; "
+                                                                  "role defaults and instance taints are merged.")
+    data_disks: list[DataDisk] = Field(default_factory=list, description="Extra raw disks (e.g. for Rook OSDs); "
+                                                                         "role defaults come first.")
 
 
 class NodeDefault(KubernetesNodeFields, Resources):
@@ -175,7 +197,7 @@ class Instance(Resources):
     id: InstanceId = Field(description="Unique id within the role (letters, digits, - and _).")
     host: AlnumHypUs | None = Field(None, description="Host name; defaults to the default host.")
     ip: IPv4 | None = Field(None, description="Static IP inside the CIDR; DHCP when omitted (nat only).")
-    mac: Mac | None = None
+    mac: Mac | None = Field(None, description="Fixed MAC address of the NIC; generated when omitted.")
 
 
 class LbInstance(Instance):
@@ -194,7 +216,8 @@ class ForwardPort(Model):
     name: AlnumHypUs = Field(description="Unique name of the forwarded port.")
     port: Port = Field(description="Port the load balancers listen on (1-65535, not 22 or 6443).")
     target_port: Port | None = Field(None, description="Defaults to `port`.")
-    target: Literal["workers", "masters", "all"] = "workers"
+    target: Literal["workers", "masters", "all"] = Field(
+        "workers", description="Nodes that receive the traffic; masters when the cluster has no workers.")
 
 
 class LoadBalancerNodes(Model):
@@ -205,28 +228,38 @@ class LoadBalancerNodes(Model):
         description="Load balancer plugin serving the endpoint (kubitect extension; `kubitect list plugins`). "
                     "Defaults to the installed load balancer that declares itself the default.",
     )
-    vip: IPv4 | None = None
+    vip: IPv4 | None = Field(None, description="Virtual IP the load balancers share through VRRP: the API "
+                                              "endpoint; required with more than one load balancer, inside "
+                                              "the CIDR and used by no node.")
     virtual_router_id: Uint8 | None = Field(
         None, description="keepalived VRID; defaults to a stable hash of the cluster name (1-255)."
     )
-    default: LbDefault = Field(default_factory=LbDefault)
-    forward_ports: list[ForwardPort] = Field(default_factory=list)
-    instances: list[LbInstance] = Field(default_factory=list)
+    default: LbDefault = Field(default_factory=LbDefault, description="Resources every load balancer gets "
+                                                                      "unless its instance sets them.")
+    forward_ports: list[ForwardPort] = Field(default_factory=list, description="Extra ports HAProxy forwards "
+                                                                               "to the nodes (6443 is always "
+                                                                               "served).")
+    instances: list[LbInstance] = Field(default_factory=list, description="The load balancer VMs (none: the "
+                                                                          "single master is the endpoint).")
 
 
 class RoleNodes(Model):
     """Masters or workers: defaults and instances."""
 
-    default: NodeDefault = Field(default_factory=NodeDefault)
-    instances: list[NodeInstance] = Field(default_factory=list)
+    default: NodeDefault = Field(default_factory=NodeDefault, description="Resources, labels, taints and data "
+                                                                          "disks every instance of the role gets.")
+    instances: list[NodeInstance] = Field(default_factory=list, description="The VMs of the role; masters: an "
+                                                                            "odd number, at least one.")
 
 
 class Nodes(Model):
     """The VMs of the cluster by role."""
 
-    load_balancer: LoadBalancerNodes = Field(default_factory=LoadBalancerNodes)
-    master: RoleNodes = Field(default_factory=RoleNodes)
-    worker: RoleNodes = Field(default_factory=RoleNodes)
+    load_balancer: LoadBalancerNodes = Field(default_factory=LoadBalancerNodes, description="HAProxy + "
+                                             "keepalived VMs in front of the control plane, sharing the VIP.")
+    master: RoleNodes = Field(default_factory=RoleNodes, description="Control-plane nodes (etcd runs on them).")
+    worker: RoleNodes = Field(default_factory=RoleNodes, description="Worker nodes; without any, the masters "
+                                                                     "run workloads.")
 
 
 class Cluster(Model):
@@ -234,42 +267,52 @@ class Cluster(Model):
 
     name: AlnumHyp = Field(description="Cluster name (letters, digits and -); prefixes every resource.")
     network: Network = Field(description="The node network (mode, cidr, gateway, bridge).")
-    node_template: NodeTemplate = Field(default_factory=NodeTemplate)
-    nodes: Nodes = Field(default_factory=Nodes)
+    node_template: NodeTemplate = Field(default_factory=NodeTemplate, description="Settings shared by every "
+                                                                                  "node: user, OS, DNS, SSH.")
+    nodes: Nodes = Field(default_factory=Nodes, description="The node VMs by role: loadBalancer, master, worker.")
 
 
 # ---------------------------------------------------------------- kubernetes, addons
 class KubernetesOther(Model):
     """Extra Kubernetes options."""
 
-    auto_renew_certificates: bool = False
-    merge_kubeconfig: bool = False
+    auto_renew_certificates: bool = Field(False, description="A systemd timer on every control plane renews "
+                                                             "its certificates monthly.")
+    merge_kubeconfig: bool = Field(False, description="Add the cluster to ~/.kube/config (or $KUBECONFIG); "
+                                                      "destroy removes exactly the entries it added.")
 
 
 class Kubernetes(Model):
     """What Kubernetes to install and how."""
 
-    version: KubeVersion | None = Field(None, description="vMAJOR.MINOR.PATCH within the installer's range.")
+    version: KubeVersion | None = Field(None, description="vMAJOR.MINOR.PATCH within the installer's range; unset: "
+                                                            "kubitect's default (`kubitect validate` shows it).")
     manager: str | None = Field(None, description="Installer plugin name (`kubitect list plugins`); defaults to "
                                                  "the installed installer that declares itself the default.")
-    network_plugin: Literal["calico", "cilium", "flannel", "kube-router"] = "calico"
-    dns_mode: Literal["coredns"] = "coredns"
-    other: KubernetesOther = Field(default_factory=KubernetesOther)
+    network_plugin: Literal["calico", "cilium", "flannel", "kube-router"] = Field(
+        "calico", description="CNI plugin; k3s keeps its built-in flannel unless one is named here.")
+    dns_mode: Literal["coredns"] = Field("coredns", description="Cluster DNS; only coredns.")
+    other: KubernetesOther = Field(default_factory=KubernetesOther, description="Certificate renewal and "
+                                                                                "kubeconfig merging.")
 
 
 class Rook(Model):
     """The Rook/Ceph storage addon."""
 
-    enabled: bool = False
-    version: StrictVersion | None = None
-    node_selector: dict[str, LabelValue] = Field(default_factory=dict)
+    enabled: bool = Field(False, description="Install Rook/Ceph after Kubernetes, with OSDs on the data disks "
+                                             "of the selected nodes.")
+    version: StrictVersion | None = Field(None, description="Rook release; only releases kubitect pins "
+                                                            "manifests for (unset: v1.20.6).")
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict, description="Labels a candidate node (the workers, else the masters) must "
+                                          "carry to host Ceph; empty: all candidates.")
 
 
 class Addons(Model):
     """Optional addons."""
 
     kubespray: dict[str, Any] | None = Field(None, description="Kept for compatibility; not applied.")
-    rook: Rook = Field(default_factory=Rook)
+    rook: Rook = Field(default_factory=Rook, description="Rook/Ceph storage on the nodes' data disks.")
 
 
 class Config(Model):
@@ -277,8 +320,9 @@ class Config(Model):
 
     hosts: list[Host] = Field(description="The physical hosts (at least one).")
     cluster: Cluster = Field(description="The cluster: name, network, nodeTemplate, nodes.")
-    kubernetes: Kubernetes = Field(default_factory=Kubernetes)
-    addons: Addons = Field(default_factory=Addons)
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes, description="Kubernetes version, installer, "
+                                                                           "CNI and options.")
+    addons: Addons = Field(default_factory=Addons, description="Optional addons (Rook).")
 
     def host(self, name: str) -> Host | None:
         """The host named `name`, or None."""
