@@ -37,7 +37,7 @@ stamp=.venv/.kubitect-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   log "installing kubitect into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[libvirt,test]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[libvirt,test,docs]'
   touch "$stamp"
 else
   log "venv up to date"
