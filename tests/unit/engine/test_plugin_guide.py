@@ -1,6 +1,7 @@
-"""The plugin-authoring guide's load balancer (README, "Writing a plugin") works as the guide says.
+"""The plugin-authoring guide's load balancer (docs/plugins.md, "A complete load balancer") works as
+the guide says.
 
-The code block is read from the README itself, so the guide cannot drift from the contract: it
+The code block is read from the guide itself, so the guide cannot drift from the contract: it
 imports kubitect only through the SDK, loads without a contract problem, is selected by one word
 in the config, runs inside `kubitect apply` (with the TEST DOUBLE machine and installer backends of
 tests/fixtures), and refuses a config it cannot serve with its own message, not a traceback.
@@ -25,7 +26,7 @@ MODULE = "guide_direct_endpoint"
 
 
 def guide_code() -> str:
-    section = (ROOT / "README.md").read_text().split("## Writing a plugin", 1)[1]
+    section = (ROOT / "docs" / "plugins.md").read_text().split("## A complete load balancer", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
