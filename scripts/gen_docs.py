@@ -257,12 +257,8 @@ def type_text(ann: Any, metadata: list[Any] | None = None) -> str:
         return "object"
     if base is bool:
         return "boolean"
-    bounds = [(type(m).__name__, getattr(m, type(m).__name__.lower(), None)) for m in meta]
-    lo = next((v for n, v in bounds if n in ("Ge", "Gt")), None)
-    hi = next((v for n, v in bounds if n in ("Le", "Lt")), None)
-    for m in meta:  # pydantic keeps Field(ge=..., le=...) as annotated_types.Interval-like entries
-        lo = getattr(m, "ge", lo) if lo is None else lo
-        hi = getattr(m, "le", hi) if hi is None else hi
+    lo = next((m.ge for m in meta if getattr(m, "ge", None) is not None), None)
+    hi = next((m.le for m in meta if getattr(m, "le", None) is not None), None)
     if base is int:
         word = "integer"
     elif base is float:
@@ -445,26 +441,25 @@ def cli_commands(app: Any = None) -> list[CliCommand]:
     root = typer.main.get_command(app)
     out: list[CliCommand] = []
 
-    def visit(cmd: Any, path: tuple[str, ...], parent_ctx: Any) -> None:
-        ctx = cmd.context_class(cmd, info_name=path[-1], parent=parent_ctx)
-        entry = CliCommand(path, cmd, ctx)
+    def same(a: Any, b: Any) -> bool:
+        """`b` serves as `a` under another name: the same function, or a group of the same commands."""
+        if getattr(a, "commands", None) is not None:
+            return set(a.commands) == set(getattr(b, "commands", None) or ())
+        def unwrapped(command: Any) -> Any:  # typer wraps each command's function anew
+            return getattr(command.callback, "__wrapped__", command.callback)
+
+        return a.callback is not None and unwrapped(a) is unwrapped(b)
+
+    def visit(cmd: Any, path: tuple[str, ...], parent_ctx: Any) -> CliCommand:
+        entry = CliCommand(path, cmd, cmd.context_class(cmd, info_name=path[-1], parent=parent_ctx))
         out.append(entry)
         subs = getattr(cmd, "commands", None) or {}
-        for name, sub in subs.items():
-            if sub.hidden:
-                twin = next((n for n, s in subs.items() if s is not sub and not s.hidden
-                             and s.callback is sub.callback and s.callback is not None), None)
-                if twin:  # an alias of a visible command
-                    next(c for c in out if c.path == (*path, twin)).aliases.append(name)
-                continue
-            visit(sub, (*path, name), ctx)
-        for name, sub in subs.items():
-            if sub.hidden and getattr(sub, "commands", None):
-                twin = next((n for n, s in subs.items() if s is not sub and not s.hidden
-                             and getattr(s, "commands", None) and set(s.commands) == set(sub.commands)), None)
-                if twin:  # a hidden group with the same commands (`ls` for `list`)
-                    entry_twin = next(c for c in out if c.path == (*path, twin))
-                    entry_twin.aliases.append(name)
+        shown = {name: visit(sub, (*path, name), entry.ctx) for name, sub in subs.items() if not sub.hidden}
+        for name, sub in subs.items():  # hidden aliases (`ls` for `list`) are named, not repeated
+            twin = next((e for e in shown.values() if sub.hidden and same(e.command, sub)), None)
+            if twin is not None:
+                twin.aliases.append(name)
+        return entry
 
     visit(root, ("kubitect",), None)
     return out

@@ -142,6 +142,8 @@ def test_hidden_aliases_are_named_not_repeated(commands, cli_page):
     sections = _sections(cli_page, "*")
     assert "kubitect ls" not in sections
     assert "Also: `kubitect ls`" in sections["kubitect list"]
+    assert "Also: `kubitect list preset`" in sections["kubitect list presets"]  # Kubitect's singular
+    assert "kubitect list preset" not in sections
 
 
 def test_the_cli_walk_sees_a_new_command(gen_docs):
