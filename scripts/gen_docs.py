@@ -426,6 +426,7 @@ class CliCommand:
     command: Any  # click command
     ctx: Any  # click context for help rendering
     aliases: list[str] = field(default_factory=list)
+    children: list[CliCommand] = field(default_factory=list)  # visible subcommands
 
     @property
     def name(self) -> str:
@@ -441,22 +442,28 @@ def cli_commands(app: Any = None) -> list[CliCommand]:
     root = typer.main.get_command(app)
     out: list[CliCommand] = []
 
-    def same(a: Any, b: Any) -> bool:
+    def subcommands(cmd: Any, ctx: Any) -> dict[str, Any]:
+        """A group's commands through click's API (not `.commands`), so lazily loaded ones count."""
+        if not hasattr(cmd, "list_commands"):
+            return {}
+        return {name: cmd.get_command(ctx, name) for name in cmd.list_commands(ctx)}
+
+    def same(a: CliCommand, b: Any) -> bool:
         """`b` serves as `a` under another name: the same function, or a group of the same commands."""
-        if getattr(a, "commands", None) is not None:
-            return set(a.commands) == set(getattr(b, "commands", None) or ())
+        if hasattr(a.command, "list_commands"):
+            return hasattr(b, "list_commands") and set(a.command.list_commands(a.ctx)) == set(b.list_commands(a.ctx))
         def unwrapped(command: Any) -> Any:  # typer wraps each command's function anew
             return getattr(command.callback, "__wrapped__", command.callback)
 
-        return a.callback is not None and unwrapped(a) is unwrapped(b)
+        return a.command.callback is not None and unwrapped(a.command) is unwrapped(b)
 
     def visit(cmd: Any, path: tuple[str, ...], parent_ctx: Any) -> CliCommand:
         entry = CliCommand(path, cmd, cmd.context_class(cmd, info_name=path[-1], parent=parent_ctx))
         out.append(entry)
-        subs = getattr(cmd, "commands", None) or {}
-        shown = {name: visit(sub, (*path, name), entry.ctx) for name, sub in subs.items() if not sub.hidden}
+        subs = subcommands(cmd, entry.ctx)
+        entry.children = [visit(sub, (*path, name), entry.ctx) for name, sub in subs.items() if not sub.hidden]
         for name, sub in subs.items():  # hidden aliases (`ls` for `list`) are named, not repeated
-            twin = next((e for e in shown.values() if sub.hidden and same(e.command, sub)), None)
+            twin = next((e for e in entry.children if sub.hidden and same(e, sub)), None)
             if twin is not None:
                 twin.aliases.append(name)
         return entry
@@ -539,11 +546,10 @@ def cli_reference(commands: list[CliCommand] | None = None) -> str:
             lines += ["Also: " + ", ".join(f"`{' '.join((*entry.path[:-1], a))}`" for a in entry.aliases) + ".", ""]
         pieces = " ".join(cmd.collect_usage_pieces(entry.ctx))
         lines += ["```text", f"{entry.name} {pieces}".rstrip(), "```", ""]
-        subs = [(n, s) for n, s in (getattr(cmd, "commands", None) or {}).items() if not s.hidden]
-        if subs:
+        if entry.children:
             lines += ["| Command | What it does |", "|---|---|"]
-            lines += [f"| [`{n}`](#{'-'.join((*entry.path, n))}) | "
-                      f"{_md_cell(_escape_text(_paragraphs(s.help)[0] if s.help else ''))} |" for n, s in subs]
+            lines += [f"| [`{c.path[-1]}`](#{'-'.join(c.path)}) | "
+                      f"{_md_cell(_escape_text((_paragraphs(c.command.help) or [''])[0]))} |" for c in entry.children]
             lines.append("")
         args, opts = _param_rows(entry)
         if args:
