@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
-from kubitect_core.sdk import Change, RemoteError, Stage, StageContext, StageError, StageSkipped
+from kubitect_core.sdk import Change, RemoteError, Stage, StageContext, StageError, StageSkipped, held_layer
 
 from . import health
 from .kubectl import CEPH_TOOLS, Kubectl, connect
@@ -84,6 +84,9 @@ class RookStage(Stage):
 
     # ------------------------------------------------------------------ plan / apply / destroy
     async def plan(self, ctx: StageContext, registry) -> list[Change]:
+        held = held_layer(ctx, self.name)  # Rook installed by Kubitect (Go) with Helm, adopted with the VMs
+        if held is not None:
+            return held
         enabled, version, selector = self._settings(ctx)
         if not enabled:
             return self._disabled(ctx)
@@ -97,6 +100,9 @@ class RookStage(Stage):
         return []
 
     async def apply(self, ctx: StageContext, registry) -> list[Change]:
+        held = held_layer(ctx, self.name)
+        if held is not None:
+            return held
         enabled, version, selector = self._settings(ctx)
         if not enabled:
             return self._disabled(ctx)
