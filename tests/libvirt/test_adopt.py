@@ -28,23 +28,24 @@ libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from kubitect_go_cluster import plant, sweep  # noqa: E402
+from libvirt_helpers import make_image  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from kubitect_core.config import load_config_text  # noqa: E402
 
 pytestmark = pytest.mark.libvirt
 NS = "{https://kubitect.dev/xmlns/1}cluster"
-UBUNTU22 = "https://cloud-images.ubuntu.com/releases/jammy/release/ubuntu-22.04-server-cloudimg-amd64.img"
 
 
-def _user_config(name: str, workers: int = 2) -> dict:
-    """The config the user gave Kubitect (Go): nat, a master, a worker with a data disk, a DHCP worker."""
+def _user_config(name: str, image: Path, workers: int = 2) -> dict:
+    """The config the user gave Kubitect (Go): nat, a master, a worker with a data disk, a DHCP worker;
+    the image a local file (Kubitect takes a path as os.source too; no internet here)."""
     instances = [{"id": 1, "ip": "192.168.150.20", "dataDisks": [{"name": "rook", "pool": "main", "size": 8}]},
                  {"id": 2}]
     instances += [{"id": i, "ip": f"192.168.150.{30 + i}"} for i in range(3, workers + 1)]
     return {"hosts": [{"name": "localhost", "connection": {"type": "local"}}],
             "cluster": {"name": name, "network": {"mode": "nat", "cidr": "192.168.150.0/24"},
-                        "nodeTemplate": {"user": "k8s", "os": {"distro": "ubuntu22"}},
+                        "nodeTemplate": {"user": "k8s", "os": {"distro": "ubuntu22", "source": str(image)}},
                         "nodes": {"master": {"default": {"mainDiskSize": 8},
                                              "instances": [{"id": 1, "ip": "192.168.150.10"}]},
                                   "worker": {"default": {"mainDiskSize": 8}, "instances": instances}}},
@@ -57,7 +58,7 @@ def _applied(data: dict) -> dict:
     host = out["hosts"][0]
     host.update(default=True, mainResourcePoolPath="/var/lib/libvirt/images/")
     tmpl = out["cluster"]["nodeTemplate"]
-    tmpl["os"].update(source=UBUNTU22, networkInterface="ens3")
+    tmpl["os"].update(networkInterface="ens3")
     tmpl.update(cpuMode="custom", updateOnBoot=True, ssh={"addToKnownHosts": False})
     for role in ("master", "worker"):
         out["cluster"]["nodes"][role]["default"] = {"cpu": 2, "ram": 4, "mainDiskSize": 8}
@@ -77,7 +78,8 @@ def kubitect_go(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBITECT_LIBVIRT_URI_LOCALHOST", "test:///default")
     monkeypatch.setenv("COLUMNS", "200")
     conn = libvirt.open("test:///default")  # held open: the shared state lives while a connection does
-    user = _user_config(name)
+    image = make_image(tmp_path / "image")
+    user = _user_config(name, image)
     applied_text = yaml.safe_dump(_applied(user), sort_keys=False)
     loaded = load_config_text(applied_text, "kubitect-applied.yaml")
     planted = plant(conn, home, name, loaded, applied_text, yaml.safe_dump(user, sort_keys=False),
@@ -89,7 +91,7 @@ def kubitect_go(tmp_path, monkeypatch):
         return runner.invoke(app, list(args), catch_exceptions=False)
 
     try:
-        yield name, planted, conn, cli
+        yield name, planted, conn, cli, image
     finally:
         sweep(conn, name)
         conn.close()
@@ -118,7 +120,7 @@ def _plan(cli, config: Path, *extra: str) -> dict:
 
 
 def test_adopt_then_plan_shows_no_change_and_a_new_worker_plans_only_itself(kubitect_go, tmp_path):
-    name, planted, conn, cli = kubitect_go
+    name, planted, conn, cli, image = kubitect_go
     doms = {n: conn.lookupByName(n) for n in planted.uuids}
     before = {n: d.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) for n, d in doms.items()}
     network_uuid = conn.networkLookupByName(f"{name}-network").UUIDString()
@@ -184,7 +186,7 @@ def test_adopt_then_plan_shows_no_change_and_a_new_worker_plans_only_itself(kubi
 
     # One worker more: the plan creates that worker (volumes, seed, domain, DHCP reservation) and nothing else.
     bigger = tmp_path / "bigger.yaml"
-    bigger.write_text(yaml.safe_dump(_user_config(name, workers=3), sort_keys=False))
+    bigger.write_text(yaml.safe_dump(_user_config(name, image, workers=3), sort_keys=False))
     plan = _plan(cli, bigger, "--action", "scale")  # as in Kubitect, adding nodes is a scale
     moving = [c for s in plan["stages"] for c in s["changes"] if c["action"] != "keep"]
     new = f"{name}-worker-3"
@@ -196,6 +198,25 @@ def test_adopt_then_plan_shows_no_change_and_a_new_worker_plans_only_itself(kubi
     main_disk = next(c for c in moving if c["name"] == f"{new}-main-disk")
     assert main_disk["detail"].startswith(f"{name}-main-resource-pool, 8 GiB")
 
+    # Applied (the machine stages; Kubernetes is held): the new worker is made, backed by Kubitect's
+    # base_volume; the adopted VMs, their seeds and MACs stay exactly as they were.
+    from kubitect_core.engine import Engine, Options, run_sync
+    from kubitect_core.plugins import load_registry
+
+    tagged = {n: d.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) for n, d in doms.items()}
+    engine = Engine(planted.dir.parents[1], load_registry())
+    run_sync(engine.run_stages(bigger, ["network", "storage", "vms"], Options(action="scale", auto_approve=True)))
+    assert {n: d.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) for n, d in doms.items()} == tagged
+    assert _tag(conn.lookupByName(new).XMLDesc(0))["name"] == name
+    backing = conn.storagePoolLookupByName(f"{name}-main-resource-pool").storageVolLookupByName(
+        f"{new}-main-disk").XMLDesc(0)
+    assert f"/{name}-main-resource-pool/base_volume</path>" in backing
+    vols = conn.storagePoolLookupByName(f"{name}-main-resource-pool").listVolumes()
+    assert f"{name}-worker-1-cloud-init.iso" in vols and f"{name}-worker-1-cloudinit.iso" not in vols
+    assert f"{new}-cloudinit.iso" in vols  # a node kubitect made has kubitect's names
+    again = _plan(cli, bigger, "--action", "scale")
+    assert [c for s in again["stages"] for c in s["changes"] if c["action"] != "keep"] == []
+
     # destroy leaves nothing behind: the adopted VMs, disks, seeds, Kubitect's base_volume, pool, network.
     gone = cli("destroy", "--cluster", name, "-y")
     assert gone.exit_code == 0, gone.output
@@ -206,7 +227,7 @@ def test_adopt_then_plan_shows_no_change_and_a_new_worker_plans_only_itself(kubi
 
 
 def test_a_state_that_does_not_match_the_host_is_refused_naming_what_differs(kubitect_go):
-    name, planted, conn, cli = kubitect_go
+    name, planted, conn, cli, _image = kubitect_go
     # Someone recreated worker-1 by hand (a new UUID) and deleted the master's seed volume.
     w1 = conn.lookupByName(f"{name}-worker-1")
     xml = w1.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
