@@ -90,7 +90,9 @@ def refusal(view: CephView, leaving: set[str]) -> str | None:
         if len(hosts) < size:
             problems.append(f"{len(hosts)} node(s) with OSDs would remain ({len(stay)} OSD(s)), but pool '{pool}' "
                             f"keeps {size} replicas, each on a node of its own")
-    used = sum(o.kb_used for o in view.osds if o.in_)
+    # what must fit on the OSDs that stay: the data of every in OSD, and what leaving OSDs marked out by an
+    # interrupted earlier run still hold (counted twice while it moves: on the safe side)
+    used = sum(o.kb_used for o in view.osds if o.in_ or o.host in leaving)
     room = sum(o.kb for o in stay)
     if used > room * FILL_LIMIT:
         problems.append(f"the data in use ({used / KIB_PER_GIB:.1f} GiB raw, replicas included) would not fit on "

@@ -161,3 +161,24 @@ def test_destroy_removes_the_addon_before_the_machines():
     names = [s.name for s in reversed(load_registry().stages)]
     assert names.index("rook") < min(names.index(s) for s in ("kubernetes", "loadbalancers", "vms", "storage",
                                                               "network"))
+
+
+def test_an_interrupted_drain_is_resumed_by_the_next_run(tmp_path, monkeypatch):
+    loaded, double, rook_ctx = _installed(tmp_path, edit=_four_workers, rebalance_polls=6)
+    [w4_osd] = [oid for oid, o in double.osds.items() if o["host"] == WORKER4]
+
+    async def connect(ctx):
+        return double
+    monkeypatch.setattr(drain, "connect", connect)
+    ctx = _ctx(tmp_path, loaded, facts={"kubernetes": {"installer": "kubeadm"}, "rook": rook_ctx.record},
+               rook_poll_s=0, rook_drain_timeout_s=0)
+    nodes = [n for n in loaded.topology.nodes if n.name == WORKER4]
+    with pytest.raises(StageError, match="did not happen within 0s .*the OSDs stay out, nothing was deleted"):
+        asyncio.run(drain.nodes_leaving(ctx, nodes, dry_run=False))
+    assert not double.osds[w4_osd]["in"] and w4_osd in double.osds and double.lost == []
+
+    ctx.options["rook_drain_timeout_s"] = 5
+    double.calls.clear()
+    asyncio.run(drain.nodes_leaving(ctx, nodes, dry_run=False))
+    assert not any("out" in a for a, _s in double.calls)  # already out: not marked again
+    assert w4_osd not in double.osds and double.lost == []
