@@ -132,6 +132,10 @@ def test_adopt_then_plan_shows_no_change_and_a_new_worker_plans_only_itself(kubi
     dry = cli("adopt", "--cluster", name, "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "can be adopted (dry run" in dry.output and f"tagged for cluster {name}" in dry.output
+    events = [json.loads(x) for x in cli("adopt", "--cluster", name, "--dry-run", "-o", "json").output.splitlines()]
+    assert events[-1]["event"] == "result" and events[-1]["command"] == "adopt" and events[-1]["dry_run"]
+    assert {(c["action"], c["kind"]) for c in events[-1]["changes"]} == {
+        ("keep", "pool"), ("keep", "volume"), ("change", "network"), ("change", "domain")}
     assert all(_tag(d.XMLDesc(0)) is None for d in doms.values())  # the dry run touched nothing
     assert not (planted.dir / "record.json").exists()
 
