@@ -184,6 +184,21 @@ class VmProvider(Protocol):
         Returns {node: monotonic time it stopped}. A provider without it cannot run that case."""
         ...
 
+    @optional
+    async def adopt_kubitect(self, layers: Mapping[str, StageContext], hosts: list[str], tfstate: dict[str, Any],
+                             dry_run: bool) -> list[Change]:
+        """Capability: take over the machines Kubitect (Go) made on `hosts` (`kubitect adopt`).
+
+        `tfstate` is Kubitect's Terraform state (JSON, format version 4); `layers` holds a context
+        per machine stage ("network", "storage", "vms") whose `record` is this provider's empty
+        slice of that stage's record. The provider checks that the state, the config and what
+        exists on the hosts agree, raising `StageError` listing every difference before it
+        changes anything; then it marks the objects as the cluster's (ownership tags) without
+        renaming or recreating any, and fills the three records so that a plan of the unchanged
+        config shows no change. `dry_run`: check and list, change nothing. A provider without it
+        cannot adopt."""
+        ...
+
 
 class LoadBalancer(LayerPlugin, Protocol):
     """The control-plane load balancer / VIP implementation (keepalived-haproxy, kube-vip, ...).

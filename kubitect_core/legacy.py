@@ -24,6 +24,7 @@ MARKERS = (TFSTATE, APPLIED, CONFIG, KUBECONFIG, Path("config/infrastructure.yam
            Path("ansible/kubitect"))
 MAX_TFSTATE = 256 << 20
 ORIGINAL = "Kubitect (Go)"
+ADOPTED_MARKER = "adopted.json"  # written by `kubitect adopt` (kubitect_core.adopt): the directory is ours now
 
 
 class LegacyClusterError(Exception):
@@ -91,8 +92,8 @@ class LegacyCluster:
         state = f" Its VMs are recorded in {self.tfstate}." if self.active else ""
         return (f"cluster '{self.name}' ({self.dir}) was made by {ORIGINAL}, not by this kubitect.{state} "
                 f"kubitect {command} would {_harm(command)}, so it refuses. Manage it with {ORIGINAL} "
-                f"(its `kubitect destroy --cluster {self.name}`), or see \"Moving a cluster from Kubitect "
-                "(Go)\" in kubitect's README.")
+                f"(its `kubitect destroy --cluster {self.name}`), take it over with `kubitect adopt --cluster "
+                f"{self.name}`, or see \"Moving a cluster from Kubitect (Go)\" in kubitect's README.")
 
 
 def _harm(command: str) -> str:
@@ -101,9 +102,15 @@ def _harm(command: str) -> str:
     return "create VMs that clash with the existing ones and mix two tools' files in one directory"
 
 
+def is_adopted(cluster_dir: Path) -> bool:
+    """Whether `kubitect adopt` took this directory over from Kubitect (Go): it is kubitect's now."""
+    return (Path(cluster_dir) / ADOPTED_MARKER).is_file()
+
+
 def detect(cluster_dir: Path) -> LegacyCluster | None:
-    """The Kubitect (Go) cluster at `cluster_dir`, or None when the directory is not one."""
-    if not cluster_dir.is_dir() or cluster_dir.is_symlink():
+    """The Kubitect (Go) cluster at `cluster_dir`, or None when the directory is not one (or no
+    longer one: adopted by kubitect, whose files then live beside Kubitect's, untouched)."""
+    if not cluster_dir.is_dir() or cluster_dir.is_symlink() or is_adopted(cluster_dir):
         return None
     if any((cluster_dir / m).exists() for m in MARKERS):
         return LegacyCluster(cluster_dir)

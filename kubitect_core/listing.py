@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kubitect_core.legacy import ORIGINAL, detect
+from kubitect_core.legacy import ORIGINAL, detect, is_adopted
 from kubitect_core.state import (
     ClusterState,
     StateError,
@@ -52,6 +52,8 @@ def cluster_rows(home: Path) -> list[dict[str, Any]]:
         elif (legacy := detect(state.dir)) is not None:
             row.update(made_by=ORIGINAL, status=legacy.status())
         else:
+            if is_adopted(state.dir):
+                row["made_by"] = f"kubitect (adopted from {ORIGINAL})"
             try:
                 row["status"] = _status(state)
             except StateFileError as exc:

@@ -93,6 +93,23 @@ def order_stages(stages: Sequence[Stage], builtin_order: Sequence[str]) -> list[
     return ordered
 
 
+def held_layer(ctx: StageContext, stage: str) -> list[Change] | None:
+    """The plan/apply result of a layer that Kubitect (Go) installed and `kubitect adopt` took
+    over with the machines, else None.
+
+    Why held: kubitect's own plugin would configure such a layer differently (another HAProxy
+    config, another CNI version than Kubespray's), so running it over what Kubitect installed is a
+    rebuild, not a convergence. The layer stays as it is, and plan and apply say so every time.
+    """
+    adopted = ctx.record.get("adopted")
+    if not isinstance(adopted, dict):
+        return None
+    what = adopted.get("installed") or stage
+    return [Change("keep", stage, ctx.cluster, None,
+                   f"held: {what}, installed by {adopted.get('from', 'another tool')} and adopted with the VMs; "
+                   "kubitect leaves it as it is (nodes it adds are not joined, nodes it removes are not drained)")]
+
+
 class DelegatingStage(Stage):
     """A stage served by one plugin object chosen from the config (load balancer, installer)."""
 
@@ -100,10 +117,12 @@ class DelegatingStage(Stage):
         raise NotImplementedError
 
     async def plan(self, ctx: StageContext, registry: Registry) -> list[Change]:
-        return await self.select(ctx, registry).plan(ctx)
+        held = held_layer(ctx, self.name)
+        return held if held is not None else await self.select(ctx, registry).plan(ctx)
 
     async def apply(self, ctx: StageContext, registry: Registry) -> list[Change]:
-        return await self.select(ctx, registry).apply(ctx)
+        held = held_layer(ctx, self.name)
+        return held if held is not None else await self.select(ctx, registry).apply(ctx)
 
     async def destroy(self, ctx: StageContext, registry: Registry) -> list[Change]:
         return await self.select(ctx, registry).destroy(ctx)

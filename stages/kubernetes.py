@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from kubitect_core.contracts import Change
-from kubitect_core.stage import DelegatingStage, MissingPlugin, StageSkipped
+from kubitect_core.stage import DelegatingStage, MissingPlugin, StageSkipped, held_layer
 
 
 class KubernetesStage(DelegatingStage):
@@ -26,6 +26,9 @@ class KubernetesStage(DelegatingStage):
         not the config's fault, and the other stages (load balancers, verify) still mean
         something, so the stage is recorded as skipped with the installer's reason.
         """
+        held = held_layer(ctx, self.name)
+        if held is not None:
+            return held
         installer = self.select(ctx, registry)
         reason = await asyncio.to_thread(installer.internet_reason, ctx)
         if reason:

@@ -13,6 +13,7 @@ import typer
 from kubitect_core import __version__
 from kubitect_core.cli import (
     access_cmds,
+    adopt_cmds,
     completion_cmds,
     config_cmds,
     image_cmds,
@@ -73,8 +74,8 @@ app.add_typer(list_app, name="list")
 app.add_typer(list_app, name="ls", hidden=True)  # Kubitect's alias
 app.add_typer(export_app, name="export")
 
-for _module in (config_cmds, pipeline_cmds, logs_cmds, access_cmds, lab_cmds, image_cmds, topology_cmds,
-                completion_cmds):
+for _module in (config_cmds, pipeline_cmds, adopt_cmds, logs_cmds, access_cmds, lab_cmds, image_cmds,
+                topology_cmds, completion_cmds):
     _module.register(app)
 
 

@@ -21,6 +21,7 @@ The flat names:
     data_disk_serial, data_disk_by_id, check_serials_distinct
                              a data disk's stable serial and the guest's /dev/disk/by-id path
     StageError, StageSkipped errors a plugin raises: a message for the user, or "cannot run here"
+    held_layer               a layer Kubitect (Go) installed and `kubitect adopt` holds as it is
     Remote, NodePool, Result, RemoteError, HostKeyChanged, HostKeyUnknown
                              commands and files on nodes over asyncssh, with pinned host keys
     write_private, write_atomic
@@ -57,7 +58,7 @@ from kubitect_core.contracts import (
 from kubitect_core.hookspecs import hookimpl
 from kubitect_core.remote import HostKeyChanged, HostKeyUnknown, NodePool, Remote, RemoteError, Result
 from kubitect_core.sdk.templates import templates
-from kubitect_core.stage import Stage, StageError, StageSkipped
+from kubitect_core.stage import Stage, StageError, StageSkipped, held_layer
 from kubitect_core.state import write_atomic, write_private
 from kubitect_core.topology import (
     DataDisk,
@@ -73,5 +74,5 @@ __all__ = [
     "LayerPlugin", "LoadBalancer", "MachineLayer", "Node", "NodePool", "ProgressFn", "Remote", "RemoteError", "Result",
     "SshAccess", "Stage", "StageContext", "StageError", "StageSkipped", "Topology", "VmProvider", "hookimpl",
     "normalize_version", "parse_version", "templates", "write_atomic", "write_private", "check_serials_distinct",
-    "data_disk_by_id", "data_disk_serial",
+    "data_disk_by_id", "data_disk_serial", "held_layer",
 ]

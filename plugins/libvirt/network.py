@@ -9,9 +9,10 @@ from __future__ import annotations
 from kubitect_core.sdk import Change, StageContext
 
 from . import host_ssh, network_layer
+from .adopted import adopted_networks, mac_for
 from .connection import HostConnection
 from .hosts import ConvergingLayer, nodes_on
-from .spec import HostSpec, net_spec, node_mac
+from .spec import HostSpec, net_spec
 
 
 class NetworkLayer(ConvergingLayer):
@@ -23,9 +24,10 @@ class NetworkLayer(ConvergingLayer):
         topo = ctx.topology
 
         async def one(spec: HostSpec, hc: HostConnection) -> list[Change]:
-            nodes = [(n, node_mac(topo, n)) for n in nodes_on(ctx, spec.name)]
+            nodes = [(n, mac_for(ctx, topo, n)) for n in nodes_on(ctx, spec.name)]
             changes, rec = await hc.call(lambda c: network_layer.converge(
-                c, cluster=ctx.cluster, host=spec.name, net=net, nodes=nodes, dry_run=dry_run, vip=topo.vip))
+                c, cluster=ctx.cluster, host=spec.name, net=net, nodes=nodes, dry_run=dry_run, vip=topo.vip,
+                adopted=spec.name in adopted_networks(ctx)))
             if not dry_run:
                 ctx.record.setdefault("networks", {})[spec.name] = rec
             return changes

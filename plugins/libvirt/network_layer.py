@@ -21,7 +21,7 @@ import libvirt
 from kubitect_core.sdk import Change, Node
 
 from .connection import lookup
-from .ownership import add_recorded, cluster_networks, metadata_of
+from .ownership import add_recorded, cluster_networks, network_tag
 from .render import render, spec_hash
 from .spec import METADATA_NS, METADATA_PREFIX, NetSpec
 
@@ -126,8 +126,12 @@ def _remove(net: libvirt.virNetwork) -> None:
 
 
 def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
-             nodes: list[tuple[Node, str]], dry_run: bool, vip: str | None = None) -> tuple[list[Change], dict | None]:
-    """Plans or applies the host's cluster network; returns the changes and the record entry."""
+             nodes: list[tuple[Node, str]], dry_run: bool, vip: str | None = None,
+             adopted: bool = False) -> tuple[list[Change], dict | None]:
+    """Plans or applies the host's cluster network; returns the changes and the record entry.
+
+    `adopted`: the network was taken over from Kubitect (Go) and is the cluster's by its recorded
+    name also where the driver cannot show the tag adoption added to its persistent definition."""
     changes: list[Change] = []
     name = f"{cluster}-network"
     stale = {n: obj for n, obj in cluster_networks(conn, cluster).items() if n != name or net.mode == "bridge"}
@@ -141,8 +145,9 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
     xml, digest = network_xml(cluster, net, res)
     existing = lookup(conn.networkLookupByName, name)
     if existing is not None:
-        cur_xml = existing.XMLDesc(0)
-        tag = metadata_of(cur_xml)
+        tag = network_tag(existing)
+        if tag is None and adopted:
+            tag = {"name": cluster, "spec": digest}
         if tag is None or tag.get("name") != cluster:
             raise RuntimeError(f"host {host}: a network named {name} exists but was not made for "
                                f"cluster {cluster}; remove or rename it")

@@ -42,6 +42,23 @@ def metadata_of(xml: str) -> dict[str, str] | None:
     return dict(el.attrib) if el is not None else None
 
 
+def persistent_xml(net: libvirt.virNetwork) -> str:
+    """A network's persistent definition (the live one where the driver offers no other, e.g. the
+    test driver)."""
+    try:
+        return net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+    except libvirt.libvirtError:
+        return net.XMLDesc(0)
+
+
+def network_tag(net: libvirt.virNetwork) -> dict[str, str] | None:
+    """Our tag on a network, read from its persistent definition: a running network adopted from
+    Kubitect (Go) got the tag there (libvirt-python 9.0 has no virNetworkSetMetadata), and its live
+    XML shows it only after the next restart. (Adopted networks are also owned by their recorded
+    name: see `adopted`.)"""
+    return metadata_of(persistent_xml(net))
+
+
 def domain_tags(conn: libvirt.virConnect) -> Tags:
     """Every tagged domain on the host: name -> (domain, metadata attributes).
 
@@ -65,7 +82,7 @@ def cluster_networks(conn: libvirt.virConnect, cluster: str) -> dict[str, libvir
     """The cluster's networks, found by their metadata tag."""
     out = {}
     for net in conn.listAllNetworks(0):
-        tag = metadata_of(net.XMLDesc(0))
+        tag = network_tag(net)
         if tag is not None and tag.get("name") == cluster:
             out[net.name()] = net
     return out
@@ -93,7 +110,7 @@ def known_clusters(conn: libvirt.virConnect, tags: Tags | None = None) -> set[st
     `domain_tags`, when the caller has read them already (reading them is the costly part)."""
     names = {tag.get("name", "") for _d, tag in (domain_tags(conn) if tags is None else tags).values()}
     for net in conn.listAllNetworks(0):
-        tag = metadata_of(net.XMLDesc(0))
+        tag = network_tag(net)
         if tag is not None:
             names.add(tag.get("name", ""))
     for pool in conn.listAllStoragePools(0):

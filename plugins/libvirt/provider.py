@@ -9,6 +9,7 @@ layer records is described in its module.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import libvirt
 
 from kubitect_core.sdk import Change, StageContext
 
-from . import host_ssh
+from . import adopted, host_ssh
 from .connection import HostConnection, lookup
 from .host_ssh import HostSsh
 from .hosts import Hosts, LibvirtError, nodes_on
@@ -72,6 +73,11 @@ class LibvirtProvider:
             return stopped
         finally:
             conn.close()
+
+    async def adopt_kubitect(self, layers: Mapping[str, StageContext], hosts: list[str], tfstate: dict[str, Any],
+                             dry_run: bool) -> list[Change]:
+        """Takes over what Kubitect (Go) made on these hosts, keeping its names (see `adopted`)."""
+        return await adopted.adopt(self.hosts, self.vms.template, layers, hosts, tfstate, dry_run)
 
     async def preflight(self, ctx: StageContext, hosts: list[str]) -> list[str]:
         """Checks every host answers, the bridge exists (bridge mode) and the image is there."""

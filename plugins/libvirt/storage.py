@@ -12,6 +12,7 @@ import asyncio
 from kubitect_core.sdk import Change, StageContext
 
 from . import images, storage_layer
+from .adopted import adopted_base_volumes
 from .connection import HostConnection
 from .hosts import ConvergingLayer, nodes_on, threadsafe
 from .spec import HostSpec, image_spec
@@ -51,8 +52,10 @@ class StorageLayer(ConvergingLayer):
         async def one(spec: HostSpec, hc: HostConnection) -> list[Change]:
             nodes = nodes_on(ctx, spec.name)
             say = threadsafe(ctx, spec.name)
+            base_name = adopted_base_volumes(ctx).get(spec.name)
             changes, rec = await hc.call(lambda c: storage_layer.converge(
-                c, cluster=ctx.cluster, host=spec, nodes=nodes, base=base, dry_run=dry_run, say=say))
+                c, cluster=ctx.cluster, host=spec, nodes=nodes, base=base, dry_run=dry_run, say=say,
+                base_name=base_name))
             if not dry_run:
                 ctx.record.setdefault("pools", {})[spec.name] = rec["pools"]
                 ctx.record.setdefault("volumes", {})[spec.name] = rec["volumes"]
@@ -67,8 +70,9 @@ class StorageLayer(ConvergingLayer):
         async def one(spec: HostSpec, hc: HostConnection) -> list[Change]:
             h = spec.name
             recorded = list(ctx.record.get("pools", {}).get(h, {}))
+            extra = tuple(v for v in [adopted_base_volumes(ctx).get(h)] if v)
             out = await hc.call(lambda c: storage_layer.destroy(c, cluster=ctx.cluster, host=h,
-                                                                recorded_pools=recorded))
+                                                                recorded_pools=recorded, adopted_volumes=extra))
             for key in ("pools", "volumes", "base_uploaded"):
                 ctx.record.get(key, {}).pop(h, None)
             ctx.record.get("hosts", {}).pop(h, None)

@@ -120,9 +120,14 @@ def _ensure_volume(pool, pool_name: str, name: str, xml_fn: Callable[[], str], c
 
 
 def converge(conn: libvirt.virConnect, *, cluster: str, host: HostSpec, nodes: list[Node],
-             base: BaseImage | None, dry_run: bool, say: Callable[[str], None]) -> tuple[list[Change], dict]:
-    """Plans or applies pools, base image and node disks on one host; returns changes and record."""
+             base: BaseImage | None, dry_run: bool, say: Callable[[str], None],
+             base_name: str | None = None) -> tuple[list[Change], dict]:
+    """Plans or applies pools, base image and node disks on one host; returns changes and record.
+
+    `base_name`: the base image volume's name when it is not kubitect's (`base_volume` on a host
+    adopted from Kubitect (Go)): kept, and new nodes' disks are backed by it."""
     names = Names(cluster)
+    base_volume = base_name or names.base_volume
     changes: list[Change] = []
     record: dict = {"pools": {}, "volumes": {}, "base_uploaded": None}
     want_pools = desired_pools(cluster, host)
@@ -135,7 +140,7 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: HostSpec, nodes: l
     want_vols: set[tuple[str, str]] = set()
 
     if nodes and base is not None:
-        base_path = str(Path(main_dir) / names.base_volume)
+        base_path = str(Path(main_dir) / base_volume)
 
         def upload_base(vol):
             ok = images.upload(conn, vol, base.local.path, say) if base.local else False
@@ -143,9 +148,9 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: HostSpec, nodes: l
             # volume just created, and the record says so.
             record["base_uploaded"] = ok
 
-        want_vols.add((names.main_pool, names.base_volume))
-        _ensure_volume(main, names.main_pool, names.base_volume,
-                       lambda: volume_xml(names.base_volume, base.virtual_size, base.format),
+        want_vols.add((names.main_pool, base_volume))
+        _ensure_volume(main, names.main_pool, base_volume,
+                       lambda: volume_xml(base_volume, base.virtual_size, base.format),
                        base.virtual_size, host.name, dry_run, changes, upload_base, sized=False,
                        what=f"base image {base.local.description}" if base.local else "")
         if base.has_kernel:
@@ -216,11 +221,20 @@ def remove_pool(pool: libvirt.virStoragePool) -> None:
     ignore_missing(pool.undefine)
 
 
-def destroy(conn: libvirt.virConnect, *, cluster: str, host: str, recorded_pools: list[str]) -> list[Change]:
-    """Removes every volume the cluster made in its pools, then the pools themselves."""
+def destroy(conn: libvirt.virConnect, *, cluster: str, host: str, recorded_pools: list[str],
+            adopted_volumes: tuple[str, ...] = ()) -> list[Change]:
+    """Removes every volume the cluster made in its pools, then the pools themselves.
+
+    `adopted_volumes`: recorded names of volumes kubitect took over whose names do not start with
+    the cluster's (Kubitect's `base_volume`), removed from the cluster's own pools too."""
     changes = []
     for pname, pool in sorted(cluster_pools(conn, cluster, set(recorded_pools)).items()):
-        for vname, vol in sorted(cluster_volumes(pool, cluster).items()):
+        found = cluster_volumes(pool, cluster)
+        for extra in adopted_volumes if pool.isActive() else ():
+            vol = lookup(pool.storageVolLookupByName, extra)
+            if vol is not None:
+                found[extra] = vol
+        for vname, vol in sorted(found.items()):
             ignore_missing(lambda v=vol: v.delete(0))
             changes.append(Change("delete", "volume", vname, host))
         remove_pool(pool)

@@ -18,6 +18,7 @@ from kubitect_core.sdk import Change, RemoteError, StageContext
 from kubitect_core.sdk.images import vm_image_for_source
 
 from . import hosttype, images, network_layer, node_keys, storage_layer, vms_layer
+from .adopted import adopted_seeds, mac_for
 from .connection import HostConnection
 from .hosts import ConvergingLayer, Hosts, nodes_on
 from .readiness import (
@@ -29,7 +30,7 @@ from .readiness import (
     wait_leases,
     wait_ready,
 )
-from .spec import HostSpec, Names, NetSpec, attr, image_spec, net_spec, node_mac
+from .spec import HostSpec, Names, NetSpec, attr, image_spec, net_spec
 
 DEFAULT_MAX_BOOTING = 3  # 2-core hosts: more VMs booting at once only slows all of them
 
@@ -126,7 +127,7 @@ class VmsLayer(ConvergingLayer):
 
         async def one(spec: HostSpec, hc: HostConnection) -> list[Change]:
             h = spec.name
-            nodes = [(n, node_mac(topo, n)) for n in nodes_on(ctx, h)]
+            nodes = [(n, mac_for(ctx, topo, n)) for n in nodes_on(ctx, h)]
             wanted_pools = storage_layer.desired_pools(ctx.cluster, spec)
             pool_dirs = await hc.call(lambda c: {p: storage_layer.pool_path(c, p, d)
                                                  for p, d in wanted_pools.items()})
@@ -134,7 +135,7 @@ class VmsLayer(ConvergingLayer):
             dtype = await self._domain_type(ctx, h, hc, kernel, dry_run)
             res = await hc.call(lambda c: vms_layer.converge(
                 c, cluster=ctx.cluster, host=h, net=net, tpl=tpl, nodes=nodes, domain_type=dtype,
-                pool_dirs=pool_dirs, dry_run=dry_run, host_keys=keys))
+                pool_dirs=pool_dirs, dry_run=dry_run, host_keys=keys, adopted_seeds=adopted_seeds(ctx)))
             if dry_run:
                 return res.changes
             ctx.record["hosts"].setdefault(h, {})["domain_type"] = dtype

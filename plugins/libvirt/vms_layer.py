@@ -185,21 +185,63 @@ def _volumes_by_node(conn, cluster: str, vms: list[str],
     return {vm: sorted(vols, key=lambda x: x[0]) for vm, vols in out.items()}
 
 
+@dataclass(frozen=True)
+class NodeDefinition:
+    """What a node's domain is defined from: its seed volume, disks, XML and spec digest."""
+
+    seed: SeedFiles | None  # None for an adopted node: its seed volume is kept as it is
+    seed_name: str
+    seed_path: str
+    disks: list[tuple[str, str]]  # (path, format), main disk first
+    xml: str
+    digest: str
+
+
+def node_definition(*, cluster: str, node: Node, mac: str, net: NetSpec, tpl: NodeTemplate, domain_type: str,
+                    pool_dirs: dict[str, str], adopted_seed: str | None = None,
+                    host_key: NodeHostKey | None = None) -> NodeDefinition:
+    """The domain a node should have. One place for converge and adoption, so a domain adopted
+    with this digest reads as unchanged until the config changes it.
+
+    `adopted_seed`: the node was adopted from Kubitect (Go) and keeps its cloud-init volume under
+    that name, never rewritten (a new seed would carry a new instance-id, and cloud-init would run
+    again on the next boot: new host keys, a package upgrade); it boots from its disk, never the
+    kernel of a base image kubitect did not make.
+    """
+    names = Names(cluster)
+    main_dir = pool_dirs[names.main_pool]
+    disks = [(str(Path(pool_dirs[p]) / v), "qcow2" if i == 0 else "raw")
+             for i, (p, v) in enumerate(names.node_volumes(node))]
+    if adopted_seed:
+        seed, seed_name, kernel, initrd = None, adopted_seed, None, None
+        seed_digest = f"adopted:{adopted_seed}"
+    else:
+        seed = node_seed(cluster, node, net, tpl, mac, host_key)
+        seed_name, seed_digest = names.seed(node.name), seed.digest
+        kernel = str(Path(main_dir) / names.base_kernel) if tpl.kernel_boot else None
+        initrd = str(Path(main_dir) / names.base_initrd) if tpl.kernel_boot else None
+    seed_path = str(Path(main_dir) / seed_name)
+    xml, digest = domain_xml(cluster=cluster, node=node, mac=mac, net=net, tpl=tpl, domain_type=domain_type,
+                             disks=disks, seed_path=seed_path, seed_digest=seed_digest, kernel=kernel,
+                             initrd=initrd)
+    return NodeDefinition(seed, seed_name, seed_path, disks, xml, digest)
+
+
 def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec, tpl: NodeTemplate,
              nodes: list[tuple[Node, str]], domain_type: str, pool_dirs: dict[str, str],
-             dry_run: bool, host_keys: NodeKeyStore | None = None) -> VmResult:
+             dry_run: bool, host_keys: NodeKeyStore | None = None,
+             adopted_seeds: dict[str, str] | None = None) -> VmResult:
     """Plans or applies seeds and domains on one host; `pool_dirs` maps pool names to directories.
 
     With `host_keys`, a node created here gets a generated SSH host key in its seed; an existing
-    node keeps the key it was given (none, for a node made before kubitect generated keys)."""
+    node keeps the key it was given (none, for a node made before kubitect generated keys).
+    `adopted_seeds` names the kept cloud-init volume of each node adopted from Kubitect (Go).
+    """
     names = Names(cluster)
     out = VmResult()
     main_pool = lookup(conn.storagePoolLookupByName, names.main_pool)
     if main_pool is None and not dry_run:
         raise RuntimeError(f"host {host}: pool {names.main_pool} is missing; run the storage stage first")
-    main_dir = pool_dirs[names.main_pool]
-    kernel = str(Path(main_dir) / names.base_kernel) if tpl.kernel_boot else None
-    initrd = str(Path(main_dir) / names.base_initrd) if tpl.kernel_boot else None
     wanted = set()
     tags = domain_tags(conn)  # read once: every domain's XML, the costly part on a large host
     for node, mac in nodes:
@@ -207,14 +249,13 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
         dom, tag = tags.get(node.name, (None, None))
         if dom is None:
             dom = lookup(conn.lookupByName, node.name)  # an untagged domain of that name, if any
-        seed = node_seed(cluster, node, net, tpl, mac, _host_key(host_keys, node.name, dom is None and not dry_run))
-        seed_name = names.seed(node.name)
-        seed_path = str(Path(main_dir) / seed_name)
-        disks = [(str(Path(pool_dirs[p]) / v), "qcow2" if i == 0 else "raw")
-                 for i, (p, v) in enumerate(names.node_volumes(node))]
-        xml, digest = domain_xml(cluster=cluster, node=node, mac=mac, net=net, tpl=tpl,
-                                 domain_type=domain_type, disks=disks, seed_path=seed_path,
-                                 seed_digest=seed.digest, kernel=kernel, initrd=initrd)
+        # an adopted node whose domain was removed meanwhile is made afresh, as kubitect makes one
+        adopted = (adopted_seeds or {}).get(node.name) if dom is not None else None
+        d = node_definition(cluster=cluster, node=node, mac=mac, net=net, tpl=tpl, domain_type=domain_type,
+                            pool_dirs=pool_dirs, adopted_seed=adopted,
+                            host_key=None if adopted else _host_key(host_keys, node.name,
+                                                                    dom is None and not dry_run))
+        seed, seed_name, seed_path, disks, xml, digest = d.seed, d.seed_name, d.seed_path, d.disks, d.xml, d.digest
         # name, host, ip, mac, domain: what every provider records (contracts.VmProvider); a DHCP
         # node's ip is filled in by the provider from the lease.
         out.nodes[node.name] = {"name": node.name, "host": host, "role": node.role, "id": node.id,
@@ -239,7 +280,8 @@ def converge(conn: libvirt.virConnect, *, cluster: str, host: str, net: NetSpec,
             out.changes.append(Change("change", "domain", node.name, host,
                                       f"{what}; takes effect at the next boot" if dom.isActive() else what))
             if not dry_run:
-                _put_seed(conn, main_pool, seed_name, build_iso(seed))
+                if seed is not None:
+                    _put_seed(conn, main_pool, seed_name, build_iso(seed))
                 conn.defineXML(with_uuid(xml, dom.UUIDString()))
                 dom.setAutostart(1)
         else:

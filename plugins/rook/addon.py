@@ -6,26 +6,30 @@ replicated block pool backs the default StorageClass `ceph-block`, and Ceph repo
 The stage is registered through the `kubitect` entry point like any third party's, runs after
 `kubernetes` and records the release, the counts, the devices and a digest per manifest.
 
-Not here (needs day-2 scaling): adding OSDs on scale-out and draining a worker's OSDs before it
-goes. Changing the data disks of an OSD node rewrites the device list; Rook does not remove an OSD
-by itself when its disk leaves the list.
+Scaling out re-renders the CephCluster with the new nodes' disks, and apply waits until Ceph
+counts every declared disk as an up/in OSD (HEALTH_OK alone does not say the new OSD exists). A
+worker with OSDs that an apply removes is drained first by the `kubitect_nodes_leaving` hook
+(`drain`). Changing the data disks of an OSD node rewrites the device list; Rook does not remove an
+OSD by itself when its disk leaves the list.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 
-from kubitect_core.sdk import Change, RemoteError, Stage, StageContext, StageError, StageSkipped
+from kubitect_core.sdk import Change, RemoteError, Stage, StageContext, StageError, StageSkipped, held_layer
 
 from . import health
-from .kubectl import Kubectl, connect
+from .kubectl import CEPH_TOOLS, Kubectl, connect
 from .layout import CLUSTER_NAME, NAMESPACE, Layout, layout
 from .manifests import Fetch, ManifestError, download, sha256, upstream
 from .release import RELEASES, Release, UnknownRelease, release_for
 from .render import cluster_manifests
 
+TOOLS = CEPH_TOOLS
 APPLY = ["apply", "--server-side", "--force-conflicts", "--field-manager=kubitect", "-f", "-"]
 CRDS = ["crd/cephclusters.ceph.rook.io", "crd/cephblockpools.ceph.rook.io"]
 
@@ -80,6 +84,9 @@ class RookStage(Stage):
 
     # ------------------------------------------------------------------ plan / apply / destroy
     async def plan(self, ctx: StageContext, registry) -> list[Change]:
+        held = held_layer(ctx, self.name)  # Rook installed by Kubitect (Go) with Helm, adopted with the VMs
+        if held is not None:
+            return held
         enabled, version, selector = self._settings(ctx)
         if not enabled:
             return self._disabled(ctx)
@@ -93,6 +100,9 @@ class RookStage(Stage):
         return []
 
     async def apply(self, ctx: StageContext, registry) -> list[Change]:
+        held = held_layer(ctx, self.name)
+        if held is not None:
+            return held
         enabled, version, selector = self._settings(ctx)
         if not enabled:
             return self._disabled(ctx)
@@ -111,6 +121,7 @@ class RookStage(Stage):
         try:
             await self._install(ctx, kubectl, release, lay, texts)
             await self._wait_healthy(ctx, kubectl)
+            await self._wait_osds(ctx, kubectl, lay)
         except RemoteError as exc:
             raise StageError(f"rook: {exc}") from None
         finally:
@@ -169,6 +180,27 @@ class RookStage(Stage):
                 raise StageError(f"rook: Ceph did not report HEALTH_OK within {self.timeout_s:.0f}s; still waiting "
                                  f"for: {why} (apply again to keep waiting; `kubectl -n {NAMESPACE} describe "
                                  f"cephcluster {CLUSTER_NAME}` on a master shows more)")
+            await asyncio.sleep(self.poll_s)
+
+    async def _wait_osds(self, ctx: StageContext, kubectl: Kubectl, lay: Layout) -> None:
+        """Polls `ceph osd stat` until every declared disk is an up and in OSD (a disk added by
+        scaling out is prepared by the operator after the cluster already reports HEALTH_OK)."""
+        deadline, last = time.monotonic() + self.timeout_s, ""
+        while True:
+            out = await self._run(kubectl, TOOLS + ["osd", "stat", "-f", "json"], timeout=120, what="ceph osd stat")
+            stat = json.loads(out or "{}")
+            up, in_ = int(stat.get("num_up_osds", 0)), int(stat.get("num_in_osds", 0))
+            if up >= lay.osd_count and in_ >= lay.osd_count:
+                ctx.record["osds"] = up
+                ctx.checkpoint()
+                return
+            why = f"{up} up / {in_} in of {lay.osd_count} declared OSD(s)"
+            if why != last:
+                ctx.progress("rook", f"waiting for the OSDs: {why}")
+                last = why
+            if time.monotonic() >= deadline:
+                raise StageError(f"rook: not every declared data disk became an OSD within {self.timeout_s:.0f}s: "
+                                 f"{why} (apply again to keep waiting; the OSD prepare pods' logs say why)")
             await asyncio.sleep(self.poll_s)
 
     async def destroy(self, ctx: StageContext, registry) -> list[Change]:

@@ -11,11 +11,11 @@ import time
 import pytest
 
 from . import health
-from .kubectl import kubectl_prefix
+from .kubectl import CEPH_TOOLS, kubectl_prefix
 from .layout import CLUSTER_NAME, NAMESPACE
 from .probe import PROBE_NAME, probe_manifest
 
-TOOLS = ["-n", NAMESPACE, "exec", "deploy/rook-ceph-tools", "--", "ceph"]
+TOOLS = CEPH_TOOLS
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from kubitect_core.sdk import NodePool, Result
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
+# kubectl arguments that run `ceph ...` in Rook's toolbox (append the ceph arguments)
+CEPH_TOOLS = ["-n", "rook-ceph", "exec", "deploy/rook-ceph-tools", "--", "ceph"]
 
 
 class Kubectl(Protocol):
