@@ -15,7 +15,10 @@ import threading
 import uuid
 import xml.etree.ElementTree as ET
 
-import libvirt
+from kubitect_core.sdk import lazy_import
+
+libvirt = lazy_import("libvirt")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
+
 
 ENV = "KUBITECT_DOMAIN_TYPE"
 PROBE_SECONDS = 8.0
