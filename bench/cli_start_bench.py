@@ -4,6 +4,8 @@ Runs each command as a fresh process (as a shell or a completion script would) s
 interleaved (one round of every command, then the next round), and prints the median and worst
 wall time beside its target, the median CPU time, and the modules imported, so an import that
 crept onto the fast path shows here. `python -c pass` is the floor: the interpreter alone.
+The children run without PYTHONDONTWRITEBYTECODE (a user's install has its .pyc files; compiling
+every module from source on each start would add a third to validate's time).
 
     .venv/bin/python bench/cli_start_bench.py [--runs 7]
 
@@ -34,6 +36,9 @@ CASES = [  # (label, argv, target seconds)
 ]
 
 
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def _argv(args: list[str]) -> list[str]:
     return args if args is PYTHON else [KUBITECT, *args]
 
@@ -42,7 +47,7 @@ def _once(args: list[str]) -> tuple[float, float]:
     """(wall, CPU of the child) seconds of one run."""
     before = os.times()
     t0 = time.perf_counter()
-    proc = subprocess.run(_argv(args), capture_output=True)
+    proc = subprocess.run(_argv(args), capture_output=True, env=ENV)
     took = time.perf_counter() - t0
     after = os.times()
     if proc.returncode != 0:
@@ -54,7 +59,7 @@ def _once(args: list[str]) -> tuple[float, float]:
 def _modules(args: list[str]) -> int:
     """How many modules the command imports (python -X importtime lines)."""
     argv = ["-c", "pass"] if args is PYTHON else ["-m", "kubitect_core.cli", *args]
-    proc = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True, text=True, env=ENV)
     return sum(1 for line in proc.stderr.splitlines() if line.startswith("import time:"))
 
 
