@@ -70,6 +70,9 @@ def test_validate_loads_every_plugin_but_no_backend():
     for plugin in ("kubitect_plugins.libvirt", "kubitect_plugins.kubeadm", "kubitect_plugins.keepalived_haproxy"):
         assert plugin in modules
     assert _heavy(modules) == []
+    # Nor what only a run needs: the lab harness (nspawn reaches only its netns helpers) and
+    # kubeadm's API models (built when a kubeadm document is first checked).
+    assert "kubitect_core.lab.harness" not in modules and "kubitect_plugins.kubeadm.api" not in modules
 
 
 def test_a_command_that_needs_a_backend_still_gets_it():
