@@ -7,10 +7,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncssh
-
 from kubitect_core.contracts import Change, SshAccess
+from kubitect_core.sdk.lazy import lazy_import
 from kubitect_core.state import ClusterState, StateError, read_state_bytes, write_atomic, write_private
+
+asyncssh = lazy_import("asyncssh")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 KEY_NAME = "id_ed25519"
 

@@ -31,7 +31,10 @@ import subprocess
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-import asyncssh
+from kubitect_core.sdk.lazy import lazy_import
+
+asyncssh = lazy_import("asyncssh")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
+
 
 SSH_DIR_ENV = "KUBITECT_SSH_DIR"
 SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")

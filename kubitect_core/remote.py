@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shlex
 import time
@@ -19,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncssh
-
 from kubitect_core import known_hosts as kh
 from kubitect_core import runlog
+from kubitect_core.sdk.lazy import lazy_import
+
+asyncssh = lazy_import("asyncssh")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -96,8 +98,10 @@ class HostKeyUnknown(RemoteError):
     """First contact with `verify` on, and the key is not in the user's known_hosts."""
 
 
-class _PinningClient(asyncssh.SSHClient):
-    """Decides about a key that is not pinned: accept it on first contact, never once pinned.
+class _Pinning:
+    """The SSH client's host-key policy (mixed into asyncssh.SSHClient by `_pinning_client`).
+
+    Decides about a key that is not pinned: accept it on first contact, never once pinned.
 
     With `known_first` set, a first-contact key is accepted only when the user's own known_hosts
     (asyncssh-matched for the host, address and port the connection resolved) already trusts it.
@@ -121,6 +125,12 @@ class _PinningClient(asyncssh.SSHClient):
                 return False
         self.new_key = key
         return True
+
+
+@functools.cache
+def _pinning_client() -> type:
+    """The client class, made when the first connection is opened (asyncssh loads only then)."""
+    return type("_PinningClient", (_Pinning, asyncssh.SSHClient), {})
 
 
 def _user_trusted(files: Sequence[Path], host: str, addr: str, port: int) -> list[asyncssh.SSHKey]:
@@ -257,7 +267,7 @@ async def connect(address: str, *, user: str, key: Path | None, known_hosts: Pat
     label = _label(address, port, name, kind)
     pattern = pin_as or known_hosts_pattern(address, port or 22)
     pins = kh.keys_for(known_hosts, pattern)
-    client = _PinningClient(has_pin=bool(pins), known_first=verify_with)
+    client = _pinning_client()(has_pin=bool(pins), known_first=verify_with)
     client_keys: Any = ()
     if key is not None:
         try:

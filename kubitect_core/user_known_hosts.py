@@ -19,15 +19,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
 from kubitect_core import known_hosts as kh
 from kubitect_core.contracts import Change, StageContext
+from kubitect_core.sdk.lazy import lazy_import
+
+asyncssh = lazy_import("asyncssh")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 MARK = "kubitect:"
 KIND = "known-hosts-entry"
 
-Wanted = Mapping[str, Sequence[tuple[str, asyncssh.SSHKey]]]  # node -> [(host field name, key)]
+Wanted = Mapping[str, Sequence[tuple[str, "asyncssh.SSHKey"]]]  # node -> [(host field name, key)]
 
 
 def marker(cluster: str, node: str) -> str:

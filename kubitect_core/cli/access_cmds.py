@@ -7,7 +7,6 @@ own: `kubitect ssh master-1 -- systemctl is-active kubelet; echo $?` behaves as 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import sys
@@ -108,6 +107,8 @@ def register(app: typer.Typer) -> None:
         Asks every node at once over SSH with the cluster's key and pinned host keys (a node whose
         key changed is reported, not trusted); changes nothing.
         """
+        import asyncio
+
         from kubitect_core.status import gather
 
         access = _access(home, cluster)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -20,18 +20,9 @@ from kubitect_core.cli import completion_values as values
 from kubitect_core.cli import output
 from kubitect_core.cli.errors import Problem, config_failure, fail, print_problems
 from kubitect_core.cli.groups import export_app, list_app, output_option
-from kubitect_core.config import (
-    ConfigError,
-    ConfigIssue,
-    LoadedConfig,
-    ValidationContext,
-    default_context,
-    json_schema,
-    list_presets,
-    load_config,
-    preflight,
-    preset_text,
-)
+
+if TYPE_CHECKING:  # the config models load only in the commands that read a config (fast start)
+    from kubitect_core.config import ConfigIssue, LoadedConfig, ValidationContext
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -45,7 +36,7 @@ def validation_context() -> ValidationContext:
     Falls back to the built-ins when the plugin set itself is inconsistent, so `validate` and
     `schema` still work; `kubitect list plugins` shows what is wrong with the plugins.
     """
-    from kubitect_core.engine import validation_context as from_registry
+    from kubitect_core.config import default_context, from_registry
     from kubitect_core.plugins import load_registry
 
     try:
@@ -76,6 +67,8 @@ def print_issues(issues: list[ConfigIssue], console: Console | None = None) -> N
 
 def load_or_fail(path: Path) -> LoadedConfig:
     """The validated config, or the config failure rendered and the command ended (exit 1)."""
+    from kubitect_core.config import ConfigError, load_config
+
     try:
         return load_config(path, context=validation_context())
     except ConfigError as exc:
@@ -166,6 +159,8 @@ def validate(
 
     Example: kubitect validate --config examples/ha.yaml
     """
+    from kubitect_core.config import preflight
+
     path = resolve_config_arg(config, file)
     loaded = load_or_fail(path)
     problems = preflight(loaded) if run_preflight else []
@@ -185,6 +180,8 @@ def schema() -> None:
 
     Example: kubitect schema > kubitect.schema.json
     """
+    from kubitect_core.config import json_schema
+
     typer.echo(json.dumps(json_schema(validation_context()), indent=2))
 
 
@@ -193,6 +190,8 @@ def presets_list(fmt: output.Format = output_option()) -> None:
 
     Example: kubitect list presets
     """
+    from kubitect_core.config import list_presets
+
     if output.machine():
         output.document(output.listing("preset-list", [{"name": n} for n in list_presets()]))
         return
@@ -210,6 +209,8 @@ def preset_export(
 
     Example: kubitect export preset --name getting-started > cluster.yaml
     """
+    from kubitect_core.config import list_presets, preset_text
+
     try:
         text = preset_text(name)
     except KeyError:

@@ -14,10 +14,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kubitect_core.config import ConfigError
-from kubitect_core.lab import harness
-from kubitect_core.lab.hostns import HostNs
 
+class _Harness:
+    """`kubitect_core.lab.harness`, imported when a lab command runs, not when the CLI starts."""
+
+    def __getattr__(self, name: str):
+        from kubitect_core.lab import harness as module
+
+        return getattr(module, name)
+
+
+harness = _Harness()
+# The harness's DEFAULT_PREFIX, spelt here so `--help` needs no lab import (a unit test keeps the two equal).
+DEFAULT_PREFIX = "kblab-"
 console = Console(highlight=False)
 PREFIX_HELP = "Namespace name prefix of the labs this command manages."
 
@@ -45,12 +54,14 @@ def up(
                                 "segment with the config's CIDR and gateway."),
     image: Path = typer.Option(None, "--image", help="With --config: the VM image that serves the config's "
                                "distro in the lab (default: kubitect's own Debian image, built when missing)."),
-    prefix: str = typer.Option(harness.DEFAULT_PREFIX, "--prefix", help=PREFIX_HELP),
+    prefix: str = typer.Option(DEFAULT_PREFIX, "--prefix", help=PREFIX_HELP),
 ) -> None:
     """Create the lab afresh (any leftover of the same name is removed first)."""
     _need_root()
     def say(message: str) -> None:
         console.print(f"[dim]{escape(message)}[/dim]")
+
+    from kubitect_core.config import ConfigError
 
     try:
         st = harness.lab_up(name, libvirt=libvirt, prefix=prefix, config=config, image=image, progress=say)
@@ -90,7 +101,7 @@ def exec_(
     name: str = typer.Argument(..., help="Lab name."),
     command: list[str] = typer.Argument(..., help="The command (after --)."),
     host: str = typer.Option(None, "--host", help="Run it on this simulated host instead of the workstation."),
-    prefix: str = typer.Option(harness.DEFAULT_PREFIX, "--prefix", help=PREFIX_HELP),
+    prefix: str = typer.Option(DEFAULT_PREFIX, "--prefix", help=PREFIX_HELP),
 ) -> None:
     """Run COMMAND inside the lab namespace (marked as a lab process); exits with its status.
 
@@ -108,6 +119,8 @@ def exec_(
             console.print(f"[red]error:[/red] lab {ns} has no host {escape(host)!r} "
                           f"(hosts: {', '.join(hosts) or 'none'})")
             raise typer.Exit(1)
+        from kubitect_core.lab.hostns import HostNs
+
         argv = HostNs(hosts[host]["namespace"], hosts[host]["holder"]).argv(command)
     else:
         argv = harness.exec_argv(ns, command)
@@ -119,7 +132,7 @@ def uplink(
     name: str = typer.Argument(..., help="Lab name."),
     host: str = typer.Argument(..., help="The simulated host."),
     down: bool = typer.Option(False, "--down/--up", help="Pull the host's cable at the switch, or plug it back."),
-    prefix: str = typer.Option(harness.DEFAULT_PREFIX, "--prefix", help=PREFIX_HELP),
+    prefix: str = typer.Option(DEFAULT_PREFIX, "--prefix", help=PREFIX_HELP),
 ) -> None:
     """Cut (or restore) a simulated host's uplink: the host and every VM behind it leave the segment."""
     _need_root()
@@ -136,7 +149,7 @@ def uplink(
 def down(
     name: str = typer.Argument(None, help="Lab name (omit with --all)."),
     all_: bool = typer.Option(False, "--all", help="Remove every lab with the prefix."),
-    prefix: str = typer.Option(harness.DEFAULT_PREFIX, "--prefix", help=PREFIX_HELP),
+    prefix: str = typer.Option(DEFAULT_PREFIX, "--prefix", help=PREFIX_HELP),
 ) -> None:
     """Remove a lab (or all): stop its processes by PID, delete its namespace. Idempotent."""
     _need_root()
@@ -156,7 +169,7 @@ def down(
 
 
 @lab_app.command("status", epilog="Example: kubitect lab status")
-def status(prefix: str = typer.Option(harness.DEFAULT_PREFIX, "--prefix", help=PREFIX_HELP)) -> None:
+def status(prefix: str = typer.Option(DEFAULT_PREFIX, "--prefix", help=PREFIX_HELP)) -> None:
     """List the labs, their processes and daemons."""
     labs = harness.lab_status(prefix)
     if not labs:

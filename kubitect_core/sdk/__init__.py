@@ -21,13 +21,13 @@ The flat names:
     data_disk_serial, data_disk_by_id, check_serials_distinct
                              a data disk's stable serial and the guest's /dev/disk/by-id path
     StageError, StageSkipped errors a plugin raises: a message for the user, or "cannot run here"
-    held_layer               a layer Kubitect (Go) installed and `kubitect adopt` holds as it is
     Remote, NodePool, Result, RemoteError, HostKeyChanged, HostKeyUnknown
                              commands and files on nodes over asyncssh, with pinned host keys
     write_private, write_atomic
                              files written whole (0600 for secrets)
     normalize_version, parse_version
                              Kubernetes versions as the config spells them (v1.34.2)
+    lazy_import(name)        a heavy dependency (libvirt, asyncssh...) imported on first use, not at start-up
     templates(anchor)        the jinja2 environment of the templates next to a plugin module
 
 The submodules, for one kind of plugin each:
@@ -40,39 +40,84 @@ The submodules, for one kind of plugin each:
     kubitect_core.sdk.conformance  fixtures and helpers for a plugin's own conformance modules
 """
 
-from kubitect_core.config.versions import normalize as normalize_version
-from kubitect_core.config.versions import parse_version
-from kubitect_core.contracts import (
-    Action,
-    Change,
-    ConfigExtension,
-    KubernetesInstaller,
-    LayerPlugin,
-    LoadBalancer,
-    MachineLayer,
-    ProgressFn,
-    SshAccess,
-    StageContext,
-    VmProvider,
-)
-from kubitect_core.hookspecs import hookimpl
-from kubitect_core.remote import HostKeyChanged, HostKeyUnknown, NodePool, Remote, RemoteError, Result
-from kubitect_core.sdk.templates import templates
-from kubitect_core.stage import Stage, StageError, StageSkipped, held_layer
-from kubitect_core.state import write_atomic, write_private
-from kubitect_core.topology import (
-    DataDisk,
-    Node,
-    Topology,
-    check_serials_distinct,
-    data_disk_by_id,
-    data_disk_serial,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Each name is imported from its module on first use (PEP 562), not when a plugin is loaded: a
+# plugin's entry module names its hooks and objects cheaply, and asyncssh (Remote), jinja2
+# (templates) or the config models load only when a command uses them (`kubitect --version`
+# and `validate` import none of them; tests/unit/test_fast_start.py).
+_WHERE = {
+    "normalize_version": ("kubitect_core.config.versions", "normalize"),
+    "parse_version": ("kubitect_core.config.versions", "parse_version"),
+    **{name: ("kubitect_core.contracts", name) for name in (
+        "Action", "Change", "ConfigExtension", "KubernetesInstaller", "LayerPlugin", "LoadBalancer",
+        "MachineLayer", "ProgressFn", "SshAccess", "StageContext", "VmProvider")},
+    "hookimpl": ("kubitect_core.hookspecs", "hookimpl"),
+    "lazy_import": ("kubitect_core.sdk.lazy", "lazy_import"),
+    **{name: ("kubitect_core.remote", name) for name in (
+        "HostKeyChanged", "HostKeyUnknown", "NodePool", "Remote", "RemoteError", "Result")},
+    **{name: ("kubitect_core.stage", name) for name in ("Stage", "StageError", "StageSkipped", "held_layer")},
+    **{name: ("kubitect_core.state", name) for name in ("write_atomic", "write_private")},
+    **{name: ("kubitect_core.topology", name) for name in (
+        "DataDisk", "Node", "Topology", "check_serials_distinct", "data_disk_by_id", "data_disk_serial")},
+}
+
+# Eager, and cheap (jinja2 loads on first render): the submodule of the same name must be
+# imported here, or importing it later would replace this function on the package.
+from kubitect_core.sdk.templates import templates  # noqa: E402
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
+
+
+if TYPE_CHECKING:  # what type checkers and editors see
+    from kubitect_core.config.versions import normalize as normalize_version
+    from kubitect_core.config.versions import parse_version
+    from kubitect_core.contracts import (
+        Action,
+        Change,
+        ConfigExtension,
+        KubernetesInstaller,
+        LayerPlugin,
+        LoadBalancer,
+        MachineLayer,
+        ProgressFn,
+        SshAccess,
+        StageContext,
+        VmProvider,
+    )
+    from kubitect_core.hookspecs import hookimpl
+    from kubitect_core.remote import HostKeyChanged, HostKeyUnknown, NodePool, Remote, RemoteError, Result
+    from kubitect_core.sdk.lazy import lazy_import
+    from kubitect_core.stage import Stage, StageError, StageSkipped, held_layer
+    from kubitect_core.state import write_atomic, write_private
+    from kubitect_core.topology import (
+        DataDisk,
+        Node,
+        Topology,
+        check_serials_distinct,
+        data_disk_by_id,
+        data_disk_serial,
+    )
 
 __all__ = [
     "Action", "Change", "ConfigExtension", "DataDisk", "HostKeyChanged", "HostKeyUnknown", "KubernetesInstaller",
     "LayerPlugin", "LoadBalancer", "MachineLayer", "Node", "NodePool", "ProgressFn", "Remote", "RemoteError", "Result",
     "SshAccess", "Stage", "StageContext", "StageError", "StageSkipped", "Topology", "VmProvider", "hookimpl",
     "normalize_version", "parse_version", "templates", "write_atomic", "write_private", "check_serials_distinct",
-    "data_disk_by_id", "data_disk_serial", "held_layer",
+    "data_disk_by_id", "data_disk_serial", "held_layer", "lazy_import",
 ]

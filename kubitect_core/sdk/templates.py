@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:  # jinja2 itself loads when a plugin first renders (fast start)
+    import jinja2
 
 
 def templates(anchor: str | Path, *, trim: bool = False, escape_xml: bool = False) -> jinja2.Environment:
@@ -28,6 +30,8 @@ def templates(anchor: str | Path, *, trim: bool = False, escape_xml: bool = Fals
 
 @cache
 def _environment(folder: str, trim: bool, escape_xml: bool) -> jinja2.Environment:
+    import jinja2
+
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(folder),
         undefined=jinja2.StrictUndefined,

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import jinja2
-
-from kubitect_core.sdk import Node, Topology
+from kubitect_core.sdk import Node, Topology, lazy_import
 
 from .settings import VrrpSettings, ranked_priorities
+
+jinja2 = lazy_import("jinja2")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 API_PORT = 6443
 Mode = Literal["none", "haproxy", "vrrp"]

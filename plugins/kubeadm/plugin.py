@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from kubitect_core.sdk import Change, Node, Remote, StageContext, StageError, kube
+from kubitect_core.sdk import Change, Node, Remote, StageContext, StageError, kube, lazy_import
 
 from . import nodeprep, render, sources
 from .render import KubeadmSecrets
+
+x509 = lazy_import("cryptography.x509")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
+serialization = lazy_import("cryptography.hazmat.primitives.serialization")
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"

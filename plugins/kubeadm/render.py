@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubitect_core.sdk import Node, StageContext, normalize_version, templates
+from kubitect_core.sdk import Node, StageContext, lazy_import, normalize_version, templates
 from kubitect_core.sdk.kube import (
     API_PORT,
     cert_sans,
@@ -18,7 +18,10 @@ from kubitect_core.sdk.kube import (
     split_labels,
 )
 
-from . import api, sources
+from . import sources
+
+# The strict upstream API models (pydantic, many classes) are built when a document is first checked.
+api = lazy_import(f"{__package__}.api")
 
 POD_CIDR_DEFAULT = "10.244.0.0/16"  # flannel's manifest assumes it; calico reads it from kubeadm
 SERVICE_CIDR_DEFAULT = "10.96.0.0/12"

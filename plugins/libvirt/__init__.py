@@ -11,6 +11,8 @@ imported, and the next registry load in the process would call a module.
 
 from __future__ import annotations
 
+import importlib.util
+
 from kubitect_core.sdk import Change, StageContext, StageError, VmProvider, hookimpl
 
 _INSTANCE: VmProvider | None = None
@@ -46,9 +48,13 @@ def _instance() -> VmProvider:
     """The process-wide provider instance (its connections live for the whole run)."""
     global _INSTANCE
     if _INSTANCE is None:
+        # libvirt-python itself loads on first use (fast start), so ask whether it is installed
+        # without importing it; a C library that then fails to load is reported at that use.
+        if importlib.util.find_spec("libvirt") is None:
+            return _Unavailable("No module named 'libvirt'")
         try:
             from .provider import LibvirtProvider
-        except ImportError as exc:  # libvirt-python missing or its C library unusable
+        except ImportError as exc:
             return _Unavailable(str(exc))
         _INSTANCE = LibvirtProvider()
     return _INSTANCE

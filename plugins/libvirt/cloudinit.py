@@ -11,10 +11,12 @@ import hashlib
 import io
 from dataclasses import dataclass
 
-import pycdlib
+from kubitect_core.sdk import lazy_import
 
 from .node_keys import NodeHostKey
 from .render import render
+
+pycdlib = lazy_import("pycdlib")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 VOLUME_LABEL = "cidata"
 # updateOnBoot: the package index gets at most this long (a hard `timeout`), so a node whose

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import libvirt
+from kubitect_core.sdk import lazy_import
 
 from .host_ssh import HostSsh, check_host_key, write_wrapper
+
+libvirt = lazy_import("libvirt")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 T = TypeVar("T")
 

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import libvirt
-
+from kubitect_core.sdk import lazy_import
 from kubitect_core.sdk.images import ImageError, base_cache
+
+libvirt = lazy_import("libvirt")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 CHUNK = 1 << 20
 QCOW2_MAGIC = b"QFI\xfb"

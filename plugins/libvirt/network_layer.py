@@ -16,14 +16,14 @@ import ipaddress
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-import libvirt
-
-from kubitect_core.sdk import Change, Node
+from kubitect_core.sdk import Change, Node, lazy_import
 
 from .connection import lookup
 from .ownership import add_recorded, cluster_networks, network_tag
 from .render import render, spec_hash
 from .spec import METADATA_NS, METADATA_PREFIX, NetSpec
+
+libvirt = lazy_import("libvirt")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncssh
+from kubitect_core.sdk import StageContext, lazy_import, remote, write_private
 
-from kubitect_core.sdk import StageContext, remote, write_private
+asyncssh = lazy_import("asyncssh")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 KEY_TYPE = "ssh-ed25519"
 CLOUD_INIT_TYPE = "ed25519"  # the `ssh_keys` prefix cloud-init knows this type by

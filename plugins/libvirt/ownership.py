@@ -16,17 +16,19 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import libvirt
+from kubitect_core.sdk import lazy_import
 
 from .connection import lookup
 from .spec import METADATA_NS, Names
+
+libvirt = lazy_import("libvirt")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 _TAG = f"{{{METADATA_NS}}}cluster"
 MAIN_SUFFIX = "-main-resource-pool"
 DATA_SUFFIX = "-data-resource-pool"
 
 
-Tags = dict[str, tuple[libvirt.virDomain, dict[str, str]]]  # domain name -> (domain, tag attributes)
+Tags = dict[str, tuple["libvirt.virDomain", dict[str, str]]]  # domain name -> (domain, tag attributes)
 
 
 def metadata_of(xml: str) -> dict[str, str] | None:

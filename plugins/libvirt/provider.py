@@ -13,9 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import libvirt
-
-from kubitect_core.sdk import Change, StageContext
+from kubitect_core.sdk import Change, StageContext, lazy_import
 
 from . import adopted, host_ssh
 from .connection import HostConnection, lookup
@@ -25,6 +23,8 @@ from .network import NetworkLayer
 from .spec import HostSpec, image_spec, net_spec
 from .storage import StorageLayer
 from .vms import VmsLayer
+
+libvirt = lazy_import("libvirt")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 __all__ = ["LibvirtError", "LibvirtProvider"]
 

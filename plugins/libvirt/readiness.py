@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-import libvirt
-
-from kubitect_core.sdk import StageContext, remote
+from kubitect_core.sdk import StageContext, lazy_import, remote
 
 from .cloudinit import UPDATE_INDEX_TIMEOUT_S, UPDATE_STATUS_FILE
 from .connection import HostConnection
 from .spec import serial_log
+
+libvirt = lazy_import("libvirt")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 POLL = 2.0
 

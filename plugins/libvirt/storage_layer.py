@@ -18,15 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import libvirt
-
-from kubitect_core.sdk import Change, Node
+from kubitect_core.sdk import Change, Node, lazy_import
 
 from . import images
 from .connection import ignore_missing, is_missing, lookup
 from .ownership import cluster_domains, cluster_pools, cluster_volumes
 from .render import render
 from .spec import HostSpec, Names, pool_dir
+
+libvirt = lazy_import("libvirt")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 GIB = 1 << 30
 

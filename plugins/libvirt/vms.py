@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +88,13 @@ class VmsLayer(ConvergingLayer):
             return existing
         key = (host, hc.uri)
         if key not in self._domain_types:
-            started = time.monotonic()
-            found = await hc.call(lambda c: hosttype.probe(c, kernel, allow_guest=not dry_run))
+            cache = Path(ctx.home) / "cache" / hosttype.CACHE_FILE  # remembered per host identity
+            found, how = await hc.call(lambda c: hosttype.probe_detail(c, kernel, allow_guest=not dry_run,
+                                                                       cache=cache))
             if found is None:
                 return "auto"
             self._domain_types[key] = found
-            ctx.progress(host, f"domain type {found} (probed in {time.monotonic() - started:.1f} s)")
+            ctx.progress(host, f"domain type {found} ({how})")
         return self._domain_types[key]
 
     def template(self, ctx: StageContext) -> vms_layer.NodeTemplate:

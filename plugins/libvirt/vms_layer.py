@@ -15,9 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import libvirt
-
-from kubitect_core.sdk import Change, Node, check_serials_distinct
+from kubitect_core.sdk import Change, Node, check_serials_distinct, lazy_import
 
 from . import images
 from .cloudinit import SeedFiles, build_iso, render_seed
@@ -34,6 +32,8 @@ from .ownership import (
 from .render import render, spec_hash
 from .spec import METADATA_NS, METADATA_PREFIX, Names, NetSpec, instance_id, serial_log
 from .storage_layer import volume_xml
+
+libvirt = lazy_import("libvirt")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 TB_CACHE_MIB = 256
 DEFAULT_CMDLINE = "root=LABEL=rootfs rw console=ttyS0"

@@ -17,12 +17,12 @@ import os
 import shutil
 from pathlib import Path
 
-import asyncssh
-
-from kubitect_core.sdk import Change, Node, StageContext
+from kubitect_core.sdk import Change, Node, StageContext, lazy_import
 
 from .host import NspawnError, cluster_id, find_nodes, remove_cgroups, stop_process
 from .settings import my_nodes, nodes_dir
+
+asyncssh = lazy_import("asyncssh")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 GIB = 1024**3
 SSHD_DROPIN = """\

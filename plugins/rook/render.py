@@ -5,10 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-import jinja2
+from kubitect_core.sdk import lazy_import
 
 from .layout import CLUSTER_NAME, NAMESPACE, Layout
 from .release import Release
+
+jinja2 = lazy_import("jinja2")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
 POOL = "ceph-blockpool"
 STORAGE_CLASS = "ceph-block"

@@ -332,8 +332,19 @@ def test_kvm_probe_positive_control_and_answer(lab, vm_image):
         answer = hosttype.probe(conn, str(vm_image.kernel))
         took = round(time.monotonic() - t0, 1)
         assert answer in ("kvm", "qemu")
+        # Without a kernel to boot the probe never trusts the firmware alone: "qemu" when not even
+        # that runs, else a fast refusal naming the override (here KVM runs firmware, then hangs).
+        t0 = time.monotonic()
+        try:
+            bare = hosttype.probe(conn, None)
+        except hosttype.ProbeUnproven as exc:
+            bare = "refused"
+            assert hosttype.ENV in str(exc)
+        assert bare in ("qemu", "refused") or (bare == answer == "kvm" and hosttype._own_kernel())
+        bare_took = round(time.monotonic() - t0, 1)
         assert not [d for d in conn.listAllDomains(0) if d.name().startswith("kubitect-probe-")]
     finally:
         conn.close()
     print("\nmeasured:", json.dumps({"tcg_kernel_to_panic_seconds": tcg, "probe_answer": answer,
-                                     "probe_seconds": took}))
+                                     "probe_seconds": took,
+                                     "without_kernel": bare, "without_kernel_seconds": bare_took}))

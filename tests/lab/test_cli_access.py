@@ -178,3 +178,67 @@ def test_bash_completes_the_clusters_nodes_for_ssh(node, tmp_path):
     assert complete(f'kubitect ssh --cluster {CLUSTER} ""') == [LB, NODE]
     assert complete(f"kubitect ssh --cluster {CLUSTER} {CLUSTER}-m") == [NODE]
     assert complete('kubitect status --cluster ""') == [CLUSTER]
+
+
+def test_topology_draws_the_clusters_config_with_the_nodes_status_reaches(node, tmp_path):
+    """`kubitect topology` on the cluster's own config, in the lab: the picture names the nodes,
+    hosts and VIP that `status` reaches over SSH (drawn from the config alone: no host is asked)."""
+    ns, _sshd, home, _lb = node
+    config = ClusterState(home, CLUSTER).config_path  # the config as given to the last apply
+    picture = tmp_path / "topology.svg"
+    drawn = _kubitect(ns, home, "topology", str(config), "--svg", str(picture), "-o", "json")
+    assert drawn.returncode == 0, drawn.stderr
+    view = json.loads(drawn.stdout)
+    status = json.loads(_kubitect(ns, home, "status", "--cluster", CLUSTER, "-o", "json").stdout)
+    assert sorted(n for h in view["hosts"] for n in h["nodes"]) == sorted(n["name"] for n in status["nodes"])
+    assert view["vip"] == VIP and view["cluster"] == CLUSTER
+    svg = picture.read_text()
+    assert svg.lstrip().startswith("<svg") or "<svg" in svg[:200]
+    assert all(name in svg for name in (NODE, LB, VIP, "localhost"))
+    tree = _kubitect(ns, home, "topology", str(config))
+    assert tree.returncode == 0 and NODE in tree.stdout and "DHCP" in tree.stdout, tree.stdout
+
+
+def test_export_logs_bundles_what_ran_on_the_nodes_with_secrets_redacted(node, tmp_path):
+    """A run's log (what the engine writes for apply: every node command through the remote layer,
+    its exit status and output) is bundled by `kubitect export logs` from the real process."""
+    import io
+    import tarfile
+
+    from kubitect_core import runlog
+
+    ns, _sshd, home, _lb = node
+    state = ClusterState(home, CLUSTER)
+    secret = "abcdef.0123456789abcdef"  # a kubeadm bootstrap token's shape
+
+    async def steps() -> None:
+        conn = await remote.connect(LEASE, user="root", key=state.ssh_dir / "id_ed25519",
+                                    known_hosts=state.ssh_dir / "known_hosts", name=NODE)
+        try:
+            await conn.run("echo prepared on $(hostname)")
+            await conn.run(f"echo kubeadm join 10.89.0.100:6443 --token {secret}")
+            with pytest.raises(remote.RemoteError):
+                await conn.run("echo about to fail >&2; exit 7")
+        finally:
+            await conn.close()
+
+    log = runlog.open_log(state.dir / "logs", "apply", cluster=CLUSTER)
+    with entered_netns(ns), runlog.installed(log):
+        asyncio.run(steps())
+    log.close()
+
+    bundle = tmp_path / "logs.tar.gz"
+    made = _kubitect(ns, home, "export", "logs", "--cluster", CLUSTER, "--file", str(bundle), "-o", "json")
+    assert made.returncode == 0, made.stderr
+    doc = json.loads(made.stdout)
+    assert doc["kind"] == "log-bundle" and doc["bytes"] == bundle.stat().st_size
+    assert oct(bundle.stat().st_mode & 0o777) == "0o600"
+    with tarfile.open(bundle) as tar:
+        logs = [m for m in tar.getmembers() if m.name.endswith(".log")]
+        assert logs, tar.getnames()
+        text = "".join(io.TextIOWrapper(tar.extractfile(m)).read() for m in logs)
+    assert NODE in text and f"prepared on {os.uname().nodename}" in text
+    assert "exit 7" in text and "about to fail" in text
+    assert secret not in text and "kubeadm join" in text, "the token is redacted, the command kept"
+    again = _kubitect(ns, home, "export", "logs", "--cluster", CLUSTER, "--file", str(bundle))
+    assert again.returncode == 2 and "does not overwrite" in again.stderr

@@ -1,0 +1,115 @@
+"""Fast start: the quick commands import neither the heavy backends nor, where no config is read,
+the config models.
+
+`kubitect --version` and `kubitect validate` load every plugin's entry module (the registry
+checks what each offers against the contract and `check_pending()` catches a misspelt hook), but
+neither talks to a node or a hypervisor: asyncssh, libvirt, pycdlib, jinja2 and cryptography load
+when a command first uses them (kubitect_core.sdk.lazy). These tests ask a fresh interpreter which
+modules a command really imported; the timing itself is bench/cli_start_bench.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("asyncssh", "libvirt", "pycdlib", "jinja2", "cryptography")
+
+# Runs the CLI in-process as the console script does, then reports what got imported.
+_PROBE = """
+import json, sys
+sys.argv = ["kubitect", *json.loads(sys.argv[1])]
+from kubitect_core.cli import main
+code = 0
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code or 0
+print("\\n@@MODULES@@" + json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def _imported(*args: str, env: dict | None = None) -> tuple[int, set[str], str]:
+    proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(list(args))], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=120)
+    out, _, tail = proc.stdout.rpartition("\n@@MODULES@@")
+    assert tail, proc.stderr[-2000:]
+    data = json.loads(tail)
+    return data["code"], set(data["modules"]), out
+
+
+def _heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in HEAVY)
+
+
+def test_version_imports_no_backend_and_no_config_models():
+    code, modules, out = _imported("--version")
+    assert code == 0 and "kubitect" in out
+    assert _heavy(modules) == []
+    assert not any(m.startswith("kubitect_core.config") for m in modules), "config models loaded for --version"
+    assert "pydantic" not in modules
+
+
+def test_help_imports_no_backend():
+    code, modules, _ = _imported("--help")
+    assert code == 0
+    assert _heavy(modules) == []
+    assert "kubitect_core.config.models" not in modules
+
+
+def test_validate_loads_every_plugin_but_no_backend():
+    code, modules, out = _imported("validate", str(REPO / "examples" / "ha.yaml"))
+    assert code == 0, out
+    assert "is valid" in out
+    # The registry did load the plugins (their offers are checked), just not their backends.
+    for plugin in ("kubitect_plugins.libvirt", "kubitect_plugins.kubeadm", "kubitect_plugins.keepalived_haproxy"):
+        assert plugin in modules
+    assert _heavy(modules) == []
+    # Nor what only a run needs: the lab harness (nspawn reaches only its netns helpers) and
+    # kubeadm's API models (built when a kubeadm document is first checked).
+    assert "kubitect_core.lab.harness" not in modules and "kubitect_plugins.kubeadm.api" not in modules
+
+
+def test_a_command_that_needs_a_backend_still_gets_it():
+    """The lazy modules are real modules on first use: rendering a template loads jinja2."""
+    probe = ("import sys\n"
+             "from kubitect_core.sdk import templates\n"
+             "assert 'jinja2' not in sys.modules\n"
+             "env = templates(sys.argv[1])\n"
+             "assert 'jinja2' in sys.modules and type(env).__name__ == 'Environment'\n"
+             "from kubitect_core import remote\n"
+             "assert 'asyncssh' not in sys.modules\n"
+             "assert issubclass(remote._pinning_client(), __import__('asyncssh').SSHClient)\n")
+    proc = subprocess.run([sys.executable, "-c", probe, str(REPO / "plugins" / "libvirt")], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_lazy_module_reads_and_patches_the_real_module(monkeypatch):
+    from kubitect_core.sdk.lazy import lazy_import
+
+    lazy_json = lazy_import("json")
+    assert "not loaded yet" in repr(lazy_json)
+    assert lazy_json.dumps([1]) == "[1]"
+    monkeypatch.setattr(lazy_json, "dumps", lambda obj: "patched")
+    assert json.dumps([1]) == "patched"  # the real module saw the patch
+
+
+def test_missing_module_fails_at_first_use_not_at_import():
+    from kubitect_core.sdk.lazy import lazy_import
+
+    missing = lazy_import("kubitect_no_such_module")
+    with pytest.raises(ModuleNotFoundError):
+        missing.anything  # noqa: B018
+
+
+def test_lab_prefix_default_matches_the_harness():
+    from kubitect_core.cli import lab_cmds
+    from kubitect_core.lab import harness
+
+    assert lab_cmds.DEFAULT_PREFIX == harness.DEFAULT_PREFIX
