@@ -223,7 +223,7 @@ def test_a_changed_global_section_restarts_keepalived_anything_else_reloads():
 
 
 def test_the_plugin_registers_its_load_balancer_and_config_extension():
-    assert list(kubitect_load_balancers()) == ["keepalived-haproxy"]
+    assert list(kubitect_load_balancers()) == ["keepalived-haproxy", "control-plane-vip"]
     (ext,) = kubitect_config_extensions()
     assert (ext.path, ext.key, ext.model) == ("cluster.nodes.loadBalancer", "vrrp", VrrpSettings)
 
