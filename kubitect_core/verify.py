@@ -86,6 +86,8 @@ def write_inventory(ctx: StageContext) -> Path:
         "cluster": ctx.cluster,
         "vip": topo.vip,
         "endpoint": ctx.facts.get("loadbalancers", {}).get("endpoint") or topo.endpoint,
+        # The endpoint's port, as the load balancer recorded it (6443 when it recorded none).
+        "api_port": int(ctx.facts.get("loadbalancers", {}).get("port") or 6443),
         "virtual_router_id": topo.virtual_router_id,
         "nodes": inventory_nodes(ctx),
         "ssh": {"user": ctx.ssh.user, "private_key": str(ctx.ssh.private_key),

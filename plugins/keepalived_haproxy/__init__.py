@@ -8,7 +8,9 @@ Loaded through the `kubitect` entry-point group like any third-party plugin. It 
 - the config extension `cluster.nodes.loadBalancer.vrrp` (hook `kubitect_config_extensions`),
   see `settings.py` for the profiles, their measured numbers and why, and `guard.py` for the
   warnings about where short timers would flap;
-- its own conformance checks (hook `kubitect_conformance_modules`), see `conformance_checks.py`.
+- its own conformance checks (hook `kubitect_conformance_modules`): `conformance_checks.py`
+  (daemons, configs) and `conformance_failover.py` (its failover cases, held to the budgets
+  `budgets.py` declares in the record at apply).
 Rendering is pure and lives in `render.py` (templates next to it), node work in `node_ops.py`.
 """
 
@@ -44,5 +46,6 @@ def kubitect_config_extensions() -> list[ConfigExtension]:
 
 @hookimpl
 def kubitect_conformance_modules() -> list[str]:
-    """Contribute this implementation's own checks (daemons, configs) to the verify stage."""
-    return [str(Path(__file__).with_name("conformance_checks.py"))]
+    """Contribute this package's own checks to the verify stage: its daemons and configs, then its
+    failover cases (keepalived stopped, HAProxy killed, ... with the budgets apply declared)."""
+    return [str(Path(__file__).with_name(name)) for name in ("conformance_checks.py", "conformance_failover.py")]

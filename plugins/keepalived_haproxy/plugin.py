@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from kubitect_core.sdk import Change, Node, NodePool, Remote, RemoteError, StageContext, Topology
 
-from . import node_ops
+from . import budgets, node_ops
 from .guard import NodeProbe, node_notes, node_warnings
 from .render import (
     ForwardPort,
@@ -125,11 +125,15 @@ class KeepalivedHaproxy:
         ctx.record["vip"] = topo.vip
         ctx.record["mode"] = lb_mode(topo)
         ctx.record.pop("whoami_port", None)
+        ctx.record.pop("failover", None)
         if lb_mode(topo) == "vrrp":
             ctx.record["whoami_port"] = self.layout.whoami_port
             settings = vrrp_settings(ctx)
+            ranked = priorities(topo, settings)
             ctx.record["vrrp"] = {"profile": settings.profile, "advert_int": settings.advert_int,
-                                  "priorities": priorities(topo, settings)}
+                                  "priorities": ranked}
+            # The budgets the conformance suite holds each fault's gap to (budgets.py).
+            ctx.record["failover"] = budgets.declared(settings, ranked, holder_is_backend=self.runs_on == "masters")
 
     def _report_probe(self, ctx: StageContext, node: Node, probe: NodeProbe) -> None:
         """Says (and records) what this node lacks for the settings, and how HAProxy is tracked."""
