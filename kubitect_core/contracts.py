@@ -200,9 +200,12 @@ class LoadBalancer(LayerPlugin, Protocol):
     # True: used when `cluster.nodes.loadBalancer.implementation` is left out; one may claim it.
     default: bool = False
     # Where it runs, which validation checks the config against: "load_balancers" (on
-    # cluster.nodes.loadBalancer.instances; several need a VIP) or "masters" (on the control-plane
-    # nodes themselves: a VIP is required and load balancer instances are refused).
+    # cluster.nodes.loadBalancer.instances; several masters need at least one) or "masters" (on
+    # the control-plane nodes themselves, or on nothing of its own: instances are refused).
     runs_on: str = "load_balancers"
+    # cluster.nodes.loadBalancer.vip: "optional" (required only with several load balancer
+    # instances), "required" or "unused" (a VIP in the config is refused).
+    vip_use: str = "optional"
     # The port the endpoint serves the API on (what apply records as `port`): validation keeps
     # forwardPorts off it, and the config views show it before anything is applied.
     api_port: int = 6443

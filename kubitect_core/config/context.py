@@ -48,6 +48,7 @@ class ValidationContext:
     # and the port its endpoint serves the API on. Missing names: on load balancers, 6443.
     lb_runs_on: dict[str, str] = field(default_factory=dict)
     lb_ports: dict[str, int] = field(default_factory=dict)
+    lb_vip_use: dict[str, str] = field(default_factory=dict)  # "optional", "required" or "unused"
     extensions: list[ConfigExtension] = field(default_factory=list)
     local: bool = False  # `--local`: the cluster name gets the "local-" prefix (LOCAL_PREFIX)
     # What a config that leaves a kind out gets: keys "provider", "load_balancer", "installer".
@@ -82,6 +83,7 @@ def from_registry(registry: Any) -> ValidationContext:
         lb_runs_on={name: str(getattr(lb, "runs_on", "load_balancers"))
                     for name, lb in registry.load_balancers.items()},
         lb_ports={name: int(getattr(lb, "api_port", 6443)) for name, lb in registry.load_balancers.items()},
+        lb_vip_use={name: str(getattr(lb, "vip_use", "optional")) for name, lb in registry.load_balancers.items()},
         extensions=list(registry.extensions),
         defaults=dict(registry.defaults),
         manager_aliases=aliases,

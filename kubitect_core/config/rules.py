@@ -273,12 +273,13 @@ def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
                   f"installed: {_choices(ctx.load_balancers)}.")
     chosen = impl if isinstance(impl, str) else ctx.default("load_balancer").name
     if ctx.lb_runs_on.get(chosen or "", "load_balancers") == "masters":
-        _check_vip_on_masters(chosen, lb, lbs, ctx, out)
+        _check_no_instances(chosen, lbs, ctx, out)
     elif masters > 1 and lbs == 0:
         out.error(("cluster", "nodes", "loadBalancer", "instances"),
                   f"at least one load balancer instance is required when several master instances are "
                   f"configured (masters: {masters}), or an implementation that puts the VIP on the masters"
                   f"{_on_masters_hint(ctx)}.")
+    _check_vip_use(chosen, lb, ctx, out)
     if lbs > 1 and lb.get("vip") is None:
         out.error(("cluster", "nodes", "loadBalancer", "vip"),
                   f"a virtual IP (VIP) is required when several load balancer instances are configured "
@@ -340,16 +341,28 @@ def _on_masters_hint(ctx: ValidationContext) -> str:
     return f" (installed: {_choices(names)}, with a VIP)" if names else ""
 
 
-def _check_vip_on_masters(chosen: str, lb: dict, lbs: int, ctx: ValidationContext, out: Findings) -> None:
-    """An implementation that runs on the masters needs the VIP and no load balancer machines.
+def _check_vip_use(chosen: str | None, lb: dict, ctx: ValidationContext, out: Findings) -> None:
+    """The VIP as the chosen implementation uses it: required by some, meaningless to others."""
+    use = ctx.lb_vip_use.get(chosen or "", "optional")
+    where = "on the masters" if ctx.lb_runs_on.get(chosen or "") == "masters" else "on its load balancers"
+    if use == "required" and lb.get("vip") is None:
+        out.error(("cluster", "nodes", "loadBalancer", "vip"),
+                  f"the load balancer implementation '{short_value(chosen)}' puts a virtual IP {where}: "
+                  "set cluster.nodes.loadBalancer.vip to a free address in cluster.network.cidr.")
+    elif use == "unused" and lb.get("vip") is not None:
+        others = sorted(n for n, u in ctx.lb_vip_use.items() if u != "unused")
+        out.error(("cluster", "nodes", "loadBalancer", "vip"),
+                  f"the load balancer implementation '{short_value(chosen)}' uses no virtual IP, so nothing would "
+                  f"hold this one: remove it, or choose an implementation that does (installed: {_choices(others)}).")
+
+
+def _check_no_instances(chosen: str, lbs: int, ctx: ValidationContext, out: Findings) -> None:
+    """An implementation that runs on the masters (or on nothing of its own) has no use for load
+    balancer machines.
 
     Instances are an error, not a warning: each would be a VM kubitect creates, boots and keeps
     without anything running on it, and a config with both most likely meant the other kind.
     """
-    if lb.get("vip") is None:
-        out.error(("cluster", "nodes", "loadBalancer", "vip"),
-                  f"the load balancer implementation '{short_value(chosen)}' puts a virtual IP on the masters: "
-                  "set cluster.nodes.loadBalancer.vip to a free address in cluster.network.cidr.")
     if lbs:
         others = sorted(n for n, where in ctx.lb_runs_on.items() if where != "masters")
         out.error(("cluster", "nodes", "loadBalancer", "instances"),

@@ -56,6 +56,7 @@ class ControlPlaneVip(KeepalivedHaproxy):
     name = NAME
     default = False
     runs_on = "masters"
+    vip_use = "required"
 
     def __init__(self, layout: Layout | None = None) -> None:
         super().__init__(layout or Layout(api_port=FRONTEND_PORT))
