@@ -32,6 +32,7 @@ from kubitect_core.config import (
     preflight,
     preset_text,
 )
+from kubitect_core.topology_view.model import endpoint_port
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -119,7 +120,8 @@ def print_summary(loaded: LoadedConfig, console: Console) -> None:
                          + (f" bridge {net.bridge}" if net.bridge else "")))
     console.print(escape(f"VIP: {topo.vip or 'none'}"
                          + (f" (VRID {topo.virtual_router_id})" if topo.virtual_router_id else "")))
-    console.print(escape(f"endpoint: {topo.endpoint or 'assigned by DHCP'}:6443"))
+    console.print(escape(f"endpoint: {topo.endpoint or 'assigned by DHCP'}:"
+                         f"{endpoint_port(loaded.config.cluster.nodes.load_balancer.implementation)}"))
     k8s = loaded.config.kubernetes
     console.print(escape(f"kubernetes: {k8s.version} by {k8s.manager}, {k8s.network_plugin}"))
     for warning in loaded.warnings:
