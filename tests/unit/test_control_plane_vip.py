@@ -148,3 +148,12 @@ def test_without_load_balancers_the_endpoint_is_the_first_masters_api_server():
     plugin._record_endpoint(ctx, plugin.frontends(ctx.topology))
     assert (ctx.record["endpoint"], ctx.record["port"]) == (ctx.topology.masters[0].ip, 6443)
     assert "whoami_port" not in ctx.record
+
+
+def test_switching_the_implementation_of_an_existing_cluster_is_refused_with_why():
+    from kubitect_core.changes import evaluate
+
+    old = {"cluster": {"nodes": {"loadBalancer": {"implementation": "keepalived-haproxy"}}}}
+    new = {"cluster": {"nodes": {"loadBalancer": {"implementation": "control-plane-vip"}}}}
+    [event] = evaluate(old, new, "create")
+    assert event.severity == "error" and "endpoint (and its port)" in event.message
