@@ -193,7 +193,7 @@ def test_failover_f_api_server_on_the_holder_killed(election, failover_bench, re
     node = bench.by_name(holder)
     if node.run("command -v fuser || test -x /usr/bin/fuser").rc != 0:
         pytest.skip(f"{holder} has no fuser (psmisc) to kill the process serving port {API_SERVER_PORT}")
-    listening = f"ss -Hltn 'sport = :{API_SERVER_PORT}' | grep -q ."
+    listening = f'ss -Hltn "sport = :{API_SERVER_PORT}" | grep -q .'  # double quotes: it goes inside sh -c '...'
     # SIGKILL of whatever listens on the API servers' port (a static pod, k3s, a unit): what a
     # crash looks like to HAProxy, whose connections are then refused.
     kill = f"fuser -k -KILL -n tcp {API_SERVER_PORT}"
