@@ -73,6 +73,15 @@ def lab_context(home: Path, cluster: str, config, topology: Topology, **options)
                         ssh=access, record={}, options=options)
 
 
+def conformance_registry() -> SimpleNamespace:
+    """The conformance modules the engine would run with keepalived-haproxy's package installed:
+    its own (daemons, configs, its failover cases) and the generic suite's."""
+    from kubitect_conformance.plugin import kubitect_conformance_modules as generic
+    from kubitect_plugins.keepalived_haproxy import kubitect_conformance_modules as own
+
+    return SimpleNamespace(conformance_modules=lambda: own() + generic())
+
+
 async def ssh(ctx: StageContext, ip: str, cmd: str) -> str:
     """Runs `cmd` with sudo on the node at `ip` as the cluster user; its stripped stdout."""
     async with await remote.connect(ip, user="k8s", key=ctx.ssh.private_key,

@@ -18,12 +18,11 @@ import asyncio
 import json
 import sys
 from dataclasses import replace
-from types import SimpleNamespace
 
 import nodes_lab
 import pytest
 import sshd_lab
-from nodes_lab import lab_context, lb_config, start_standin_api
+from nodes_lab import conformance_registry, lab_context, lb_config, start_standin_api
 from sshd_lab import LAB_MARK_ENV, entered_netns
 
 from kubitect_core.contracts import StageContext
@@ -53,14 +52,6 @@ def _topology(cluster: str) -> Topology:
     return Topology(cluster=cluster, nodes=(node("master", "1", f"{NET}.10"), node("master", "2", f"{NET}.11"),
                                             node("worker", "1", f"{NET}.20")),
                     vip=VIP, endpoint=VIP, virtual_router_id=88)
-
-
-def _registry():
-    """The conformance modules the engine would run: keepalived-haproxy's package's own and the generic suite's."""
-    from kubitect_conformance.plugin import kubitect_conformance_modules as generic
-    from kubitect_plugins.keepalived_haproxy import kubitect_conformance_modules as own
-
-    return SimpleNamespace(conformance_modules=lambda: own() + generic())
 
 
 def test_control_plane_vip_passes_the_conformance_suite_and_its_failover_matrix(tmp_path, rootfs, monkeypatch):
@@ -98,7 +89,7 @@ def test_control_plane_vip_passes_the_conformance_suite_and_its_failover_matrix(
             out["through_vip"] = await readyz(VIP, lb_record["port"], timeout=2)
             out["record"] = {}
             try:
-                await run_conformance(verify_ctx(out["record"]), _registry())
+                await run_conformance(verify_ctx(out["record"]), conformance_registry())
             except StageError as exc:  # judged below, after the report table is printed
                 out["error"] = str(exc)
             out["report"] = json.loads((cdir / "reports" / "conformance.json").read_text())

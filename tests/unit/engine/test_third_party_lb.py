@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT, kubitect_process
+from conftest import ROOT, kubitect_process, pip_install
 
 EXAMPLE = ROOT / "examples" / "plugins" / "kubitect-first-master"
 
@@ -20,12 +20,7 @@ EXAMPLE = ROOT / "examples" / "plugins" / "kubitect-first-master"
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory):
     """pip-installs the example into a private target dir (the shared venv stays untouched)."""
-    target = tmp_path_factory.mktemp("site")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--disable-pip-version-check", "--target", str(target), str(EXAMPLE)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"pip install of the example load balancer failed:\n{proc.stderr}")
+    target = pip_install(EXAMPLE, tmp_path_factory.mktemp("site"))
     assert (target / "kubitect_first_master" / "conformance_first_master.py").is_file()
     return target
 
