@@ -38,9 +38,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_lab import CONFIGS, FAULTS, BenchLab, cluster_config  # noqa: E402
+from kubitect_plugins.keepalived_haproxy.budgets import expected_budget, skew_s  # noqa: E402
 from kubitect_plugins.keepalived_haproxy.settings import VrrpSettings, profile_defaults  # noqa: E402
 
-from kubitect_core.failover import expected_budget, skew_s  # noqa: E402
 from kubitect_core.failover_streams import longest_outage_ms  # noqa: E402
 
 CLIENTS = ("fresh", "keepalive")

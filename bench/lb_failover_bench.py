@@ -19,10 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lab"))
 
+from kubitect_plugins.keepalived_haproxy.budgets import expected_budget  # noqa: E402
 from kubitect_plugins.keepalived_haproxy.settings import VrrpSettings  # noqa: E402
 from lb_lab import LbLab  # noqa: E402
 
-from kubitect_core.failover import expected_budget, summary  # noqa: E402
+from kubitect_core.failover import DEFAULT_MARGIN_S, summary  # noqa: E402
 
 CASES = {
     "keepalived_stopped": (LbLab.stop_keepalived, LbLab.start_keepalived),
@@ -35,7 +36,7 @@ CASES = {
 def bench(advert: float, runs: int) -> dict[str, dict]:
     """All cases `runs` times with one advert interval; the lab is built once per interval."""
     settings = VrrpSettings(profile="standard", advert_int=advert, track_haproxy_exit=False)
-    budgets = expected_budget(settings, backup_priority=100)
+    budgets = expected_budget(settings, backup_priority=100, margin_s=DEFAULT_MARGIN_S)
     lab = LbLab(vrrp=settings)
     out: dict[str, dict] = {}
     try:

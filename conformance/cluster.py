@@ -23,8 +23,7 @@ from kubitect_core.remote import export_ssh_config
 
 INVENTORY_NAME = "inventory.json"
 SSH_CONFIG_NAME = "ssh_config"
-VRRP_EXTENSION = "cluster.nodes.loadBalancer.vrrp"
-API_PORT = 6443
+API_PORT = 6443  # the API servers' own port; the endpoint's is `api_port(inventory)`
 DISK_DIR_NSPAWN = "/var/lib/kubitect/disks"
 GIB = 1024**3
 
@@ -43,11 +42,35 @@ def nodes_of(inventory: dict[str, Any], role: str | None = None) -> list[dict[st
     return [n for n in inventory.get("nodes", []) if role is None or n.get("role") == role]
 
 
-def vrrp_settings(inventory: dict[str, Any]) -> Any:
-    """The load balancers' VRRP timers (the keepalived-haproxy extension, its defaults when unset)."""
-    from kubitect_plugins.keepalived_haproxy.settings import settings_from
+def lb_facts(inventory: dict[str, Any]) -> dict[str, Any]:
+    """What the load balancer implementation recorded (endpoint, port, nodes, declared budgets)."""
+    return (inventory.get("facts") or {}).get("loadbalancers") or {}
 
-    return settings_from((inventory.get("extensions") or {}).get(VRRP_EXTENSION))
+
+def api_port(inventory: dict[str, Any]) -> int:
+    """The port the endpoint serves the API on, as the load balancer recorded it (else 6443)."""
+    return int(inventory.get("api_port") or lb_facts(inventory).get("port") or API_PORT)
+
+
+def endpoint_node_names(inventory: dict[str, Any]) -> list[str]:
+    """The nodes that serve the endpoint (hold or may hold the VIP), in config order: those the
+    load balancer recorded (`nodes`), else the load balancer instances."""
+    recorded = lb_facts(inventory).get("nodes") or {}
+    if recorded:
+        return [n["name"] for n in nodes_of(inventory) if n["name"] in recorded]
+    return [n["name"] for n in nodes_of(inventory, "lb")]
+
+
+def whoami_port(inventory: dict[str, Any]) -> int | None:
+    """The port on the VIP whose answer names the node serving it, when the implementation has one."""
+    port = lb_facts(inventory).get("whoami_port")
+    return int(port) if port else None
+
+
+def declared_failover(inventory: dict[str, Any]) -> dict[str, Any]:
+    """The failover the implementation declares: {"budgets": {case: {"ms", "formula"}}, "settle_s",
+    "split_brain_watch_s", ...}; {} when it declares none."""
+    return dict(lb_facts(inventory).get("failover") or {})
 
 
 def kubernetes_facts(inventory: dict[str, Any]) -> dict[str, Any] | None:

@@ -7,10 +7,15 @@ modules read one inventory file the verify stage writes: nodes, endpoint, VIP, S
 Fixtures:
 - `kubitect_cluster_dir`, `kubitect_inventory`: where the cluster lives and what it is.
 - `nodes`, `load_balancers`, `masters`, `workers`: lists of `ClusterHost` (testinfra hosts over
-  the cluster's own SSH key and pinned known_hosts, plus name/ip/role/info).
+  the cluster's own SSH key and pinned known_hosts, plus name/ip/role/info). `load_balancers`
+  are the nodes that serve the endpoint, as the load balancer recorded them (the load balancer
+  instances, or the masters when the VIP lives there).
 - `node`, `lb`: one `ClusterHost`; a test asking for them is parametrised per node / per load
   balancer (ids are node names). `data_disk`: one (ClusterHost, disk dict) per configured disk.
 - `vantage`: where the API is probed from (see `kubitect_conformance.vip`).
+- `api_port`: the port the endpoint serves the API on (the load balancer's record).
+- `failover_bench`: the settled VIP, its possible holders and the declared budgets, for failover
+  cases (`kubitect_conformance.failover_kit`); skips without a VIP and two nodes to hold it.
 """
 
 from __future__ import annotations
@@ -19,10 +24,22 @@ from pathlib import Path
 
 import pytest
 
+from kubitect_core import failover
 from kubitect_core.paths import cluster_dir, kubitect_home
 
-from .cluster import ClusterHost, SshControl, load_inventory, nodes_of
-from .vip import Vantage, choose_vantage
+from .cluster import (
+    ClusterHost,
+    SshControl,
+    declared_failover,
+    endpoint_node_names,
+    kubernetes_facts,
+    load_inventory,
+    nodes_of,
+    whoami_port,
+)
+from .cluster import api_port as recorded_api_port
+from .failover_kit import Bench
+from .vip import Vantage, api_target, choose_vantage, whoami_target
 
 _INVENTORY = pytest.StashKey[dict]()
 _SERIAL = pytest.StashKey[int]()
@@ -87,7 +104,7 @@ def pytest_generate_tests(metafunc):
         all_nodes = [n["name"] for n in nodes_of(inv)]
         metafunc.parametrize("node", indirect=True, **_params(all_nodes, all_nodes, "the cluster has no nodes"))
     if "lb" in names:
-        lbs = [n["name"] for n in nodes_of(inv, "lb")]
+        lbs = endpoint_node_names(inv)
         metafunc.parametrize("lb", indirect=True, **_params(lbs, lbs, "the cluster has no load balancers"))
     if "data_disk" in names:
         disks = [(n["name"], d["name"]) for n in nodes_of(inv) for d in n.get("data_disks") or []]
@@ -131,8 +148,8 @@ def nodes(cluster_hosts) -> list[ClusterHost]:
 
 
 @pytest.fixture(scope="session")
-def load_balancers(cluster_hosts) -> list[ClusterHost]:
-    return _by_role(cluster_hosts, "lb")
+def load_balancers(kubitect_inventory, cluster_hosts) -> list[ClusterHost]:
+    return [cluster_hosts[name] for name in endpoint_node_names(kubitect_inventory) if name in cluster_hosts]
 
 
 @pytest.fixture(scope="session")
@@ -168,7 +185,40 @@ def vip(kubitect_inventory) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def vantage(pytestconfig, ssh_control, cluster_hosts) -> Vantage:
+def vantage(pytestconfig, kubitect_inventory, ssh_control, cluster_hosts) -> Vantage:
     """Where the API and the VIP are probed from (a node outside the load balancers)."""
     wanted = pytestconfig.getoption("--failover-vantage", None)
-    return choose_vantage(ssh_control, list(cluster_hosts.values()), wanted)
+    return choose_vantage(ssh_control, list(cluster_hosts.values()), wanted,
+                          serving=endpoint_node_names(kubitect_inventory), whoami_port=whoami_port(kubitect_inventory))
+
+
+@pytest.fixture(scope="session")
+def api_port(kubitect_inventory) -> int:
+    return recorded_api_port(kubitect_inventory)
+
+
+@pytest.fixture(scope="session")
+def failover_bench(request, kubitect_inventory, vip, pytestconfig) -> Bench:
+    """The settled VIP the failover cases run on; skipped (with the reason) without a VIP and two
+    nodes that may hold it. The target is the API when it answers through the VIP, else the
+    implementation's whoami port (Kubernetes not installed yet), so the VIP is measured either way."""
+    holders = request.getfixturevalue("load_balancers")
+    if len(holders) < 2:
+        pytest.skip(f"failover needs at least 2 nodes that may hold the VIP; this cluster has {len(holders)}")
+    if not vip:
+        pytest.skip("no VIP configured (cluster.nodes.loadBalancer.vip): there is nothing to fail over")
+    margin = pytestconfig.getoption("--failover-margin", None)
+    vantage = request.getfixturevalue("vantage")
+    port = recorded_api_port(kubitect_inventory)
+    bench = Bench(list(holders), vantage, vip, declared_failover(kubitect_inventory),
+                  failover.DEFAULT_MARGIN_S if margin is None else float(margin), api_target(port))
+    bench.settle(None, "before the failover cases")
+    ok, detail = vantage.readyz(vip, port, timeout=3)
+    if not ok:
+        if kubernetes_facts(kubitect_inventory) is not None:
+            pytest.fail(f"the API does not answer through {vip}:{port} from {vantage.name} ({detail}) before "
+                        "any fault was injected: fix test_api_answers_through_the_endpoint first")
+        if vantage.whoami_port is None:
+            pytest.skip(f"no API server answers behind {vip}:{port} yet and the load balancer has no whoami port")
+        bench.target = whoami_target(vantage.whoami_port)
+    return bench

@@ -5,8 +5,9 @@ is settled (one holder, answering); the prober runs at the vantage point; the ho
 goes away (`--host-fault power`: its VMs destroyed through the host's provider, a power cut;
 `--host-fault uplink`: in a lab, the host's cable pulled at the switch); then
 
-- the VIP must answer again from a load balancer on another host within the timer-derived
-  budget (the backup hears no adverts: Master_Down_Interval + margin), measured as a gap;
+- the VIP must answer again from a load balancer on another host within the budget the load
+  balancer implementation declares for `host_loss` (keepalived: Master_Down_Interval) plus the
+  suite's margin, measured as a gap;
 - the endpoint keeps answering afterwards (the prober sees it settle), through what survives;
 - no request sees two holders: after the first answer from the new holder, no request is
   answered by the old one, and exactly one surviving load balancer carries the VIP.
@@ -24,16 +25,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from kubitect_conformance.cluster import kubernetes_facts, vrrp_settings
+from kubitect_conformance.cluster import api_port, declared_failover, kubernetes_facts
 from kubitect_conformance.hostloss import FaultUnavailable, fault_named
 from kubitect_conformance.vip import (
-    API_PORT,
-    API_TARGET,
-    WHOAMI_TARGET,
     address_holders,
-    budgets,
-    takeover_deadline_s,
+    api_target,
+    declared_budget,
     wait_single_holder,
+    whoami_target,
 )
 
 from kubitect_core import failover
@@ -41,11 +40,6 @@ from kubitect_core import failover
 pytestmark = [pytest.mark.failover, pytest.mark.chaos]
 
 CASE = "host_loss"
-
-
-def _priority(lb) -> int:
-    p = lb.info.get("priority")
-    return int(p) if p is not None else 10
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +57,13 @@ def test_host_loss_moves_the_vip_to_another_host(chaos, request, kubitect_invent
         pytest.skip("host loss needs a VIP and at least 2 load balancers")
     vantage = request.getfixturevalue("vantage")
     nodes = kubitect_inventory["nodes"]
-    settings = vrrp_settings(kubitect_inventory)
+    declared = declared_failover(kubitect_inventory)
     margin = pytestconfig.getoption("--failover-margin", None)
     margin = failover.DEFAULT_MARGIN_S if margin is None else float(margin)
-    deadline = takeover_deadline_s(settings, min(_priority(lb) for lb in lbs))
+    deadline = float(declared.get("settle_s") or 10.0)
+    budget = declared_budget(declared, CASE, margin)
+    if budget is None:
+        pytest.skip(f"the load balancer implementation declares no failover budget for {CASE}")
 
     state = wait_single_holder(lbs, vantage, vip, deadline)
     assert state.single, f"before the host loss: expected exactly one VIP holder; {state.describe()}"
@@ -85,12 +82,14 @@ def test_host_loss_moves_the_vip_to_another_host(chaos, request, kubitect_invent
         fault.check(host)
     except FaultUnavailable as exc:
         pytest.skip(str(exc))
-    backup = max(survivors, key=lambda lb: (_priority(lb), tuple(int(x) for x in (lb.ip or "0.0.0.0").split("."))))
-    budget = budgets(settings, _priority(backup), margin)[CASE]
-    ok, _ = vantage.readyz(vip, API_PORT, timeout=3)
+    survivor_names = {lb.name for lb in survivors}
+    port = api_port(kubitect_inventory)
+    ok, _ = vantage.readyz(vip, port, timeout=3)
     if not ok and kubernetes_facts(kubitect_inventory) is not None:
-        pytest.fail(f"the API does not answer through {vip}:{API_PORT} before the host loss")
-    target = API_TARGET if ok else WHOAMI_TARGET
+        pytest.fail(f"the API does not answer through {vip}:{port} before the host loss")
+    if not ok and vantage.whoami_port is None:
+        pytest.skip(f"no API server answers behind {vip}:{port} yet and the load balancer has no whoami port")
+    target = api_target(port) if ok else whoami_target(vantage.whoami_port)
     for key, value in {"failover_case": CASE, "host_fault": fault.name, "lost_host": host,
                        "lost_nodes": ",".join(victims), "holder_before": holder, "budget_ms": budget.ms,
                        "budget_formula": budget.formula, "vantage": vantage.name, "vantage_reason": vantage.why,
@@ -105,7 +104,7 @@ def test_host_loss_moves_the_vip_to_another_host(chaos, request, kubitect_invent
         injected.update(fault.cut(host, victims))
         t0 = time.monotonic()
         while time.monotonic() - t0 < limit:
-            if vantage.holder(vip) == backup.name:
+            if vantage.holder(vip) in survivor_names:
                 takeover["ms"] = round((time.monotonic() - t0) * 1000, 1)
                 break
 
@@ -128,7 +127,7 @@ def test_host_loss_moves_the_vip_to_another_host(chaos, request, kubitect_invent
                                   f"of {budget.ms:.0f} ms ({budget.formula})")
         assert after.answering and after.answering != holder, (
             f"{CASE}: the VIP should have moved to a load balancer on another host than {host}; {after.describe()}")
-        if target is WHOAMI_TARGET:  # the answers name the load balancer each request reached
+        if not target.tls:  # whoami: the answers name the load balancer each request reached
             names = [name for name, _count in result.get("answers", [])]
             if after.answering in names:
                 late = names[names.index(after.answering):]
@@ -141,18 +140,18 @@ def test_host_loss_moves_the_vip_to_another_host(chaos, request, kubitect_invent
         if fault.restores_itself:
             fault.restore(host, victims)
     if fault.restores_itself:
-        _back_without_split_brain(lbs, vantage, vip, settings, deadline, host, record_property)
+        _back_without_split_brain(lbs, vantage, vip, declared, deadline, host, record_property)
     else:
         record_property("host_back", f"nodes {', '.join(victims)} stay off: `kubitect apply --reconcile` "
                                      "starts them again")
 
 
-def _back_without_split_brain(lbs, vantage, vip, settings, deadline, host, record_property) -> None:
+def _back_without_split_brain(lbs, vantage, vip, declared, deadline, host, record_property) -> None:
     """Once the host is back, the cluster settles on one holder and stays there (no split brain)."""
     settled = wait_single_holder(lbs, vantage, vip, deadline + 10)
     assert settled.single, f"{CASE}: after {host} came back, no single VIP holder: {settled.describe()}"
     samples = []
-    until = time.monotonic() + 3 * float(settings.advert_int) + 1.0
+    until = time.monotonic() + float(declared.get("split_brain_watch_s") or 2.0)
     while time.monotonic() < until:
         samples.append((address_holders(lbs, vip), vantage.holder(vip)))
     record_property("split_brain_samples", len(samples))

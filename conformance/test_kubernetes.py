@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 from kubitect_conformance import k8s
-from kubitect_conformance.cluster import API_PORT, kubernetes_facts
+from kubitect_conformance.cluster import kubernetes_facts
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +49,14 @@ def test_cluster_dns_resolves(kube, masters):
                                            f"kubernetes.default.svc.cluster.local: {(res.stdout + res.stderr)[-400:]}")
 
 
-def test_server_certificate_carries_the_vip(request, kube, kubitect_inventory, masters):
+def test_server_certificate_carries_the_vip(request, kube, kubitect_inventory, masters, api_port):
     endpoint = kubitect_inventory.get("vip") or kubitect_inventory.get("endpoint")
     vantage = request.getfixturevalue("vantage")  # after `kube`: no connection when Kubernetes is absent
     node = vantage.node or masters[0]
-    res = node.run(f"openssl s_client -connect {endpoint}:{API_PORT} </dev/null 2>/dev/null "
+    res = node.run(f"openssl s_client -connect {endpoint}:{api_port} </dev/null 2>/dev/null "
                    "| openssl x509 -noout -ext subjectAltName")
     if res.rc != 0 and "not found" in res.stderr:
         pytest.skip(f"openssl is not installed on {node.name}")
     ips = k8s.certificate_ips(res.stdout)
-    assert endpoint in ips, (f"the API server certificate served at {endpoint}:{API_PORT} does not carry "
+    assert endpoint in ips, (f"the API server certificate served at {endpoint}:{api_port} does not carry "
                              f"{endpoint} (its IP SANs: {', '.join(ips) or 'none'}); clients verifying TLS will fail")

@@ -1,5 +1,6 @@
-"""Load balancers, whatever implements them: exactly one VIP holder, judged by who answers as well as
-by `ip addr`; the API answers through the endpoint.
+"""Load balancers, whatever implements them: exactly one VIP holder, judged by `ip addr` and, where the
+implementation names the node answering on the VIP (its whoami port), by who answers; the API
+answers through the endpoint at the port the load balancer recorded.
 
 What only one implementation has (keepalived-haproxy: its daemons and configs) is checked by a
 module that implementation contributes itself (`kubitect_conformance_modules`).
@@ -8,7 +9,7 @@ module that implementation contributes itself (`kubitect_conformance_modules`).
 from __future__ import annotations
 
 import pytest
-from kubitect_conformance.cluster import API_PORT, kubernetes_facts
+from kubitect_conformance.cluster import kubernetes_facts
 from kubitect_conformance.vip import holder_state, wait_single_holder
 
 
@@ -31,14 +32,14 @@ def test_exactly_one_vip_holder(request, load_balancers, vip):
                           f"answers for it as seen from {vantage.name}: stale ARP or a stale address")
 
 
-def test_api_answers_through_the_endpoint(kubitect_inventory, vantage):
+def test_api_answers_through_the_endpoint(kubitect_inventory, vantage, api_port):
     endpoint = kubitect_inventory.get("endpoint")
     if not endpoint:
         pytest.skip("no control-plane endpoint recorded")
-    ok, detail = vantage.readyz(endpoint, API_PORT, timeout=3)
+    ok, detail = vantage.readyz(endpoint, api_port, timeout=3)
     if not ok and kubernetes_facts(kubitect_inventory) is None:
-        pytest.skip(f"Kubernetes is not installed: no API server answers behind {endpoint}:{API_PORT} yet")
-    assert ok, (f"GET https://{endpoint}:{API_PORT}/readyz from {vantage.name} failed ({detail}): the API "
+        pytest.skip(f"Kubernetes is not installed: no API server answers behind {endpoint}:{api_port} yet")
+    assert ok, (f"GET https://{endpoint}:{api_port}/readyz from {vantage.name} failed ({detail}): the API "
                 "is not reachable through the load balancers")
 
 
@@ -47,6 +48,8 @@ def test_vip_is_answered_by_a_load_balancer_of_this_cluster(request, load_balanc
     if not load_balancers or not vip:
         pytest.skip("no VIP on load balancers")
     vantage = request.getfixturevalue("vantage")
+    if vantage.whoami_port is None:
+        pytest.skip("the load balancer implementation records no whoami port: the holder is judged by `ip addr`")
     state = holder_state(load_balancers, vantage, vip)
     names = {lb.name for lb in load_balancers}
     assert state.answering in names, (f"the VIP {vip} is answered by '{state.answering}', which is not one of "

@@ -1,14 +1,16 @@
 """The VIP as a client sees it: who holds it, whether the API answers through it, measured gaps.
 
-The vantage point (where the prober runs) is a node outside the load balancers: the first
-worker, else the first master. That is where the API's real clients sit (kubelets, kube-proxy,
+The vantage point (where the prober runs) is a node outside the load balancers (the nodes that
+serve the endpoint; with the VIP on the masters, those masters): the first worker, else the
+first other master. That is where the API's real clients sit (kubelets, kube-proxy,
 pods) and it is always on the node network, with the same ARP view of the VIP; the machine
 kubitect runs on may be another host, behind NAT, or off the node network entirely, so it is
 used only when asked for (`--failover-vantage local`) or when no non-LB node can run the prober.
 The prober is `kubitect_core.failover` (stdlib only), uploaded to the vantage node as one file.
 
-Who holds the VIP is judged by who answers: the keepalived-haproxy plugin's `whoami` frontend
-on VIP:8405 names the load balancer the client's traffic reaches. `ip addr` on each load
+Who holds the VIP is judged by who answers, when the implementation records a `whoami_port`
+(keepalived-haproxy's frontend on VIP:8405 names the node the client's traffic reaches), and by
+`ip addr` alone otherwise. `ip addr` on each load
 balancer is checked as well, but alone it lies: a crashed holder keeps the address on its NIC
 while the backup holds it too (test-labs.md 1).
 """
@@ -29,7 +31,7 @@ from .cluster import API_PORT, ClusterHost, SshControl
 
 REMOTE_DIR = "/tmp/kubitect-conformance"
 REMOTE_PROBER = f"{REMOTE_DIR}/kubitect_prober.py"
-WHOAMI_PORT = failover.WHOAMI_PORT
+
 
 @dataclass(frozen=True)
 class Target:
@@ -44,16 +46,27 @@ class Target:
         return ["--port", str(self.port), "--path", self.path, *([] if self.tls else ["--plain"])]
 
 
-API_TARGET = Target(API_PORT, "/readyz", True, f"TLS GET /readyz on VIP:{API_PORT} (the API)")
-WHOAMI_TARGET = Target(WHOAMI_PORT, "/", False,
-                       f"HTTP GET / on VIP:{WHOAMI_PORT} (HAProxy's whoami; no API server behind the VIP)")
+def api_target(port: int = API_PORT) -> Target:
+    """TLS GET /readyz through VIP:port: the API as its clients reach it."""
+    return Target(port, "/readyz", True, f"TLS GET /readyz on VIP:{port} (the API)")
+
+
+def whoami_target(port: int) -> Target:
+    """HTTP GET / on the implementation's whoami port: the VIP without an API server behind it."""
+    return Target(port, "/", False, f"HTTP GET / on VIP:{port} (the load balancer's whoami; no API server "
+                                    "behind the VIP)")
+
+
+API_TARGET = api_target(API_PORT)
 
 
 class Vantage:
     """Runs the prober and holder queries from one place outside the load balancers."""
 
-    def __init__(self, control: SshControl | None, node: ClusterHost | None, why: str = "") -> None:
+    def __init__(self, control: SshControl | None, node: ClusterHost | None, why: str = "",
+                 whoami_port: int | None = None) -> None:
         self.control, self.node, self.why = control, node, why
+        self.whoami_port = whoami_port  # None: the implementation names no holder; judged by `ip addr`
 
     @property
     def name(self) -> str:
@@ -87,8 +100,10 @@ class Vantage:
         return res.stdout.strip()
 
     def holder(self, vip: str) -> str | None:
-        """The load balancer that answers for the VIP (its whoami frontend), None if nobody does."""
-        out = self._python(f"print(asyncio.run(p.holder({vip!r})) or '')")
+        """The node that answers for the VIP (the whoami port), None if nobody does or none is known."""
+        if self.whoami_port is None:
+            return None
+        out = self._python(f"print(asyncio.run(p.holder({vip!r}, {self.whoami_port})) or '')")
         return out or None
 
     def readyz(self, host: str, port: int = API_PORT, timeout: float = 2.0) -> tuple[bool, str]:
@@ -145,24 +160,30 @@ def _q(text: str) -> str:
     return shlex.quote(text)
 
 
-def choose_vantage(control: SshControl, hosts: list[ClusterHost], wanted: str | None) -> Vantage:
-    """The vantage point, with why it was chosen (`wanted`: a node name, "local", or None = auto)."""
+def choose_vantage(control: SshControl, hosts: list[ClusterHost], wanted: str | None,
+                   serving: list[str] | None = None, whoami_port: int | None = None) -> Vantage:
+    """The vantage point, with why it was chosen (`wanted`: a node name, "local", or None = auto).
+
+    `serving`: the nodes that serve the endpoint (never a vantage point unless asked for: a fault
+    on the holder would take the prober with it). `whoami_port`: see `Vantage`.
+    """
     if wanted == "local":
-        return Vantage(None, None, "asked for (--failover-vantage local)")
-    outside = [h for h in hosts if h.role == "worker"] + [h for h in hosts if h.role == "master"]
+        return Vantage(None, None, "asked for (--failover-vantage local)", whoami_port)
+    busy = set(serving or [])
+    outside = [h for role in ("worker", "master") for h in hosts if h.role == role and h.name not in busy]
     if wanted:
         outside = [h for h in hosts if h.name == wanted]
         if not outside:
             raise LookupError(f"--failover-vantage {wanted}: no such node")
     reasons = []
     for h in outside:
-        v = Vantage(control, h, f"a {h.role} outside the load balancers")
+        v = Vantage(control, h, f"a {h.role} outside the load balancers", whoami_port)
         problem = v.install()
         if problem is None:
             return v
         reasons.append(problem)
     return Vantage(None, None, "no node outside the load balancers can run the prober (" +
-                   ("; ".join(reasons) or "there are no masters or workers") + ")")
+                   ("; ".join(reasons) or "there are no masters or workers") + ")", whoami_port)
 
 
 # --------------------------------------------------------------------------- holders
@@ -182,21 +203,26 @@ def address_holders(lbs: list[ClusterHost], vip: str) -> list[str]:
 class HolderState:
     by_address: list[str]
     answering: str | None
+    # False when the implementation names no holder (no whoami port): `ip addr` alone decides.
+    by_answer: bool = True
 
     @property
     def single(self) -> str | None:
-        """The holder when exactly one LB carries the VIP and it is the one answering."""
-        if len(self.by_address) == 1 and self.answering == self.by_address[0]:
-            return self.answering
+        """The holder when exactly one node carries the VIP (and, when known, it is the one answering)."""
+        if len(self.by_address) == 1 and (not self.by_answer or self.answering == self.by_address[0]):
+            return self.by_address[0]
         return None
 
     def describe(self) -> str:
-        return (f"VIP on {', '.join(self.by_address) or 'no load balancer'} (ip addr), "
-                f"answering: {self.answering or 'nobody'}")
+        answering = f"answering: {self.answering or 'nobody'}" if self.by_answer else "no whoami port to ask"
+        return f"VIP on {', '.join(self.by_address) or 'no load balancer'} (ip addr), {answering}"
 
 
 def holder_state(lbs: list[ClusterHost], vantage: Vantage, vip: str) -> HolderState:
-    return HolderState(address_holders(lbs, vip), vantage.holder(vip))
+    by_answer = vantage.whoami_port is not None
+    addresses = address_holders(lbs, vip)
+    answering = vantage.holder(vip) if by_answer else (addresses[0] if len(addresses) == 1 else None)
+    return HolderState(addresses, answering, by_answer)
 
 
 def wait_single_holder(lbs: list[ClusterHost], vantage: Vantage, vip: str, timeout: float,
@@ -217,41 +243,16 @@ def wait_single_holder(lbs: list[ClusterHost], vantage: Vantage, vip: str, timeo
 
 @dataclass(frozen=True)
 class Budget:
-    """A gap the configuration allows, with the arithmetic that produced it (shown in reports)."""
+    """A gap the load balancer allows, with the arithmetic that produced it (shown in reports)."""
 
     ms: float
     formula: str
 
 
-def budgets(settings: Any, backup_priority: int, margin_s: float) -> dict[str, Budget]:
-    """Gap budgets per case from the VRRP timers (peers-and-failover.md 5.1) plus `margin_s`, so a
-    cluster on the fast profile is held to the fast profile's budgets.
-
-    The numbers come from `kubitect_core.failover.expected_budget`, which the load balancer
-    plugin's own tests use too; `holder_back` is one advert (the returning higher-priority
-    instance preempts on its first advert; with nopreempt nothing moves at all).
-    """
-    base = failover.expected_budget(settings, backup_priority=backup_priority, margin_s=margin_s)
-    advert = float(settings.advert_int)
-    version = int(getattr(settings, "vrrp_version", 2))
-    skew = failover.skew_s(advert, backup_priority, version)
-    m = f" + {margin_s:g} margin"
-    down = f"3 × {advert:g} advert + {skew:.2f} skew{m}"
-    noticed = (f"{failover.EXIT_NOTICE_S:g} exit event" if failover.exit_events_tracked(settings)
-               else f"{settings.check_interval} check interval × {settings.check_fall} fall")
-    return {
-        "keepalived_stopped": Budget(base["keepalived_stopped"], f"{skew:.2f} skew{m}"),
-        "haproxy_killed": Budget(base["haproxy_killed"], f"{noticed} + {skew:.2f} skew{m}"),
-        "keepalived_crashed": Budget(base["keepalived_crashed"], down),
-        "link_cut": Budget(base["link_cut"], down),
-        "host_loss": Budget(base["host_loss"], down),
-        "holder_back": Budget(round((advert + margin_s) * 1000, 1), f"{advert:g} advert{m}"),
-    }
-
-
-def takeover_deadline_s(settings: Any, backup_priority: int) -> float:
-    """How long a settled placement may take after a change: checks must rise, then an election."""
-    advert = float(settings.advert_int)
-    version = int(getattr(settings, "vrrp_version", 2))
-    return (settings.check_rise * settings.check_interval + 3 * advert
-            + failover.skew_s(advert, backup_priority, version) + 3.0)
+def declared_budget(declared: dict[str, Any], case: str, margin_s: float) -> Budget | None:
+    """The budget the implementation declares for `case` (its record's `failover.budgets`) plus the
+    suite's margin; None when it declares none for that case."""
+    entry = (declared.get("budgets") or {}).get(case)
+    if not entry:
+        return None
+    return Budget(round(float(entry["ms"]) + margin_s * 1000, 1), f"{entry['formula']} + {margin_s:g} margin")

@@ -153,6 +153,9 @@ MODIFY_RULES = [
          "One or more data disks will be removed, with their data.", exact=True),
     Rule(f"{NODES}.loadBalancer.forwardPorts", ANY, "allow", ""),
     Rule(f"{NODES}.loadBalancer.vip", ANY, "error", "The VIP of an existing cluster cannot be changed."),
+    Rule(f"{NODES}.loadBalancer.implementation", ANY, "error",
+         "The load balancer implementation of an existing cluster cannot be changed: the endpoint (and its "
+         "port) is built into every node's and kubeconfig's configuration."),
     Rule(f"{NODES}.*.instances[*]", ANY, "allow", ""),
     Rule("kubernetes.version", ANY, "error",
          "Changing the Kubernetes version is allowed only with '--action upgrade'."),

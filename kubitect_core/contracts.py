@@ -203,13 +203,27 @@ class VmProvider(Protocol):
 class LoadBalancer(LayerPlugin, Protocol):
     """The control-plane load balancer / VIP implementation (keepalived-haproxy, kube-vip, ...).
 
-    apply must record `ctx.record["endpoint"]` (the address clients use for the API server) and
-    `ctx.record["vip"]` (or None).
+    apply must record `ctx.record["endpoint"]` (the address clients use for the API server),
+    `ctx.record["port"]` (the port it serves the API on there; installers build every URL and
+    join address from the two) and `ctx.record["vip"]` (or None). It may record
+    `ctx.record["nodes"]` ({node name: {...}}: the nodes that serve the endpoint, which the generic
+    conformance suite checks for a single VIP holder) and `ctx.record["whoami_port"]` (a plain
+    HTTP port on the VIP whose answer names the node serving it).
     """
 
     name: str
     # True: used when `cluster.nodes.loadBalancer.implementation` is left out; one may claim it.
     default: bool = False
+    # Where it runs, which validation checks the config against: "load_balancers" (on
+    # cluster.nodes.loadBalancer.instances; several masters need at least one) or "masters" (on
+    # the control-plane nodes themselves, or on nothing of its own: instances are refused).
+    runs_on: str = "load_balancers"
+    # cluster.nodes.loadBalancer.vip: "optional" (required only with several load balancer
+    # instances), "required" or "unused" (a VIP in the config is refused).
+    vip_use: str = "optional"
+    # The port the endpoint serves the API on (what apply records as `port`): validation keeps
+    # forwardPorts off it, and the config views show it before anything is applied.
+    api_port: int = 6443
 
 
 class KubernetesInstaller(LayerPlugin, Protocol):

@@ -8,13 +8,13 @@ request's send time, completion time and outcome on the monotonic clock. The gap
 from the first failed request's send time to the completion of the first successful request
 sent after it; that is what a client sees.
 
-`expected_budget()` turns the configured VRRP timers into the gap each fault may cost, so tests
-assert against the configuration instead of hard-coded numbers.
+What a fault may cost is the load balancer's to declare (its record's `failover.budgets`, e.g.
+kubitect_plugins.keepalived_haproxy.budgets from the VRRP timers); this module only measures.
 
 Run it inside a network namespace as a program: `ip netns exec NS python -m kubitect_core.failover
 probe VIP --port 6443` prints `ready` after the first success, then one JSON line when the
-endpoint has failed and recovered (or `--max-seconds` passed). `holder VIP` prints the name of the
-load balancer answering for the VIP.
+endpoint has failed and recovered (or `--max-seconds` passed). `holder VIP --port P` prints the name
+of the node answering for the VIP on its whoami port P.
 """
 
 from __future__ import annotations
@@ -30,14 +30,10 @@ from dataclasses import dataclass, field
 
 PROBE_INTERVAL_S = 0.02
 PROBE_TIMEOUT_S = 0.25
-WHOAMI_PORT = 8405  # kubitect_plugins.keepalived_haproxy.render.Layout.whoami_port
-# Added to every timer-derived budget: ARP/GARP propagation, process scheduling on a busy
-# 2-core host, the prober's own 20 ms cadence and TLS handshake. Stated once, used everywhere.
+# Added to every budget a load balancer declares (its timer arithmetic): ARP/GARP propagation,
+# process scheduling on a busy 2-core host, the prober's own 20 ms cadence and TLS handshake.
+# Stated once, used everywhere.
 DEFAULT_MARGIN_S = 0.5
-# With HAProxy's exit tracked by events (the keepalived-haproxy setting trackHaproxyExit):
-# systemd notices the exit, runs the hook, keepalived reads the file; measured 20-60 ms on
-# nspawn nodes (bench/failover_side_by_side.py), budgeted at this.
-EXIT_NOTICE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -260,56 +256,12 @@ class Prober:
         return self.result()
 
 
-async def holder(vip: str, port: int = WHOAMI_PORT, timeout: float = 0.5) -> str | None:
-    """Which load balancer answers for the VIP (its whoami frontend, bound to the VIP only)."""
+async def holder(vip: str, port: int, timeout: float = 0.5) -> str | None:
+    """Which node answers for the VIP: a plain HTTP port the load balancer binds on the VIP only
+    and answers with the node's name (keepalived-haproxy: its whoami frontend, recorded as
+    `whoami_port`)."""
     ok, body = await readyz(vip, port, path="/", timeout=timeout, plain=True)
     return (body or None) if ok else None
-
-
-def skew_s(advert_int: float, priority: int, vrrp_version: int) -> float:
-    """RFC 3768/5798 skew: VRRPv2 (256-p)/256 s, VRRPv3 (256-p)*advert/256."""
-    base = advert_int if vrrp_version == 3 else 1.0
-    return (256 - priority) * base / 256
-
-
-def expected_budget(settings: object, *, backup_priority: int = 10, margin_s: float = DEFAULT_MARGIN_S,
-                    exit_events: bool | None = None) -> dict[str, float]:
-    """Budget in ms per fault on the holder, derived from the VRRP timers plus `margin_s`.
-
-    `settings` is anything with advert_int, check_interval, check_fall and vrrp_version
-    (kubitect_plugins.keepalived_haproxy.settings.VrrpSettings), and optionally
-    track_haproxy_exit. The backup's priority sets the skew (pass the priority keepalived really
-    runs with); the default 10 (the original's default) gives the largest skew and so the safest
-    budget. `exit_events` overrides whether HAProxy's exit is tracked by events (default: the
-    settings' track_haproxy_exit; a lab without systemd passes False).
-    - keepalived stopped: the holder sends a priority-0 advert; the backup waits only its skew.
-    - HAProxy killed: the check notices within interval x fall (plus the check's run time), or
-      the exit event within EXIT_NOTICE_S; the holder goes FAULT and sends priority 0, the backup
-      waits its skew.
-    - keepalived crashed / link cut: the backup waits Master_Down_Interval = 3 x advert + skew.
-    - host loss (every VM on the holder's host stops at once, or the host drops off the network):
-      the same silence as a crash, so the same Master_Down_Interval.
-    """
-    advert = float(settings.advert_int)
-    version = int(getattr(settings, "vrrp_version", 2 if advert.is_integer() else 3))
-    skew = skew_s(advert, backup_priority, version)
-    down = 3 * advert + skew
-    check = float(settings.check_interval) * int(settings.check_fall)
-    seconds = {
-        "keepalived_stopped": skew,
-        "haproxy_killed": check + skew,
-        "keepalived_crashed": down,
-        "link_cut": down,
-        "host_loss": down,
-    }
-    if exit_events_tracked(settings, exit_events):
-        seconds["haproxy_killed"] = min(seconds["haproxy_killed"], EXIT_NOTICE_S + skew)
-    return {case: round((s + margin_s) * 1000, 1) for case, s in seconds.items()}
-
-
-def exit_events_tracked(settings: object, override: bool | None = None) -> bool:
-    """Whether HAProxy's exit reaches keepalived as an event (not only by the periodic check)."""
-    return bool(getattr(settings, "track_haproxy_exit", False)) if override is None else override
 
 
 def answer_runs(probes: list[Probe], since: float | None = None) -> list[list]:
@@ -386,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="after 'ready', mark when a line arrives on stdin; --min-seconds count from the next line")
     h = sub.add_parser("holder", help="print the load balancer answering for the VIP")
     h.add_argument("vip")
-    h.add_argument("--port", type=int, default=WHOAMI_PORT)
+    h.add_argument("--port", type=int, required=True, help="the load balancer's whoami port")
     args = parser.parse_args(argv)
     if args.cmd == "probe":
         return asyncio.run(_probe_main(args))

@@ -29,10 +29,13 @@ import sys
 import time
 from collections import Counter
 
-from kubitect_core.failover import PROBE_TIMEOUT_S, WHOAMI_PORT, FailoverResult, Probe, Prober, outages
+from kubitect_core.failover import PROBE_TIMEOUT_S, FailoverResult, Probe, Prober, outages
 from kubitect_core.failover_keepalive import KeepAliveProber
 
+# Defaults of --api-port and --whoami-port: the endpoint's port and the port on the VIP that names
+# its holder, as keepalived-haproxy records them (`port`, `whoami_port` of its record).
 API_PORT = 6443
+WHOAMI_PORT = 8405
 
 
 def summarize(probes: list[Probe], since: float) -> dict:
@@ -80,13 +83,14 @@ async def _stdin_line() -> None:
 
 async def run(vip: str, *, min_seconds: float, max_seconds: float, settle: float, interval: float,
               ready_timeout: float, report_every: float | None = None, until_stdin: bool = False,
-              timeout: float = PROBE_TIMEOUT_S, fresh_target: str = "api", wait_go: bool = False) -> dict:
+              timeout: float = PROBE_TIMEOUT_S, fresh_target: str = "api", wait_go: bool = False,
+              api_port: int = API_PORT, whoami_port: int = WHOAMI_PORT) -> dict:
     if fresh_target == "whoami":  # HAProxy answers itself: no TLS handshake, no API server per request
-        fresh = Prober(vip, WHOAMI_PORT, path="/", interval=interval, plain=True, timeout=timeout)
+        fresh = Prober(vip, whoami_port, path="/", interval=interval, plain=True, timeout=timeout)
     else:
-        fresh = Prober(vip, API_PORT, interval=interval, timeout=timeout)
-    holder = Prober(vip, WHOAMI_PORT, path="/", interval=interval, plain=True, timeout=timeout)
-    keep = KeepAliveProber(vip, API_PORT, interval=interval)
+        fresh = Prober(vip, api_port, interval=interval, timeout=timeout)
+    holder = Prober(vip, whoami_port, path="/", interval=interval, plain=True, timeout=timeout)
+    keep = KeepAliveProber(vip, api_port, interval=interval)
     for stream in (fresh, holder, keep):
         stream.start()
     try:
@@ -149,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="what the fresh-connection client asks: the API through VIP:6443 (TLS), or HAProxy's "
                              "whoami frontend on VIP:8405 (plain; for emulated VMs, where a TLS API server per "
                              "request every 20 ms is more than the stand-in API can answer)")
+    parser.add_argument("--api-port", type=int, default=API_PORT, help="the endpoint's API port (recorded `port`)")
+    parser.add_argument("--whoami-port", type=int, default=WHOAMI_PORT,
+                        help="the port on the VIP that names its holder (recorded `whoami_port`)")
     parser.add_argument("--wait-go", action="store_true",
                         help="after `ready`, wait for a line on stdin (the fault is in); "
                              "--min-seconds and --max-seconds count from then")
@@ -164,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                                       settle=args.settle, interval=args.interval, ready_timeout=args.ready_timeout,
                                       report_every=args.report_every, until_stdin=args.until_stdin,
                                       timeout=args.timeout, fresh_target=args.fresh_target,
-                                      wait_go=args.wait_go))
+                                      wait_go=args.wait_go, api_port=args.api_port,
+                                      whoami_port=args.whoami_port))
     print(json.dumps(out), flush=True)
     # Not asyncio.run: its clean-up waits for every leftover task, and a stuck TLS handshake
     # (failover.Prober.stop) would hold the result's reader forever. The result is out; leave.

@@ -95,8 +95,10 @@ def kubitect_load_balancers() -> dict[str, LoadBalancer]:
 
     :returns: {name: implementation}, each satisfying `kubitect_core.contracts.LoadBalancer`:
         a `name` equal to its key and async `plan`, `apply`, `destroy(ctx)`; apply records
-        `ctx.record["endpoint"]`. `default = True` makes it serve configs that leave
-        `cluster.nodes.loadBalancer.implementation` out. Return {} to offer none.
+        `ctx.record["endpoint"]` and `ctx.record["port"]` (the installers build every API URL
+        from the two). `default = True` makes it serve configs that leave
+        `cluster.nodes.loadBalancer.implementation` out; `runs_on` and `vip_use` say what
+        validation expects of the config. Return {} to offer none.
 
     The loadbalancers stage calls the one the config names.
     """

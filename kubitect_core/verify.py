@@ -17,7 +17,8 @@ The report (reports/conformance.json, also copied to `--report FILE`):
      "nodes": [{"name", "role", "host", "domain", "ip", "address": config|dhcp}] (the as-built nodes checked),
      "cases": [{"name", "module", "outcome": passed|failed|skipped, "seconds", "message",
                 "properties": {...recorded by the check, e.g. gap_ms}}],
-     "failover": [{"case": keepalived_stopped|haproxy_killed|keepalived_crashed|link_cut|holder_back|host_loss,
+     "failover": [{"case": link_cut|host_loss (the generic suite's) or the load balancer's own, e.g.
+                            keepalived_stopped|haproxy_killed|keepalived_crashed|holder_back|apiserver_stopped,
                    "test", "result", "budget_ms", "budget_formula", "gap_ms" (None: never recovered),
                    "takeover_ms", "outages", "total_outage_ms", "holder_before", "holder_after",
                    "vantage", "vantage_reason", "margin_ms", "target" (what was probed), "message"}]}
@@ -86,6 +87,8 @@ def write_inventory(ctx: StageContext) -> Path:
         "cluster": ctx.cluster,
         "vip": topo.vip,
         "endpoint": ctx.facts.get("loadbalancers", {}).get("endpoint") or topo.endpoint,
+        # The endpoint's port, as the load balancer recorded it (6443 when it recorded none).
+        "api_port": int(ctx.facts.get("loadbalancers", {}).get("port") or 6443),
         "virtual_router_id": topo.virtual_router_id,
         "nodes": inventory_nodes(ctx),
         "ssh": {"user": ctx.ssh.user, "private_key": str(ctx.ssh.private_key),

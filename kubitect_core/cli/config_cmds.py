@@ -112,7 +112,10 @@ def print_summary(loaded: LoadedConfig, console: Console) -> None:
                          + (f" bridge {net.bridge}" if net.bridge else "")))
     console.print(escape(f"VIP: {topo.vip or 'none'}"
                          + (f" (VRID {topo.virtual_router_id})" if topo.virtual_router_id else "")))
-    console.print(escape(f"endpoint: {topo.endpoint or 'assigned by DHCP'}:6443"))
+    from kubitect_core.topology_view.model import endpoint_port
+
+    console.print(escape(f"endpoint: {topo.endpoint or 'assigned by DHCP'}:"
+                         f"{endpoint_port(loaded.config.cluster.nodes.load_balancer.implementation)}"))
     k8s = loaded.config.kubernetes
     console.print(escape(f"kubernetes: {k8s.version} by {k8s.manager}, {k8s.network_plugin}"))
     for warning in loaded.warnings:

@@ -44,6 +44,11 @@ class ValidationContext:
     installers: dict[str, InstallerInfo] = field(default_factory=dict)
     providers: list[str] = field(default_factory=list)
     load_balancers: list[str] = field(default_factory=list)
+    # Per load balancer: where it runs ("load_balancers" or "masters", contracts.LoadBalancer.runs_on)
+    # and the port its endpoint serves the API on. Missing names: on load balancers, 6443.
+    lb_runs_on: dict[str, str] = field(default_factory=dict)
+    lb_ports: dict[str, int] = field(default_factory=dict)
+    lb_vip_use: dict[str, str] = field(default_factory=dict)  # "optional", "required" or "unused"
     extensions: list[ConfigExtension] = field(default_factory=list)
     local: bool = False  # `--local`: the cluster name gets the "local-" prefix (LOCAL_PREFIX)
     # What a config that leaves a kind out gets: keys "provider", "load_balancer", "installer".
@@ -75,6 +80,10 @@ def from_registry(registry: Any) -> ValidationContext:
         installers={name: InstallerInfo.of(inst) for name, inst in registry.installers.items()},
         providers=sorted(registry.providers),
         load_balancers=sorted(registry.load_balancers),
+        lb_runs_on={name: str(getattr(lb, "runs_on", "load_balancers"))
+                    for name, lb in registry.load_balancers.items()},
+        lb_ports={name: int(getattr(lb, "api_port", 6443)) for name, lb in registry.load_balancers.items()},
+        lb_vip_use={name: str(getattr(lb, "vip_use", "optional")) for name, lb in registry.load_balancers.items()},
         extensions=list(registry.extensions),
         defaults=dict(registry.defaults),
         manager_aliases=aliases,

@@ -19,7 +19,7 @@ from kubitect_core.config.errors import short_value
 from kubitect_core.config.fieldtypes import VERSION_RE
 
 ROLES = (("lb", "loadBalancer"), ("master", "master"), ("worker", "worker"))
-RESERVED_LB_PORTS = {6443: "the load balancers serve the Kubernetes API on it",
+RESERVED_LB_PORTS = {6443: "the API servers listen on it (and the load balancers serve it)",
                      22: "it is the SSH port of the load balancer VMs"}
 HOSTNAME_MAX = 63
 
@@ -262,10 +262,6 @@ def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
     elif masters % 2 == 0:
         out.error(master_loc, f"the number of master instances must be odd (1, 3, 5, ...) so etcd keeps "
                               f"a quorum (actual: {masters}).")
-    if masters > 1 and lbs == 0:
-        out.error(("cluster", "nodes", "loadBalancer", "instances"),
-                  f"at least one load balancer instance is required when several master instances are "
-                  f"configured (masters: {masters}).")
     lb = v.section("loadBalancer")
     impl = lb.get("implementation")
     if impl is None:
@@ -275,6 +271,15 @@ def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
         out.error(("cluster", "nodes", "loadBalancer", "implementation"),
                   f"unknown load balancer implementation '{short_value(impl)}'; "
                   f"installed: {_choices(ctx.load_balancers)}.")
+    chosen = impl if isinstance(impl, str) else ctx.default("load_balancer").name
+    if ctx.lb_runs_on.get(chosen or "", "load_balancers") == "masters":
+        _check_no_instances(chosen, lbs, ctx, out)
+    elif masters > 1 and lbs == 0:
+        out.error(("cluster", "nodes", "loadBalancer", "instances"),
+                  f"at least one load balancer instance is required when several master instances are "
+                  f"configured (masters: {masters}), or an implementation that puts the VIP on the masters"
+                  f"{_on_masters_hint(ctx)}.")
+    _check_vip_use(chosen, lb, ctx, out)
     if lbs > 1 and lb.get("vip") is None:
         out.error(("cluster", "nodes", "loadBalancer", "vip"),
                   f"a virtual IP (VIP) is required when several load balancer instances are configured "
@@ -312,7 +317,7 @@ def check_nodes(v: RawView, ctx: ValidationContext, out: Findings) -> None:
                 out.error(vip_loc, f"the VIP {vip} is also the IP of {_where(loc[:-1])}; the VIP must be an "
                                    "address no node uses.")
     _check_endpoint(v, lb, out)
-    _check_forward_ports(lb, out)
+    _check_forward_ports(lb, out, ctx.lb_ports.get(chosen or "", 6443))
     _check_data_disks(v, out)
     _check_nat_spread(v, out)
     _check_labels(v, out)
@@ -331,7 +336,42 @@ def _check_endpoint(v: RawView, lb: dict, out: Findings) -> None:
                  "known after it boots (DHCP outside kubitect). Set an ip or a VIP.")
 
 
-def _check_forward_ports(lb: dict, out: Findings) -> None:
+def _on_masters_hint(ctx: ValidationContext) -> str:
+    names = sorted(n for n, where in ctx.lb_runs_on.items() if where == "masters")
+    return f" (installed: {_choices(names)}, with a VIP)" if names else ""
+
+
+def _check_vip_use(chosen: str | None, lb: dict, ctx: ValidationContext, out: Findings) -> None:
+    """The VIP as the chosen implementation uses it: required by some, meaningless to others."""
+    use = ctx.lb_vip_use.get(chosen or "", "optional")
+    where = "on the masters" if ctx.lb_runs_on.get(chosen or "") == "masters" else "on its load balancers"
+    if use == "required" and lb.get("vip") is None:
+        out.error(("cluster", "nodes", "loadBalancer", "vip"),
+                  f"the load balancer implementation '{short_value(chosen)}' puts a virtual IP {where}: "
+                  "set cluster.nodes.loadBalancer.vip to a free address in cluster.network.cidr.")
+    elif use == "unused" and lb.get("vip") is not None:
+        others = sorted(n for n, u in ctx.lb_vip_use.items() if u != "unused")
+        out.error(("cluster", "nodes", "loadBalancer", "vip"),
+                  f"the load balancer implementation '{short_value(chosen)}' uses no virtual IP, so nothing would "
+                  f"hold this one: remove it, or choose an implementation that does (installed: {_choices(others)}).")
+
+
+def _check_no_instances(chosen: str, lbs: int, ctx: ValidationContext, out: Findings) -> None:
+    """An implementation that runs on the masters (or on nothing of its own) has no use for load
+    balancer machines.
+
+    Instances are an error, not a warning: each would be a VM kubitect creates, boots and keeps
+    without anything running on it, and a config with both most likely meant the other kind.
+    """
+    if lbs:
+        others = sorted(n for n, where in ctx.lb_runs_on.items() if where != "masters")
+        out.error(("cluster", "nodes", "loadBalancer", "instances"),
+                  f"the load balancer implementation '{short_value(chosen)}' runs on the masters, so these {lbs} "
+                  "load balancer instance(s) would be machines that serve nothing: remove them, or choose an "
+                  f"implementation that runs on them (installed: {_choices(others)}).")
+
+
+def _check_forward_ports(lb: dict, out: Findings, api_port: int = 6443) -> None:
     base = ("cluster", "nodes", "loadBalancer", "forwardPorts")
     ports = _l(lb.get("forwardPorts"))
     _duplicates([((*base, i, "name"), _s(_m(p).get("name"))) for i, p in enumerate(ports)],
@@ -339,9 +379,10 @@ def _check_forward_ports(lb: dict, out: Findings) -> None:
     nums = [((*base, i, "port"), n) for i, p in enumerate(ports)
             if isinstance(n := _m(p).get("port"), int) and not isinstance(n, bool)]
     _duplicates(nums, "port", "within forwardPorts", out)
+    reserved = {**RESERVED_LB_PORTS, api_port: "the load balancers serve the Kubernetes API on it"}
     for loc, n in nums:
-        if n in RESERVED_LB_PORTS:
-            out.error(loc, f"port {n} cannot be forwarded: {RESERVED_LB_PORTS[n]} (actual: {n}).")
+        if n in reserved:
+            out.error(loc, f"port {n} cannot be forwarded: {reserved[n]} (actual: {n}).")
 
 
 def _check_data_disks(v: RawView, out: Findings) -> None:

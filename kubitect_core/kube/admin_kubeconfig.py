@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kubitect_core import kubeconfig
 from kubitect_core.contracts import Change, StageContext
-from kubitect_core.kube.cluster import API_PORT, endpoint
+from kubitect_core.kube.cluster import api_port, endpoint
 
 
 def finish_kubeconfig(ctx: StageContext, fetched: str) -> list[str]:
@@ -15,7 +15,7 @@ def finish_kubeconfig(ctx: StageContext, fetched: str) -> list[str]:
     Records `kubeconfig` (the stored path) and `merged_into` (the user kubeconfig it was merged
     into, or None), so destroy removes exactly what apply added. Returns notes for the changes.
     """
-    text = kubeconfig.rename(fetched, ctx.cluster, endpoint(ctx), API_PORT)
+    text = kubeconfig.rename(fetched, ctx.cluster, endpoint(ctx), api_port(ctx))
     path = Path(ctx.cluster_dir) / "kubeconfig"
     old = path.read_text() if path.exists() else None
     kubeconfig.store(path, text)

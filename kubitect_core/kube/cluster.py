@@ -11,7 +11,11 @@ from kubitect_core.contracts import StageContext
 from kubitect_core.stage import StageError
 from kubitect_core.topology import Node
 
-API_PORT = 6443
+# The port every API server itself listens on (an installer's bindPort, kubeadm's and k3s's
+# default). The endpoint's port is the load balancer's to say (`api_port`): equal on load balancer
+# VMs, different when HAProxy shares the masters with the API servers.
+API_SERVER_PORT = 6443
+API_PORT = API_SERVER_PORT  # the old name, kept for plugins written against it
 
 
 def endpoint(ctx: StageContext) -> str:
@@ -20,9 +24,22 @@ def endpoint(ctx: StageContext) -> str:
     return str(recorded or ctx.topology.endpoint)
 
 
+def api_port(ctx: StageContext) -> int:
+    """The port clients reach the API at through the endpoint: what the load balancer recorded
+    (`ctx.record["port"]` of the loadbalancers stage), else the API servers' own port."""
+    recorded = (ctx.facts.get("loadbalancers") or {}).get("port")
+    return int(recorded) if recorded else API_SERVER_PORT
+
+
+def endpoint_address(ctx: StageContext) -> str:
+    """`<endpoint>:<port>` (IPv6 bracketed), as kubeadm's controlPlaneEndpoint and joins want it."""
+    host = endpoint(ctx)
+    return f"[{host}]:{api_port(ctx)}" if ":" in host else f"{host}:{api_port(ctx)}"
+
+
 def api_url(ctx: StageContext) -> str:
-    """`https://<endpoint>:6443`, what every joining node and the kubeconfig use."""
-    return kubeconfig.endpoint_url(endpoint(ctx), API_PORT)
+    """`https://<endpoint>:<port>`, what every joining node and the kubeconfig use."""
+    return kubeconfig.endpoint_url(endpoint(ctx), api_port(ctx))
 
 
 def cert_sans(ctx: StageContext) -> list[str]:

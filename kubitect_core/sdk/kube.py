@@ -2,7 +2,10 @@
 
     from kubitect_core.sdk import kube
 
-    kube.api_url(ctx)                    # https://<endpoint>:6443, the endpoint the LB stage recorded
+    kube.api_url(ctx)                    # https://<endpoint>:<port>, as the load balancer recorded them
+    kube.endpoint_address(ctx)           # <endpoint>:<port> (kubeadm's controlPlaneEndpoint)
+    kube.api_port(ctx)                   # the endpoint's port (8443 with control-plane-vip, else 6443)
+    kube.API_SERVER_PORT                 # the port each API server itself binds (6443)
     kube.cert_sans(ctx)                  # names the API certificate must carry (endpoint, VIP, LBs, masters)
     kube.load_or_create_secrets(...)     # 0600 secrets, generated once, never logged
     kube.download_reason(ctx, urls)      # None, or why the sources cannot be reached from here
@@ -20,13 +23,16 @@ from kubitect_core.kube.admin_kubeconfig import (
 )
 from kubitect_core.kube.cluster import (
     API_PORT,
+    API_SERVER_PORT,
     CONTROL_PLANE_TAINT,
     Taint,
+    api_port,
     api_url,
     cert_sans,
     cluster_nodes,
     control_plane_taint_needed,
     endpoint,
+    endpoint_address,
     kubelet_may_set,
     node_taints,
     pod_and_service_cidrs,
@@ -66,10 +72,12 @@ from kubitect_core.kube.steps import (
 from kubitect_core.kube.versions import minor_of, plain, version_tuple
 
 __all__ = [
-    "API_PORT", "CNIS", "CONTROL_PLANE_TAINT", "PROBE_TIMEOUT", "SECRETS_DIR", "SOURCES", "SOURCE_PREINSTALLED",
-    "SOURCE_UPSTREAM", "Cni", "Taint", "api_url", "apply_restricted_labels", "bootstrap_token", "cert_sans",
+    "API_PORT", "API_SERVER_PORT", "CNIS", "CONTROL_PLANE_TAINT", "PROBE_TIMEOUT", "SECRETS_DIR", "SOURCES",
+    "SOURCE_PREINSTALLED",
+    "SOURCE_UPSTREAM", "Cni", "Taint", "api_port", "api_url", "apply_restricted_labels", "bootstrap_token", "cert_sans",
     "certificate_key", "cluster_nodes", "control_plane_taint_needed", "download_reason", "drop_kubeconfig",
-    "endpoint", "finish_kubeconfig", "first_master", "forget_installation", "install_cni", "kubeconfig_change",
+    "endpoint", "endpoint_address", "finish_kubeconfig", "first_master", "forget_installation", "install_cni",
+    "kubeconfig_change",
     "kubeconfig_plan", "kubelet_may_set", "load_or_create_secrets", "minor_of", "node_pool", "node_taints",
     "node_unreachable_reason", "plain", "pod_and_service_cidrs", "probe_timeout", "probe_url", "random_token",
     "ready_nodes", "ready_then_fetch", "ready_timeout", "remove_from_nodes", "secrets_dir", "source",

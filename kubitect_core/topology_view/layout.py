@@ -385,8 +385,8 @@ def network_label(view: TopologyView) -> str:
 def vip_label(view: TopologyView) -> str:
     """The endpoint badge: the VIP when there is one, else the single address clients use."""
     if view.vip:
-        return f"VIP {view.vip} · VRRP id {view.virtual_router_id} · API :6443"
-    return f"API endpoint {view.endpoint or 'from DHCP'}:6443 (no VIP)"
+        return f"VIP {view.vip} · VRRP id {view.virtual_router_id} · API :{view.api_port}"
+    return f"API endpoint {view.endpoint or 'from DHCP'}:{view.api_port} (no VIP)"
 
 
 def forwards_label(view: TopologyView) -> str:

@@ -122,6 +122,12 @@ class TopologyView:
     hosts: tuple[HostView, ...]
     nodes: tuple[Node, ...]  # every node, in host order then role order
     totals: Totals
+    api_port: int = 6443  # the endpoint's port, as the selected load balancer serves it
+
+    @property
+    def vip_holders(self) -> tuple[Node, ...]:
+        """The nodes that may hold the VIP: the load balancers, else (VIP on the masters) the masters."""
+        return self.load_balancers or tuple(n for n in self.nodes if n.role == "master")
 
     @property
     def load_balancers(self) -> tuple[Node, ...]:
@@ -184,7 +190,15 @@ def build_view(loaded: LoadedConfig) -> TopologyView:
         network=NetworkView(mode=net.mode, cidr=net.cidr, gateway=str(net.gateway), bridge=net.bridge),
         vip=topo.vip, virtual_router_id=topo.virtual_router_id, endpoint=topo.endpoint,
         forward_ports=ports, hosts=tuple(hosts), nodes=all_nodes, totals=totals_of(all_nodes),
+        api_port=endpoint_port(lb.implementation),
     )
+
+
+def endpoint_port(implementation: str | None) -> int:
+    """The port the named load balancer serves the API on (its `api_port`; 6443 when unknown)."""
+    from kubitect_core.config.context import default_context
+
+    return default_context().lb_ports.get(implementation or "", 6443)
 
 
 def gib(value: int) -> str:

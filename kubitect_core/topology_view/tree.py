@@ -52,13 +52,13 @@ def build_tree(view: TopologyView) -> Tree:
     root = Tree(_text(("cluster ", "dim"), (view.cluster, "bold"), f"  kubernetes {view.kubernetes.summary}"))
     root.add(_text(("network ", "dim"), view.network.summary))
     if view.vip:
-        lbs = ", ".join(n.name for n in view.load_balancers) or "none"
+        lbs = ", ".join(n.name for n in view.vip_holders) or "none"
         vip = root.add(_text(("VIP ", "bold magenta"), (view.vip, "magenta"),
                              f"  VRRP id {view.virtual_router_id} · held by one of: {lbs}"))
         for p in view.forward_ports:
             vip.add(_text(("forwards ", "dim"), f"{p.name} :{p.port} → {p.target} :{p.target_port}"))
     else:
-        root.add(_text(("endpoint ", "dim"), f"{view.endpoint or 'assigned by DHCP'}:6443 (no VIP)"))
+        root.add(_text(("endpoint ", "dim"), f"{view.endpoint or 'assigned by DHCP'}:{view.api_port} (no VIP)"))
     for host in view.hosts:
         branch = root.add(host_label(host))
         if not host.nodes:

@@ -2,7 +2,8 @@
 
 Every server names the VIP, every load balancer and every master in `--tls-san`; the first
 server starts the embedded etcd with `--cluster-init`; every other server and every agent joins
-through the control-plane endpoint (`--server https://<endpoint>:6443`). The token is never an
+through the control-plane endpoint (`--server https://<endpoint>:<port>`,
+the port the load balancer recorded). The token is never an
 argument: it reaches k3s through a 0600 environment file (K3S_TOKEN).
 """
 
@@ -74,7 +75,7 @@ def server_args(ctx: StageContext, node: Node, *, first: bool) -> list[str]:
 
 
 def agent_args(ctx: StageContext, node: Node) -> list[str]:
-    """`k3s agent --server https://<endpoint>:6443 ...` for a worker."""
+    """`k3s agent --server https://<endpoint>:<port> ...` for a worker."""
     return _checked(["agent", f"--server={api_url(ctx)}", *_node_args(ctx, node)])
 
 

@@ -2,8 +2,9 @@
 through the `kubitect_conformance_modules` hook (see `__init__.py`).
 
 The generic suite (`kubitect_conformance`) checks what any load balancer must do: the API answers
-through the endpoint, one holder of the VIP. What only this implementation has is checked here:
-its daemons run and start at boot, and the configs it wrote are valid for them.
+through the endpoint, one holder of the VIP. What only this package's implementations have is
+checked here, on the nodes that serve the endpoint (the load balancers, or the masters with
+control-plane-vip): the daemons run and start at boot, and the configs written are valid for them.
 
 The fixtures (`lb`, `kubitect_inventory`) come by name from the generic suite; see
 `kubitect_core.sdk.conformance`. This module imports nothing of its plugin, so it runs under
@@ -12,8 +13,21 @@ whatever module name pytest gives it.
 
 from __future__ import annotations
 
+import pytest
+
+from kubitect_core.sdk.conformance import lb_facts
+
+IMPLEMENTATIONS = ("keepalived-haproxy", "control-plane-vip")
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+
+
+@pytest.fixture(autouse=True)
+def _ours(kubitect_inventory):
+    """This package's checks apply only when one of its implementations serves the endpoint."""
+    implementation = lb_facts(kubitect_inventory).get("implementation", "keepalived-haproxy")
+    if implementation not in IMPLEMENTATIONS:
+        pytest.skip(f"the load balancer is {implementation}, not keepalived + HAProxy")
 
 
 def _services(inventory) -> list[str]:

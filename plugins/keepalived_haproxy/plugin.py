@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from kubitect_core.sdk import Change, Node, NodePool, Remote, RemoteError, StageContext, Topology
 
-from . import node_ops
+from . import budgets, node_ops
 from .guard import NodeProbe, node_notes, node_warnings
 from .render import (
     ForwardPort,
@@ -72,9 +72,20 @@ class KeepalivedHaproxy:
 
     name = NAME
     default = True  # serves configs without cluster.nodes.loadBalancer.implementation (Kubitect's only LB)
+    runs_on = "load_balancers"
 
     def __init__(self, layout: Layout = Layout()) -> None:
         self.layout = layout
+
+    @property
+    def api_port(self) -> int:
+        """The port HAProxy serves the API on (recorded as the endpoint's port)."""
+        return self.layout.api_port
+
+    def frontends(self, topo: Topology) -> Topology:
+        """The topology as rendering sees it: its `load_balancers` are the nodes that run HAProxy
+        (and keepalived). Here the load balancer instances; the control-plane variant's masters."""
+        return topo
 
     # ------------------------------------------------------------------ helpers
 
@@ -107,13 +118,22 @@ class KeepalivedHaproxy:
         return tuple(p for p in self.layout.dropins if p not in rendered.files)
 
     def _record_endpoint(self, ctx: StageContext, topo: Topology) -> None:
+        ctx.record["implementation"] = self.name
         ctx.record["endpoint"] = endpoint(topo)
+        # Without load balancers the endpoint is the first master's own API server.
+        ctx.record["port"] = self.layout.api_port if topo.load_balancers else self.layout.backend_port
         ctx.record["vip"] = topo.vip
         ctx.record["mode"] = lb_mode(topo)
+        ctx.record.pop("whoami_port", None)
+        ctx.record.pop("failover", None)
         if lb_mode(topo) == "vrrp":
+            ctx.record["whoami_port"] = self.layout.whoami_port
             settings = vrrp_settings(ctx)
+            ranked = priorities(topo, settings)
             ctx.record["vrrp"] = {"profile": settings.profile, "advert_int": settings.advert_int,
-                                  "priorities": priorities(topo, settings)}
+                                  "priorities": ranked}
+            # The budgets the conformance suite holds each fault's gap to (budgets.py).
+            ctx.record["failover"] = budgets.declared(settings, ranked, holder_is_backend=self.runs_on == "masters")
 
     def _report_probe(self, ctx: StageContext, node: Node, probe: NodeProbe) -> None:
         """Says (and records) what this node lacks for the settings, and how HAProxy is tracked."""
@@ -133,7 +153,7 @@ class KeepalivedHaproxy:
 
     async def plan(self, ctx: StageContext) -> list[Change]:
         """What apply would do per LB node; reads the nodes' files, changes nothing."""
-        topo = ctx.topology
+        topo = self.frontends(ctx.topology)
         if lb_mode(topo) == "none":
             first = topo.masters[0] if topo.masters else None
             where = topo.endpoint or (f"{first.name} ({first.address})" if first else "none")
@@ -160,7 +180,7 @@ class KeepalivedHaproxy:
 
     async def apply(self, ctx: StageContext) -> list[Change]:
         """Converge every LB node; records the endpoint, the VIP and per-node config hashes."""
-        topo = ctx.topology
+        topo = self.frontends(ctx.topology)
         self._record_endpoint(ctx, topo)
         if lb_mode(topo) == "none":
             ctx.record["nodes"] = {}
@@ -256,7 +276,7 @@ class KeepalivedHaproxy:
         if ctx.options.get("machines_deleted"):
             ctx.record.clear()
             return []
-        topo = ctx.topology
+        topo = self.frontends(ctx.topology)
         paths = [self.layout.haproxy_cfg, self.layout.keepalived_conf, self.layout.check_script,
                  *self.layout.dropins, node_ops.SYSCTL_FILE]
 

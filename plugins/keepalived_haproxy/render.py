@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Literal
 
 from kubitect_core.sdk import Node, Topology, lazy_import
+from kubitect_core.sdk.kube import API_SERVER_PORT
 
 from .settings import VrrpSettings, ranked_priorities
 
 jinja2 = lazy_import("jinja2")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 
-API_PORT = 6443
 Mode = Literal["none", "haproxy", "vrrp"]
 Target = Literal["workers", "masters", "all"]
 
@@ -40,6 +40,10 @@ class ForwardPort:
 class Layout:
     """Where things live on a load balancer; the lab overrides paths to run several on one machine."""
 
+    # Where HAProxy serves the API (the endpoint's port) and where the API servers listen. Equal on
+    # load balancer VMs; on the masters themselves HAProxy needs its own port (control-plane-vip).
+    api_port: int = API_SERVER_PORT
+    backend_port: int = API_SERVER_PORT
     haproxy_cfg: str = "/etc/haproxy/haproxy.cfg"
     keepalived_conf: str = "/etc/keepalived/keepalived.conf"
     check_script: str = "/etc/keepalived/check_haproxy.sh"
@@ -172,13 +176,13 @@ def _num(value: float) -> str:
 
 def render_haproxy(topology: Topology, node: Node, forward_ports: Iterable[ForwardPort] = (),
                    layout: Layout = Layout()) -> str:
-    """haproxy.cfg for one LB: 6443 to all masters with a TLS /readyz check, one pair per forward port."""
+    """haproxy.cfg for one LB: the API port to all masters with a TLS /readyz check, one pair per forward port."""
     ports = []
     for fp in forward_ports:
         ports.append({"name": fp.name, "port": fp.port, "target_port": fp.target_port or fp.port,
                       "servers": _servers(forward_backends(topology, fp))})
     return _env().get_template("haproxy.cfg.j2").render(
-        cluster=topology.cluster, node_name=node.name, vip=topology.vip, api_port=API_PORT,
+        cluster=topology.cluster, node_name=node.name, vip=topology.vip,
         masters=_servers(topology.masters), forward_ports=ports, layout=layout)
 
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from kubitect_core.sdk import Node, StageContext, lazy_import, normalize_version, templates
 from kubitect_core.sdk.kube import (
-    API_PORT,
+    API_SERVER_PORT,
     cert_sans,
-    endpoint,
+    endpoint_address,
     node_taints,
     pod_and_service_cidrs,
     split_labels,
@@ -60,8 +60,10 @@ def _common(ctx: StageContext, node: Node, secrets: KubeadmSecrets) -> dict:
         "beta4": api_version == api.V1BETA4,
         "token": secrets.token,
         "certificate_key": secrets.certificate_key,
-        "port": API_PORT,
-        "control_plane_endpoint": f"{endpoint(ctx)}:{API_PORT}",
+        # The API server binds its own port; clients and joins go through the load balancer's
+        # endpoint and port (8443 when HAProxy shares the masters, control-plane-vip).
+        "port": API_SERVER_PORT,
+        "control_plane_endpoint": endpoint_address(ctx),
         "taints": node_taints(ctx, node),
         "kubelet_args": kubelet_args(node),
     }

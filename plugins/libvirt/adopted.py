@@ -30,15 +30,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import libvirt
-
-from kubitect_core.sdk import Change, Node, StageContext, StageError, Topology
+from kubitect_core.sdk import Change, Node, StageContext, StageError, Topology, lazy_import
 
 from . import network_layer, storage_layer, vms_layer
 from .connection import HostConnection, lookup
 from .hosts import Hosts, nodes_on
 from .ownership import metadata_of, network_tag, persistent_xml
+
 from .spec import METADATA_NS, METADATA_PREFIX, HostSpec, Names, net_spec, node_mac
+
+libvirt = lazy_import("libvirt")  # loaded on first use (fast start)
 
 KEY = "adopted"
 ORIGINAL = "Kubitect (Go)"

@@ -92,7 +92,7 @@ def _holder_query_seconds(lab, cluster_dir: Path, runs: int = 5) -> list[float]:
     ssh = ["ssh", "-F", str(cluster_dir / "conformance" / "ssh_config"), "-o", "ControlMaster=auto",
            "-o", f"ControlPath={cm}", "-o", "ControlPersist=30", MASTER]
     code = ("import sys, asyncio; sys.path.insert(0, '/tmp/kubitect-conformance'); import kubitect_prober as p; "
-            f"print(asyncio.run(p.holder('{VIP}')))")
+            f"print(asyncio.run(p.holder('{VIP}', 8405)))")
     out = []
     try:
         lab.run([*ssh, "true"], capture_output=True, timeout=30)

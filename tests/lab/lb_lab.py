@@ -359,7 +359,7 @@ class LbLab:
     def answering_holder(self) -> str | None:
         """The LB that answers for the VIP as the client sees it (kubitect_core.failover.holder)."""
         res = self.lab.exec("cl", sys.executable, "-m", "kubitect_core.failover", "holder",
-                            str(self.topology.vip), check=False)
+                            str(self.topology.vip), "--port", str(Layout().whoami_port), check=False)
         return res.stdout.strip() or None
 
     def vrrp_state(self, lb: str) -> str:

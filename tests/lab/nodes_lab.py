@@ -73,6 +73,15 @@ def lab_context(home: Path, cluster: str, config, topology: Topology, **options)
                         ssh=access, record={}, options=options)
 
 
+def conformance_registry() -> SimpleNamespace:
+    """The conformance modules the engine would run with keepalived-haproxy's package installed:
+    its own (daemons, configs, its failover cases) and the generic suite's."""
+    from kubitect_conformance.plugin import kubitect_conformance_modules as generic
+    from kubitect_plugins.keepalived_haproxy import kubitect_conformance_modules as own
+
+    return SimpleNamespace(conformance_modules=lambda: own() + generic())
+
+
 async def ssh(ctx: StageContext, ip: str, cmd: str) -> str:
     """Runs `cmd` with sudo on the node at `ip` as the cluster user; its stripped stdout."""
     async with await remote.connect(ip, user="k8s", key=ctx.ssh.private_key,
@@ -80,8 +89,12 @@ async def ssh(ctx: StageContext, ip: str, cmd: str) -> str:
         return (await node.run(cmd, sudo=True, check=False, timeout=60)).stdout.strip()
 
 
-async def start_standin_api(ctx: StageContext, master: Node, workdir: Path, common_name: str) -> None:
-    """Starts the TEST DOUBLE of kube-apiserver on the master (a systemd unit) and waits for /readyz."""
+async def start_standin_api(ctx: StageContext, master: Node, workdir: Path, common_name: str,
+                            restart: bool = False) -> None:
+    """Starts the TEST DOUBLE of kube-apiserver on the master (a systemd unit) and waits for /readyz.
+
+    `restart`: systemd restarts it 1 s after it dies, as kubelet restarts a crashed static pod.
+    """
     key, crt = workdir / "api.key", workdir / "api.crt"
     sshd_lab.run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                  "-keyout", str(key), "-out", str(crt), "-days", "1", "-subj", f"/CN={common_name}")
@@ -90,7 +103,8 @@ async def start_standin_api(ctx: StageContext, master: Node, workdir: Path, comm
         await node.put(STANDIN_API, "/opt/standin/api.py", sudo=True)
         await node.put(crt.read_bytes(), "/opt/standin/api.crt", sudo=True)
         await node.put(key.read_bytes(), "/opt/standin/api.key", mode=0o600, sudo=True)
-        await node.run("systemd-run --unit=standin-api python3 /opt/standin/api.py "
+        supervised = "-p Restart=always -p RestartSec=1 " if restart else ""
+        await node.run(f"systemd-run --unit=standin-api {supervised}python3 /opt/standin/api.py "
                        f"{master.name} /opt/standin/api.crt /opt/standin/api.key 6443", sudo=True)
     for _ in range(100):
         if (await readyz(master.ip, timeout=1))[0]:

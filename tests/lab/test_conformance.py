@@ -14,12 +14,11 @@ import asyncio
 import json
 import sys
 from dataclasses import replace
-from types import SimpleNamespace
 
 import nodes_lab
 import pytest
 import sshd_lab
-from nodes_lab import lab_context, lb_config, lb_topology, start_standin_api
+from nodes_lab import conformance_registry, lab_context, lb_config, lb_topology, start_standin_api
 from nodes_lab import ssh as node_ssh
 from sshd_lab import LAB_MARK_ENV, entered_netns
 
@@ -37,14 +36,6 @@ VRRP_ID = "cluster.nodes.loadBalancer.vrrp"
 @pytest.fixture(scope="module")
 def rootfs():
     return nodes_lab.nspawn_rootfs("openssl", "ssh")
-
-
-def _registry():
-    """The conformance modules the engine would run: the generic suite's and keepalived-haproxy's own."""
-    from kubitect_conformance.plugin import kubitect_conformance_modules as generic
-    from kubitect_plugins.keepalived_haproxy import kubitect_conformance_modules as keepalived_haproxy
-
-    return SimpleNamespace(conformance_modules=lambda: keepalived_haproxy() + generic())
 
 
 def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monkeypatch):
@@ -82,18 +73,18 @@ def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monke
             await plugin.apply(lb_ctx)
             # 1. the healthy cluster: every check and the whole failover matrix pass
             out["record"] = {}
-            await run_conformance(verify_ctx(out["record"], junit=str(tmp_path / "junit.xml")), _registry())
+            await run_conformance(verify_ctx(out["record"], junit=str(tmp_path / "junit.xml")), conformance_registry())
             out["report"] = json.loads((cdir / "reports" / "conformance.json").read_text())
             # 2. no API server behind the VIP yet (as before the kubernetes stage): the endpoint check
             #    is skipped with the reason and the matrix measures through HAProxy's whoami frontend
             await node_ssh(lb_ctx, base.topology.masters[0].ip, "systemctl stop standin-api")
-            await run_conformance(verify_ctx({}, checks="api_answers or keepalived_stopped"), _registry())
+            await run_conformance(verify_ctx({}, checks="api_answers or keepalived_stopped"), conformance_registry())
             out["no_api_report"] = json.loads((cdir / "reports" / "conformance.json").read_text())
             # 3. preempt set explicitly (re-applied by the plugin): the higher-priority old holder comes
             #    back and takes the VIP back
             preempt = settings.model_copy(update={"preempt": True})
             await plugin.apply(replace(lb_ctx, extensions={VRRP_ID: preempt}))
-            await run_conformance(verify_ctx({}, vrrp=preempt, checks="holder_back"), _registry())
+            await run_conformance(verify_ctx({}, vrrp=preempt, checks="holder_back"), conformance_registry())
             out["preempt_report"] = json.loads((cdir / "reports" / "conformance.json").read_text())
             nopreempt = preempt.model_copy(update={"preempt": False})
             # 4. broken on purpose: a second holder of the VIP (the backup claims the address too)
@@ -101,7 +92,8 @@ def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monke
             other = next(lb for lb, a in zip(lbs, addrs, strict=True) if f" {VIP}/" not in a)
             await node_ssh(lb_ctx, other.ip, f"ip addr add {VIP}/32 dev host0")
             try:
-                await run_conformance(verify_ctx({}, failover=False, checks="exactly_one_vip_holder"), _registry())
+                await run_conformance(verify_ctx({}, failover=False, checks="exactly_one_vip_holder"),
+                                      conformance_registry())
             except StageError as exc:
                 out["two_holders"] = str(exc)
             await node_ssh(lb_ctx, other.ip, f"ip addr del {VIP}/32 dev host0")
@@ -111,7 +103,7 @@ def test_conformance_and_failover_matrix_on_nspawn_nodes(tmp_path, rootfs, monke
                 await node_ssh(lb_ctx, lb.ip, "sed -i '/track_script {/,/}/d; /    track_file {/,/}/d' "
                                               "/etc/keepalived/keepalived.conf && systemctl reload keepalived")
             try:
-                await run_conformance(verify_ctx({}, vrrp=nopreempt, checks="haproxy_killed"), _registry())
+                await run_conformance(verify_ctx({}, vrrp=nopreempt, checks="haproxy_killed"), conformance_registry())
             except StageError as exc:
                 out["untracked"] = str(exc)
             out["untracked_report"] = json.loads((cdir / "reports" / "conformance.json").read_text())

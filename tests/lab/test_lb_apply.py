@@ -19,17 +19,19 @@ from types import SimpleNamespace
 import nodes_lab
 import pytest
 import sshd_lab
+from kubitect_plugins.keepalived_haproxy.budgets import expected_budget
 from nodes_lab import lab_context, lb_config, lb_topology, start_standin_api
 from nodes_lab import ssh as node_ssh
 from sshd_lab import LAB_MARK_ENV, entered_netns
 
 from kubitect_core.contracts import StageContext
-from kubitect_core.failover import Prober, expected_budget, holder, readyz
+from kubitect_core.failover import DEFAULT_MARGIN_S, Prober, holder, readyz
 
 pytestmark = pytest.mark.lab
 
 NET = "10.89.0"
 VIP = f"{NET}.200"
+WHOAMI = 8405  # keepalived-haproxy's whoami frontend (Layout.whoami_port)
 DROPIN = "/etc/systemd/system/haproxy.service.d/50-kubitect-exit.conf"
 RT_DROPIN = "/etc/systemd/system/keepalived.service.d/50-kubitect-realtime.conf"
 MANAGED = ("/etc/haproxy/haproxy.cfg", "/etc/keepalived/keepalived.conf", "/etc/keepalived/check_haproxy.sh",
@@ -55,7 +57,7 @@ async def _holders(ctx: StageContext, lbs) -> list[str]:
 async def _wait_holder(ctx: StageContext, lbs, name: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await holder(VIP) == name and await _holders(ctx, lbs) == [name]:
+        if await holder(VIP, WHOAMI) == name and await _holders(ctx, lbs) == [name]:
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"{name} never became the only VIP holder: {await _holders(ctx, lbs)}")
@@ -104,7 +106,7 @@ def test_apply_converges_load_balancers_and_a_second_run_restarts_nothing(tmp_pa
                 prober.mark()
                 await node_ssh(lb_ctx, lbs[0].ip, "systemctl stop keepalived")
                 out["failover"] = await prober.wait_recovered(15, quiet=3)
-            out["holder_after_stop"] = await holder(VIP)
+            out["holder_after_stop"] = await holder(VIP, WHOAMI)
             out["heal"] = await plugin.apply(lb_ctx)  # keepalived is started again
             await asyncio.sleep(1.0)  # long enough for a preempting instance to take the VIP back
             await _wait_holder(lb_ctx, lbs, lbs[1].name)  # the fast profile: nopreempt, it stays
@@ -156,7 +158,8 @@ def test_apply_converges_load_balancers_and_a_second_run_restarts_nothing(tmp_pa
     assert out["pids_after"] == out["pids"], "a second apply restarts nothing"
     assert out["sysctl"].startswith("1\n") and "net.ipv4.ip_nonlocal_bind = 1" in out["sysctl"]
     fo = out["failover"]
-    budget = expected_budget(settings, backup_priority=record["vrrp"]["priorities"][lb2])["keepalived_stopped"]
+    budget = expected_budget(settings, backup_priority=record["vrrp"]["priorities"][lb2],
+                             margin_s=DEFAULT_MARGIN_S)["keepalived_stopped"]
     print(f"\nnspawn failover (systemctl stop keepalived): gap {fo.gap_ms:.1f} ms (budget {budget} ms)",
           file=sys.stderr)
     assert fo.recovered and fo.gap_ms <= budget

@@ -16,10 +16,11 @@ import sys
 import time
 
 import pytest
+from kubitect_plugins.keepalived_haproxy.budgets import expected_budget
 from kubitect_plugins.keepalived_haproxy.settings import VrrpSettings, ranked_priorities
 from lb_lab import LB_HOSTS, LbLab, is_root, lab_topology, missing_binaries
 
-from kubitect_core.failover import expected_budget
+from kubitect_core.failover import DEFAULT_MARGIN_S
 
 pytestmark = [
     pytest.mark.lab,
@@ -94,7 +95,8 @@ def test_failover_moves_the_vip_to_the_backup_within_the_timer_budget(lb_lab, ca
     inject, restore = CASES[case]
     holder = lb_lab.settled_holder()
     backup = next(lb for lb in lb_lab.lbs if lb != holder)
-    budget_ms = expected_budget(SETTINGS, backup_priority=PRIORITIES[backup], exit_events=False)[case]
+    budget_ms = expected_budget(SETTINGS, backup_priority=PRIORITIES[backup], exit_events=False,
+                                margin_s=DEFAULT_MARGIN_S)[case]
     try:
         # Without any failed request within budget + 1 s the prober stops (a seamless handover).
         result = lb_lab.measure(lambda: inject(lb_lab, holder), quiet=budget_ms / 1000 + 1)

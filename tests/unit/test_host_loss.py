@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 from kubitect_conformance import hostloss
 from kubitect_conformance.plugin import kubitect_conformance_modules
-from kubitect_conformance.vip import budgets
+from kubitect_conformance.vip import declared_budget
+from kubitect_plugins.keepalived_haproxy import budgets as budgets_of
 from kubitect_plugins.keepalived_haproxy.settings import VrrpSettings
 from typer.testing import CliRunner
 
@@ -25,6 +26,13 @@ from kubitect_core.topology import Node, Topology
 from kubitect_core.verify import pytest_argv, write_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def budgets(settings, backup_priority: int, margin_s: float) -> dict:
+    """What the suite holds each case to: the budgets keepalived-haproxy declares for a backup of
+    this priority (recorded at apply), plus the margin."""
+    declared = budgets_of.declared(settings, {"backup": backup_priority}, holder_is_backend=False)
+    return {case: declared_budget(declared, case, margin_s) for case in declared["budgets"]}
 
 
 def _ctx(tmp_path: Path, **options) -> StageContext:
@@ -82,7 +90,7 @@ def test_host_loss_budget_is_the_master_down_interval_plus_margin():
     b = budgets(settings, backup_priority=10, margin_s=0.5)
     skew = (256 - 10) / 256
     assert b["host_loss"].ms == b["link_cut"].ms == round((3 + skew + 0.5) * 1000, 1)
-    assert failover.expected_budget(settings)["host_loss"] == b["host_loss"].ms
+    assert budgets_of.expected_budget(settings, margin_s=0.5)["host_loss"] == b["host_loss"].ms
 
 
 def test_answer_runs_show_requests_alternating_between_two_holders():

@@ -16,6 +16,7 @@ from pathlib import Path
 import pydantic
 import pytest
 from kubitect_plugins.keepalived_haproxy import kubitect_config_extensions, kubitect_load_balancers
+from kubitect_plugins.keepalived_haproxy.budgets import EXIT_NOTICE_S, expected_budget
 from kubitect_plugins.keepalived_haproxy.node_ops import NodeState, needs_restart, pkg_manager, planned_changes
 from kubitect_plugins.keepalived_haproxy.render import (
     ForwardPort,
@@ -29,7 +30,7 @@ from kubitect_plugins.keepalived_haproxy.render import (
 )
 from kubitect_plugins.keepalived_haproxy.settings import VrrpSettings, ranked_priorities
 
-from kubitect_core.failover import EXIT_NOTICE_S, Probe, expected_budget, outages
+from kubitect_core.failover import Probe, outages
 from kubitect_core.topology import Node, Topology
 
 GOLDEN = Path(__file__).parent / "golden" / "lb"
@@ -223,7 +224,7 @@ def test_a_changed_global_section_restarts_keepalived_anything_else_reloads():
 
 
 def test_the_plugin_registers_its_load_balancer_and_config_extension():
-    assert list(kubitect_load_balancers()) == ["keepalived-haproxy"]
+    assert list(kubitect_load_balancers()) == ["keepalived-haproxy", "control-plane-vip"]
     (ext,) = kubitect_config_extensions()
     assert (ext.path, ext.key, ext.model) == ("cluster.nodes.loadBalancer", "vrrp", VrrpSettings)
 

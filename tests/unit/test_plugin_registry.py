@@ -49,7 +49,8 @@ def test_a_load_balancers_own_checks_come_and_go_with_it(monkeypatch):
     monkeypatch.delenv("KUBITECT_PLUGINS", raising=False)
     monkeypatch.delenv("KUBITECT_DISABLE_PLUGINS", raising=False)
     own = [m for m in load_registry().conformance_modules() if Path(m).parent.name == "keepalived_haproxy"]
-    assert [Path(m).name for m in own] == ["conformance_checks.py"] and Path(own[0]).is_file()
+    assert [Path(m).name for m in own] == ["conformance_checks.py", "conformance_failover.py"]
+    assert all(Path(m).is_file() for m in own)
     checks = Path(own[0]).read_text()
     assert "def test_load_balancer_services_are_active_and_enabled" in checks
 

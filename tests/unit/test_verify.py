@@ -20,7 +20,8 @@ import pytest
 from kubitect_conformance import k8s
 from kubitect_conformance.cluster import SshControl
 from kubitect_conformance.plugin import kubitect_conformance_modules
-from kubitect_conformance.vip import budgets
+from kubitect_conformance.vip import declared_budget
+from kubitect_plugins.keepalived_haproxy import budgets as budgets_of
 from kubitect_plugins.keepalived_haproxy.settings import VrrpSettings
 
 from kubitect_core.contracts import SshAccess, StageContext
@@ -30,6 +31,14 @@ from kubitect_core.verify import build_report, inventory_nodes, parse_junit, pyt
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFORMANCE = ROOT / "conformance"
+
+KEEPALIVED_FAILOVER = str(ROOT / "plugins" / "keepalived_haproxy" / "conformance_failover.py")
+
+def budgets(settings, backup_priority: int, margin_s: float) -> dict:
+    """What the suite holds each case to: the budgets keepalived-haproxy declares for a backup of
+    this priority (recorded at apply), plus the margin."""
+    declared = budgets_of.declared(settings, {"backup": backup_priority}, holder_is_backend=False)
+    return {case: declared_budget(declared, case, margin_s) for case in declared["budgets"]}
 
 
 def _node(role, nid, ip, host="h1", priority=None, disks=()):
@@ -188,7 +197,7 @@ def _stage_run(tmp_path, lbs, **options):
     progress: list[tuple[str, str]] = []
     ctx.progress = lambda s, m: progress.append((s, m))
     registry = SimpleNamespace(conformance_modules=lambda: [str(CONFORMANCE / "test_kubernetes.py"),
-                                                            str(CONFORMANCE / "test_failover.py")])
+                                                            str(CONFORMANCE / "test_failover.py"), KEEPALIVED_FAILOVER])
     asyncio.run(run_conformance(ctx, registry))
     return json.loads((ctx.cluster_dir / "reports" / "conformance.json").read_text()), progress, ctx
 
@@ -196,11 +205,13 @@ def _stage_run(tmp_path, lbs, **options):
 def test_verify_stage_skips_what_cannot_apply_and_says_why(tmp_path):
     report, progress, ctx = _stage_run(tmp_path, lbs=1, junit=str(tmp_path / "out" / "j.xml"))
     reasons = {c["name"]: c["message"] for c in report["cases"]}
-    assert report["failed"] == 0 and report["skipped"] == len(report["cases"]) == 9
-    assert "needs at least 2 load balancers; this cluster has 1" in reasons["test_failover_a_keepalived_stopped"]
+    assert report["failed"] == 0 and report["skipped"] == len(report["cases"]) == 10
+    assert "needs at least 2 nodes that may hold the VIP; this cluster has 1" in reasons[
+        "test_failover_a_keepalived_stopped"]  # keepalived-haproxy's own case, through the shared bench
+    assert "this cluster has 1" in reasons["test_failover_d_link_cut_without_split_brain"]  # the generic one
     assert "Kubernetes is not installed" in reasons["test_every_node_is_ready"]
     assert (tmp_path / "out" / "j.xml").exists() and (ctx.cluster_dir / "reports" / "conformance-junit.xml").exists()
-    assert ctx.record["summary"] == {"passed": 0, "failed": 0, "skipped": 9}
+    assert ctx.record["summary"] == {"passed": 0, "failed": 0, "skipped": 10}
     assert any(s == "report" and "test_failover_d_link_cut_without_split_brain" in m for s, m in progress)
 
 
@@ -221,9 +232,9 @@ def test_plain_pytest_with_a_cluster_dir_works_from_the_repository(tmp_path, lbs
                            "conformance/test_loadbalancers.py", "conformance/test_failover.py",
                            f"--kubitect-cluster-dir={ctx.cluster_dir}", "-k", "not api_answers"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert "conformance/test_loadbalancers.py:17: the cluster has no load balancers" in proc.stdout, \
+    assert "conformance/test_loadbalancers.py:18: the cluster has no load balancers" in proc.stdout, \
         proc.stdout[-2000:]
-    assert "the failover matrix needs at least 2 load balancers; this cluster has 0" in proc.stdout
+    assert "failover needs at least 2 nodes that may hold the VIP; this cluster has 0" in proc.stdout
     assert " failed" not in proc.stdout and "error" not in proc.stdout.lower(), proc.stdout[-2000:]
     # keepalived-haproxy's own checks, as the verify stage runs a contributed module (no conftest)
     own = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-q", "--noconftest",

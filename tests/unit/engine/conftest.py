@@ -57,6 +57,17 @@ def cli(fake_env):
     return run
 
 
+def pip_install(project: Path, target: Path) -> Path:
+    """pip-installs an example plugin project into a private target dir, as a user would (the shared
+    venv stays untouched); fails the test with pip's message when it cannot."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                           "--disable-pip-version-check", "--target", str(target), str(project)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"pip install of {project.name} failed:\n{proc.stderr}")
+    return target
+
+
 def kubitect_process(*args: str, **kw) -> subprocess.Popen:
     """`kubitect ARGS` as a separate process (for kill and concurrency tests)."""
     return subprocess.Popen([sys.executable, "-m", "kubitect_core.cli", *args], stdout=subprocess.PIPE,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, kubitect_process
+from conftest import ROOT, kubitect_process, pip_install
 
 EXAMPLE = ROOT / "examples" / "plugins" / "kubitect-hello"
 
@@ -15,13 +15,7 @@ EXAMPLE = ROOT / "examples" / "plugins" / "kubitect-hello"
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory):
     """pip-installs the example into a private target dir (the shared venv stays untouched)."""
-    target = tmp_path_factory.mktemp("site")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--disable-pip-version-check", "--target", str(target), str(EXAMPLE)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"pip install of the example plugin failed:\n{proc.stderr}")
-    return target
+    return pip_install(EXAMPLE, tmp_path_factory.mktemp("site"))
 
 
 def test_list_plugins_shows_builtins_and_the_installed_example(installed_example, monkeypatch):
