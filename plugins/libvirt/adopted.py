@@ -36,7 +36,6 @@ from . import network_layer, storage_layer, vms_layer
 from .connection import HostConnection, lookup
 from .hosts import Hosts, nodes_on
 from .ownership import metadata_of, network_tag, persistent_xml
-
 from .spec import METADATA_NS, METADATA_PREFIX, HostSpec, Names, net_spec, node_mac
 
 libvirt = lazy_import("libvirt")  # loaded on first use (fast start)
