@@ -21,6 +21,7 @@ The flat names:
     data_disk_serial, data_disk_by_id, check_serials_distinct
                              a data disk's stable serial and the guest's /dev/disk/by-id path
     StageError, StageSkipped errors a plugin raises: a message for the user, or "cannot run here"
+    held_layer(ctx, stage)   the result of a layer `kubitect adopt` took over from Kubitect (Go) and holds as is
     Remote, NodePool, Result, RemoteError, HostKeyChanged, HostKeyUnknown
                              commands and files on nodes over asyncssh, with pinned host keys
     write_private, write_atomic
