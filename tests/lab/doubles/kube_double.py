@@ -191,6 +191,8 @@ def serve(primary_url, crt, key, ready=None):
     """The stand-in API server (foreground). primary_url None: this node is the first server."""
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as kube-apiserver (kubectl and kubelets keep connections)
+
         def log_message(self, *a):
             pass
 
