@@ -229,6 +229,25 @@ def test_scale_workers_and_load_balancers_out_and_in_without_failing_a_request(r
             assert lines, stderr.decode()[-2000:]
             out["clients"] = json.loads(lines[-1])
 
+            # 6. the VIP holder itself leaves (clients started afresh: the VIP moves, once, by design)
+            holder = f"{cluster}-lb-1"
+            clients = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "kubitect_core.failover_streams", VIP, "--until-stdin", "--max-seconds", "120",
+                "--timeout", str(REQUEST_TIMEOUT_S), "--interval", "0.05",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            try:
+                ready = await asyncio.wait_for(clients.stdout.readline(), 30)
+                assert ready.strip() == b"ready", (ready, await clients.stderr.read())
+                await phase("vip holder in", run(cfg("holder-gone", lbs=(2,)), [*machines, "loadbalancers"]))
+                out["holder_handover"] = clock.when(holder, "stopping keepalived")
+                out["holder_stopped"] = clock.when(holder, "stopping container")
+                await asyncio.sleep(1.0)
+            finally:
+                stdout, stderr = await asyncio.wait_for(clients.communicate(b"stop\n"), 60)
+            lines = [line for line in stdout.decode().splitlines() if line.startswith("{")]
+            assert lines, stderr.decode()[-2000:]
+            out["holder_clients"] = json.loads(lines[-1])
+
         with entered_netns(ns):
             try:
                 asyncio.run(scenario())
@@ -242,6 +261,13 @@ def test_scale_workers_and_load_balancers_out_and_in_without_failing_a_request(r
     print(f"\nscale lab: requests failed through the VIP {failed} of "
           f"{ {k: clients[k]['probes'] for k in ('fresh', 'keepalive')} }, VIP holders {clients['holders']}, "
           f"phases {out['phases']} s, setup {out['setup_s']} s, wall time {wall:.1f} s", file=sys.stderr)
+
+    moved = out["holder_clients"]
+    print(f"VIP holder removed: holders {[h[1] for h in moved['holders']]}, failed requests "
+          f"{ {k: moved[k]['failures'] for k in ('fresh', 'keepalive')} } of "
+          f"{ {k: moved[k]['probes'] for k in ('fresh', 'keepalive')} }, kept-open connection reconnected "
+          f"{moved['keepalive_connects'] - 1} time(s), gaps {[moved[k]['gap_ms'] for k in ('fresh', 'keepalive')]} ms",
+          file=sys.stderr)
 
     # 1. the worker joined with a fresh token, created on the master before its join
     assert w2 in out["after_join"]["nodes"]
@@ -287,3 +313,7 @@ def test_scale_workers_and_load_balancers_out_and_in_without_failing_a_request(r
     assert clients["fresh"]["probes"] > 100 and clients["keepalive"]["probes"] > 100
     assert failed == {"fresh": 0, "keepalive": 0}, {k: clients[k] for k in ("fresh", "keepalive")}
     assert clients["keepalive_connects"] == 1
+
+    # 6. the holder handed the VIP over (keepalived stopped) before its machine went; the VIP moved once
+    assert out["holder_handover"] < out["holder_stopped"]
+    assert [h[1] for h in moved["holders"]] == [f"{cluster}-lb-1", f"{cluster}-lb-2"]
