@@ -11,6 +11,8 @@ Loaded through the `kubitect` entry-point group like any third-party plugin. It 
 - its own conformance checks (hook `kubitect_conformance_modules`): `conformance_checks.py`
   (daemons, configs) and `conformance_failover.py` (its failover cases, held to the budgets
   `budgets.py` declares in the record at apply).
+- a leaving load balancer hands the VIP over before its machine goes (hook
+  `kubitect_nodes_leaving`), see `leaving.py`.
 Rendering is pure and lives in `render.py` (templates next to it), node work in `node_ops.py`.
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from kubitect_core.sdk import ConfigExtension, hookimpl
 
+from . import leaving
 from .control_plane import ControlPlaneVip
 from .guard import config_warnings
 from .plugin import NAME, KeepalivedHaproxy
@@ -27,7 +30,7 @@ from .settings import EXTENSION_KEY, EXTENSION_PATH, VrrpSettings
 
 __all__ = ["ControlPlaneVip", "KeepalivedHaproxy",
            "VrrpSettings", "kubitect_config_extensions", "kubitect_conformance_modules",
-           "kubitect_load_balancers"]
+           "kubitect_load_balancers", "kubitect_nodes_leaving"]
 
 
 @hookimpl
@@ -49,3 +52,9 @@ def kubitect_conformance_modules() -> list[str]:
     """Contribute this package's own checks to the verify stage: its daemons and configs, then its
     failover cases (keepalived stopped, HAProxy killed, ... with the budgets apply declared)."""
     return [str(Path(__file__).with_name(name)) for name in ("conformance_checks.py", "conformance_failover.py")]
+
+
+@hookimpl
+async def kubitect_nodes_leaving(ctx, nodes, dry_run):
+    """A leaving load balancer stops keepalived first, so a VIP it holds moves before its machine goes."""
+    return await leaving.nodes_leaving(ctx, nodes, dry_run, NAME)
