@@ -27,9 +27,13 @@ BUILD_VERSION = 1
 ROOTFS_PACKAGES: tuple[str, ...] = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "keepalived", "haproxy", "iproute2",
     "procps", "sudo", "curl", "python3", "iputils-ping", "psmisc", "ca-certificates", "util-linux",
+    # Debian's etcd: the lab's control planes run a REAL etcd (started from kubeadm's static-pod
+    # manifest by the lab's kubelet stand-in), so member add/remove, quorum, snapshot and restore
+    # are real there; etcdctl is what kubitect_core.kube.etcd runs on a control plane.
+    "etcd-server", "etcd-client",
 )
-# Installed so the load-balancer plugin finds them, but left disabled: it enables them per node.
-NOT_ENABLED = ("keepalived.service", "haproxy.service")
+# Installed so the plugins find them, but left disabled: each is enabled only where it is needed.
+NOT_ENABLED = ("keepalived.service", "haproxy.service", "etcd.service")
 
 KEYGEN_UNIT = "kubitect-ssh-keygen.service"
 _KEYGEN_UNIT_TEXT = """\

@@ -15,12 +15,13 @@ files that are deleted after use, and never put on a command line or into a Chan
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from kubitect_core.sdk import Change, Node, Remote, StageContext, StageError, kube
+from kubitect_core.sdk import Change, Node, Remote, StageContext, StageError, etcd, kube, write_private
 
 from . import nodeprep, render, sources
 from .render import KubeadmSecrets
@@ -58,6 +59,20 @@ def _load_secrets(ctx: StageContext) -> KubeadmSecrets:
     data = kube.load_or_create_secrets(kube.secrets_dir(ctx) / SECRETS_FILE, {
         "token": kube.bootstrap_token, "certificate_key": kube.certificate_key,
     })
+    return KubeadmSecrets(data["token"], data["certificate_key"])
+
+
+def _rotate_certificate_key(ctx: StageContext) -> KubeadmSecrets:
+    """A fresh certificate key before control planes join an existing cluster.
+
+    Why: kubeadm deletes the uploaded certificates two hours after an upload, so a control plane
+    added or replaced later needs them uploaded again; a new key each time means a key that
+    leaked from an earlier join decrypts nothing that is uploaded now.
+    """
+    path = kube.secrets_dir(ctx) / SECRETS_FILE
+    data = json.loads(path.read_text())
+    data["certificate_key"] = kube.certificate_key()
+    write_private(path, json.dumps(data, indent=2) + "\n")
     return KubeadmSecrets(data["token"], data["certificate_key"])
 
 
@@ -139,7 +154,12 @@ class KubeadmInstaller:
                     changes.append(Change("change", "host", node.name, node.host, "; ".join(done)))
             await pool.each(pending, prep)
 
-            # 3. init on the first master
+            # 3. init on the first master; when it is a rebuilt one (`kubitect replace`) while other
+            # control planes are members, it joins them instead: a second `kubeadm init` would split the cluster
+            joined_masters = [m for m in masters if status[m.name] == "joined"]
+            if status[masters[0].name] == "fresh" and joined_masters:
+                masters = [joined_masters[0], *[m for m in masters if m is not joined_masters[0]]]
+                first = await remote(masters[0])
             just_initialised = False
             if status[masters[0].name] == "fresh":
                 await self._init(ctx, masters[0], first, secrets)
@@ -151,12 +171,18 @@ class KubeadmInstaller:
             ctx.record["ca_cert_hash"] = ca_hash
             joins = [n for n in pending if n is not masters[0]]
             if joins and not just_initialised:
+                if any(n.role == "master" for n in joins):  # control-plane joins download certificates
+                    secrets = _rotate_certificate_key(ctx)
                 await self._refresh_join_material(ctx, masters[0], first, secrets)
 
-            # 4. other masters, one at a time (etcd quorum)
+            # 4. other masters, one at a time (etcd quorum, checked before and after each)
             for node in [n for n in joins if n.role == "master"]:
+                if not just_initialised:
+                    await etcd.check_control_plane_addition(first, node)
                 await self._join(ctx, node, await remote(node), secrets, ca_hash)
                 await self._wait_local_api(node, await remote(node), kube.ready_timeout(ctx))
+                if not just_initialised:
+                    ctx.progress(node.name, f"etcd: {await etcd.check_control_plane_joined(first, node)}")
                 nodes_rec[node.name].update(state="joined")
                 ctx.checkpoint()
                 changes.append(Change("create", "node", node.name, node.host, f"joined as control plane {want}"))
