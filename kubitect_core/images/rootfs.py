@@ -22,7 +22,7 @@ from kubitect_core.paths import images_dir
 
 SUITE = "bookworm"
 # Bump when the build steps below change in a way that changes the result.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 ROOTFS_PACKAGES: tuple[str, ...] = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "keepalived", "haproxy", "iproute2",
@@ -132,9 +132,12 @@ def keep_disabled(root: Path, units: Sequence[str] = NOT_ENABLED) -> None:
     Why: keepalived and HAProxy are preinstalled on every node but must only run where the
     load-balancer plugin configures and enables them.
     """
-    for unit in units:
-        for link in (root / "etc/systemd/system").glob(f"*.wants/{unit}"):
-            link.unlink()
+    system = root / "etc/systemd/system"
+    for wants in system.glob("*.wants"):
+        for unit in units:
+            link = wants / unit
+            if link.is_symlink():  # dangling here (it points into the tree): glob() would skip it
+                link.unlink()
 
 
 def _symlink(dest: str, link: Path) -> None:
