@@ -167,9 +167,19 @@ UPGRADE_RULES = [
 ]
 
 SCALE_RULES = [
-    Rule(f"{NODES}.worker.instances[*]", ("create", "delete"), "allow", "", exact=True),
-    Rule(f"{NODES}.loadBalancer.instances[*]", ("create", "delete"), "allow", "", exact=True),
-    Rule(f"{NODES}.master.instances[*]", ("create",), "allow", "", exact=True),
+    Rule(f"{NODES}.worker.instances[*]", ("create",), "allow",
+         "The worker joins with a fresh bootstrap token.", exact=True),
+    Rule(f"{NODES}.worker.instances[*]", ("delete",), "allow",
+         "The worker is cordoned and drained (PodDisruptionBudgets respected), deleted from Kubernetes, then "
+         "its machine is deleted; its data disks only with --delete-data-disks.", exact=True),
+    Rule(f"{NODES}.loadBalancer.instances[*]", ("create",), "allow",
+         "The load balancer starts last; HAProxy and keepalived on the others reload (the VIP stays).", exact=True),
+    Rule(f"{NODES}.loadBalancer.instances[*]", ("delete",), "allow",
+         "The load balancer stops keepalived first (a VIP it holds moves at once), then its machine is deleted "
+         "and keepalived on the others reloads.", exact=True),
+    Rule(f"{NODES}.master.instances[*]", ("create",), "allow",
+         "The control plane joins one at a time with a fresh certificate key, etcd's quorum checked before "
+         "and after.", exact=True),
     Rule(f"{NODES}.master.instances[*]", ("delete",), "warn",
          "Removing a control plane removes its etcd member first (quorum checked before and after; the "
          "apply stops if it would be lost), then drains and deletes the node.", exact=True),

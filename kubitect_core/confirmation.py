@@ -21,6 +21,7 @@ _DISK = re.compile(_NODE.pattern + r"\.dataDisks\[([^\]]+)\]")
 _POOL = re.compile(r"hosts\[([^\]]+)\]\.dataResourcePools\[([^\]]+)\]")
 _MAIN_POOL = re.compile(r"hosts\[([^\]]+)\]\.mainResourcePoolPath")
 _HOST = re.compile(r"hosts\[([^\]]+)\]")
+DELETE_DATA_DISKS = "--delete-data-disks"
 
 
 @dataclass
@@ -30,6 +31,8 @@ class Confirmation:
     question: str
     events: Sequence[ChangeEvent] = ()
     data_loss: list[str] = field(default_factory=list)
+    # A flag that alone may answer yes (e.g. --delete-data-disks): -y/--auto-approve does not.
+    explicit: str | None = None
 
     @property
     def destructive(self) -> bool:

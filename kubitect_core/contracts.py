@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from kubitect_core.contract_check import optional
-from kubitect_core.topology import Topology
+from kubitect_core.topology import Node, Topology
 
 if TYPE_CHECKING:
     from kubitect_core.config.models import Config
@@ -218,6 +218,18 @@ class KubernetesInstaller(LayerPlugin, Protocol):
         makes the stage skipped rather than failed, since a missing internet connection is not
         the config's fault.
         """
+        ...
+
+    @optional
+    async def remove_nodes(self, ctx: StageContext, nodes: list[Node], dry_run: bool) -> list[Change]:
+        """Capability: take the leaving `nodes` (an apply removes them from the config) out of the
+        cluster before their machines are deleted: cordon, drain, stop the kubelet, delete the
+        Node. Called by the engine after the `kubitect_nodes_leaving` hook and before the machine
+        stages, with the kubernetes stage's context; `dry_run` (plan): say what, touch nothing.
+        Nodes it never made members (load balancers, a node that never joined) are ignored.
+        Raises StageError (naming the node and the pods that block) to stop the apply before any
+        machine is deleted; a re-run starts over with the nodes still recorded. An installer
+        without it cannot scale in: the engine refuses to delete its members' machines."""
         ...
 
 

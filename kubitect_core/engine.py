@@ -25,7 +25,7 @@ from typing import Any
 
 from kubitect_core import runlog
 from kubitect_core.changes import ChangeEvent, evaluate
-from kubitect_core.confirmation import Confirmation, data_loss, destroy_loss
+from kubitect_core.confirmation import DELETE_DATA_DISKS, Confirmation, data_loss, destroy_loss
 from kubitect_core.contracts import Change, SshAccess, StageContext
 from kubitect_core.keys import ensure_cluster_key, planned_access
 from kubitect_core.legacy import LegacyClusterError, detect
@@ -154,6 +154,7 @@ class Engine:
         self.live_log = live_log  # `--debug`: shows the run log as it is written
         self.log_path: Path | None = None  # the run log of the last command (for its failure message)
         self.local = local  # `--local`: configs are read with the `local-` name prefix
+        self._applied_cache: tuple[str, Topology | None] | None = None  # (applied text, its topology)
 
     # config ------------------------------------------------------------------------------
     def read(self, path: Path) -> ConfigInput:
@@ -208,7 +209,7 @@ class Engine:
                     outcome.nothing_to_do = True
                     outcome.message = "No changes detected."
                     return outcome
-                self._confirm_changes(state, outcome.events)
+                self._confirm_changes(state, outcome.events, cfg.loaded, opts)
             await self._run(state, cfg.loaded, cfg.text, self.registry.stages, "apply", opts, outcome,
                             command=opts.action if opts.action != "create" else "apply")
             if not outcome.skipped:  # a skipped stage must run on the next apply: not applied yet
@@ -240,7 +241,7 @@ class Engine:
             if applied is not None:
                 outcome.events = self._check_changes(state, applied, cfg.loaded, opts.action)
                 if outcome.events:
-                    self._confirm_changes(state, outcome.events)
+                    self._confirm_changes(state, outcome.events, cfg.loaded, opts)
             await self._run(state, cfg.loaded, cfg.text, selected, "apply", opts, outcome, command="run")
         return outcome
 
@@ -260,7 +261,11 @@ class Engine:
         record = _record(state)
         tmpl = loaded.config.cluster.node_template
         with planned_access(state, tmpl.user, tmpl.ssh.private_key_path) as (ssh, own):
+            leaving_checked = False
             for i, stage in enumerate(self.registry.stages):
+                if stage.config_topology and not leaving_checked:  # nodes leave before machines go
+                    leaving_checked = True
+                    await self._nodes_leaving(state, loaded, record, ssh, opts, outcome, "plan", save=lambda: None)
                 ctx = self._context(state, loaded, record, stage, ssh, opts, save=lambda: None)
                 changes = await self._call(state.name, stage, "plan", ctx, extra=own if i == 0 else ())
                 outcome.stages.append((stage.name, 0.0, changes))
@@ -352,15 +357,82 @@ class Engine:
         return outcome
 
     # internals ---------------------------------------------------------------------------
-    def _confirm_changes(self, state: ClusterState, events: list[ChangeEvent]) -> None:
-        if not self.confirm(Confirmation("Apply these changes?", events, data_loss(events, state.name))):
+    def _applied_topology(self, state: ClusterState) -> Topology | None:
+        """The last applied config's topology (what the leaving nodes were), None if unreadable.
+
+        Loaded only when nodes leave, and once per text (a 2,000-node config costs a validation)."""
+        from kubitect_core.config import ConfigError
+
+        text = state.applied_text()
+        if text is None:
+            return None
+        if self._applied_cache and self._applied_cache[0] == text:
+            return self._applied_cache[1]
+        try:
+            topology = self.load_raw(text, str(state.applied_path)).topology
+        except ConfigError:
+            topology = None
+        self._applied_cache = (text, topology)
+        return topology
+
+    def _removed_data_disks(self, state: ClusterState, loaded) -> list[str]:
+        """`node/disk` for every data disk of a node the new config removes."""
+        old = self._applied_topology(state)
+        if old is None:
+            return []
+        keep = {n.name for n in loaded.topology.nodes}
+        return [f"{n.name}/{d.name}" for n in old.nodes if n.name not in keep for d in n.data_disks]
+
+    async def _nodes_leaving(self, state: ClusterState, loaded, record, ssh, opts: Options, outcome: Outcome,
+                             action: str, save) -> None:
+        """The removal phase (`kubitect_core.leaving`): before the machine stages delete the machines
+        of nodes gone from the config, plugins make way and the installer drains and deletes them."""
+        from kubitect_core.leaving import NodesLeaving, gone_names, leaving_nodes
+
+        entries = record.get("stages", {})
+        vms = (entries.get("vms") or {}).get("data") or {}
+        kube_stage = next((s for s in self.registry.stages if s.name == "kubernetes"), None)
+        if not vms or kube_stage is None or loaded.config is None or not gone_names(loaded.topology, vms):
+            return
+        nodes = leaving_nodes(loaded.topology, self._applied_topology(state), vms)
+        if not nodes:
+            return
+        kube_ran = bool(((entries.get("kubernetes") or {}).get("data") or {}).get("nodes"))
+        step = NodesLeaving(nodes, kube_ran)
+        ctx = self._context(state, loaded, record, kube_stage, ssh, opts, save=save)
+        t0 = time.monotonic()
+        changes = await self._call(state.name, step, action, ctx)
+        if action == "apply":
+            save()
+        outcome.stages.append((step.name, time.monotonic() - t0, changes))
+
+    def _confirm_changes(self, state: ClusterState, events: list[ChangeEvent], loaded=None,
+                         opts: Options | None = None) -> None:
+        """One question for all changes. Data disks of removed nodes go only with explicit consent:
+        `--delete-data-disks` or a yes at the prompt (`-y` alone is not enough: a data disk is the
+        one thing a re-run cannot bring back)."""
+        removes_nodes = any(e.kind == "delete" and e.path.startswith("cluster.nodes.") and e.path.endswith("]")
+                            and ".instances[" in e.path for e in events)
+        disks = self._removed_data_disks(state, loaded) if loaded is not None and removes_nodes else []
+        flagged = bool(opts and opts.flags.get("delete_data_disks"))
+        explicit = DELETE_DATA_DISKS if disks and not flagged else None
+        if not self.confirm(Confirmation("Apply these changes?", events, data_loss(events, state.name),
+                                         explicit=explicit)):
+            if explicit:
+                raise Aborted(f"Not confirmed: removed nodes have data disks ({', '.join(disks)}). Pass {explicit} "
+                              "to delete them with their nodes (or answer yes at the prompt), or keep the nodes in "
+                              "the config.")
             raise Aborted("User aborted.")
+        if disks and opts is not None:
+            opts.flags["delete_data_disks"] = True  # confirmed: the machine layers may delete them
 
     def _check_changes(self, state: ClusterState, applied_text: str, loaded, action: str) -> list[ChangeEvent]:
         from kubitect_core.config import ConfigError, parse_yaml
 
         try:
-            old = resolved_dump(self.load_raw(applied_text, str(state.applied_path)))
+            applied = self.load_raw(applied_text, str(state.applied_path))
+            self._applied_cache = (applied_text, applied.topology)  # the removal phase reads it again
+            old = resolved_dump(applied)
         except ConfigError:
             # The applied config no longer validates (e.g. a version range moved): compare raw.
             advice = "move it aside to apply without comparing to the last applied config"
@@ -544,7 +616,12 @@ class Engine:
 
     async def _run_stages(self, state: ClusterState, loaded, record, ssh, stages: Sequence[Stage], action: str,
                           opts: Options, outcome: Outcome) -> None:
+        leaving_checked = action != "apply"
         for stage in stages:
+            if stage.config_topology and not leaving_checked:  # nodes leave before machines go
+                leaving_checked = True
+                await self._nodes_leaving(state, loaded, record, ssh, opts, outcome, "apply",
+                                          save=lambda: state.save_record(record))
             ctx = self._context(state, loaded, record, stage, ssh, opts, save=lambda: state.save_record(record))
             state.mark(record, stage.name, "running")
             state.save_record(record)

@@ -165,6 +165,9 @@ def kubitect_nodes_leaving(ctx: StageContext, nodes: list[Node], dry_run: bool) 
     why, with the numbers (capacity left, replicas wanted): the apply then stops before anything
     is drained or deleted, and a re-run after the user's fix starts over.
 
+    The implementation may be `async def` (it usually needs SSH): the engine awaits what it
+    returns. Implementations run one after the other.
+
     :returns: the changes it planned or made (e.g. `Change("delete", "osd", "osd.3", ...)`), or [].
     """
 

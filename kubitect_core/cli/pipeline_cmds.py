@@ -36,6 +36,8 @@ from kubitect_core.ui import JsonEvents, RichProgress, change_data, console, err
 ACTIONS = tuple(values.ACTIONS)
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 EXIT_CHANGES_PENDING = 2  # plan --detailed-exitcode, as Terraform
+NO_TTY_EXPLICIT = ("Not confirmed: this deletes data (listed above), and there is no terminal to ask on. "
+                   "Re-run with -y/--auto-approve and {flag} to confirm.")
 NO_TTY = ("Not confirmed: this deletes data (listed above), and there is no terminal to ask on. "
           "Re-run with -y/--auto-approve to confirm.")
 KUBECONFIG_NAME_HELP = ("Merge the kubeconfig into ~/.kube/config under this name instead of the cluster's "
@@ -111,6 +113,10 @@ def _engine(home: Path, *, auto_approve: bool, local: bool = False):
                 _print_events(confirmation.events, console)
             for line in confirmation.data_loss:
                 console.print(f"[bold red]data loss:[/bold red] [red]{escape(line)}[/red]", soft_wrap=True)
+        if confirmation.explicit and not auto_approve and not is_interactive():
+            raise Aborted(NO_TTY_EXPLICIT.format(flag=confirmation.explicit))
+        if confirmation.explicit and auto_approve:
+            return False  # -y does not answer it: only its own flag (the engine says which)
         if auto_approve:
             return True
         if not is_interactive():
@@ -259,6 +265,8 @@ def register(app: typer.Typer) -> None:
                                               "whose checksum is not published (loudly; never the default)."),
         wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
         kubeconfig_name: str = typer.Option(None, "--kubeconfig-name", help=KUBECONFIG_NAME_HELP),
+        delete_data_disks: bool = typer.Option(False, "--delete-data-disks", help=DELETE_DATA_DISKS_HELP),
+        drain_timeout: float = typer.Option(None, "--drain-timeout", min=1, help=DRAIN_TIMEOUT_HELP),
         local: bool = local_option(),
         debug: bool = debug_option(),
         fmt: output.Format = output_option(),
@@ -271,7 +279,8 @@ def register(app: typer.Typer) -> None:
         _check_action(action)
         engine, progress = _engine(resolve_home(home, local=local), auto_approve=auto_approve, local=local)
         opts = Options(action=action, auto_approve=auto_approve, reconcile=reconcile, wait_lock=wait_lock,
-                       flags=_image_flags(allow_unverified) | _kubeconfig_flags(kubeconfig_name))
+                       flags=_image_flags(allow_unverified) | _kubeconfig_flags(kubeconfig_name)
+                       | _scale_in_flags(delete_data_disks, drain_timeout))
 
         def go():
             cfg = engine.read(path)  # read once: these bytes are validated, applied and stored
@@ -341,6 +350,8 @@ def register(app: typer.Typer) -> None:
                                               "whose checksum is not published (loudly; never the default)."),
         wait_lock: float = typer.Option(0.0, "--wait-lock", help="Seconds to wait for another apply."),
         kubeconfig_name: str = typer.Option(None, "--kubeconfig-name", help=KUBECONFIG_NAME_HELP),
+        delete_data_disks: bool = typer.Option(False, "--delete-data-disks", help=DELETE_DATA_DISKS_HELP),
+        drain_timeout: float = typer.Option(None, "--drain-timeout", min=1, help=DRAIN_TIMEOUT_HELP),
         local: bool = local_option(),
         debug: bool = debug_option(),
         fmt: output.Format = output_option(),
@@ -352,7 +363,8 @@ def register(app: typer.Typer) -> None:
         path = _config_path(config, config_arg)
         engine, progress = _engine(resolve_home(home, local=local), auto_approve=auto_approve, local=local)
         opts = Options(auto_approve=auto_approve, wait_lock=wait_lock,
-                       flags=_image_flags(allow_unverified) | _kubeconfig_flags(kubeconfig_name))
+                       flags=_image_flags(allow_unverified) | _kubeconfig_flags(kubeconfig_name)
+                       | _scale_in_flags(delete_data_disks, drain_timeout))
 
         def go():
             cfg = engine.read(path)
@@ -533,6 +545,18 @@ def _export_yaml(text: str, what: str) -> None:
         output.document(data)
         return
     typer.echo(text, nl=False)
+
+
+DELETE_DATA_DISKS_HELP = ("Delete the data disks of nodes removed from the config (-y alone does not; "
+                          "without a terminal this flag is the only yes).")
+DRAIN_TIMEOUT_HELP = "Seconds a removed node's drain may take before the apply stops (default 300)."
+
+
+def _scale_in_flags(delete_data_disks: bool, drain_timeout: float | None) -> dict[str, Any]:
+    flags: dict[str, Any] = {"delete_data_disks": True} if delete_data_disks else {}
+    if drain_timeout:
+        flags["drain_timeout"] = drain_timeout
+    return flags
 
 
 def _image_flags(allow_unverified: bool) -> dict[str, Any]:

@@ -28,8 +28,8 @@ from kubitect_core.stage import StageError
 
 # A Node name is a DNS subdomain (RFC 1123): what kubelet registers and kubectl accepts.
 _NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-# How kubectl reports a missing object: `Error from server (NotFound): nodes "w-1" not found`.
-_NOT_FOUND = re.compile(r'\(NotFound\).*\bnot found|nodes? "[^"]+" not found')
+# How kubectl reports a missing node: `Error from server (NotFound): nodes "w-1" not found`.
+_NOT_FOUND = re.compile(r'\bnodes? "([^"]+)" not found')
 # `error when evicting pods/"web-1" -n "default"` (a PodDisruptionBudget refused, or the timeout hit).
 _EVICTING = re.compile(r'error when evicting pods/"([^"]+)" -n "([^"]+)"')
 # `cannot delete <kind> (use --flag ...): ns/a, ns/b`: pods drain refuses without a flag we do not pass.
@@ -83,16 +83,20 @@ def _said(res: Result) -> str:
     return text[-1] if text else f"exit {res.exit_status}"
 
 
-def is_not_found(res: Result) -> bool:
-    """Whether kubectl failed because the object does not exist (exit 1, `(NotFound)`)."""
-    return not res.ok and bool(_NOT_FOUND.search(res.stderr or res.stdout))
+def is_not_found(res: Result, node: str | None = None) -> bool:
+    """Whether kubectl failed because the node (`node`, or any) does not exist (exit 1, NotFound).
+
+    Only a missing *node* counts: a pod that vanished during a drain is not a missing node."""
+    if res.ok:
+        return False
+    return any(node is None or name == node for name in _NOT_FOUND.findall(f"{res.stderr}\n{res.stdout}"))
 
 
 async def _node_call(kubectl: Kubectl, node: str, step: str, args: list[str], timeout: float = 60) -> Result:
     res = await kubectl(args, timeout=timeout)
     if res.ok:
         return res
-    if is_not_found(res):
+    if is_not_found(res, node):
         raise NodeNotFound(node, step, f"{step} {node}: the cluster has no node '{node}'")
     raise NodeOpError(node, step, f"{step} {node} failed: {_said(res)}")
 
@@ -148,7 +152,7 @@ async def drain(kubectl: Kubectl, node: str, timeout_s: float, *, force: bool = 
     if res.ok:
         return
     text = f"{res.stdout}\n{res.stderr}"
-    if is_not_found(res):
+    if is_not_found(res, node):
         raise NodeNotFound(node, "drain", f"drain {node}: the cluster has no node '{node}'")
     pods = blocking_pods(text)
     if pods:
@@ -195,7 +199,7 @@ def parse_node(item: dict) -> NodeState:
 async def node_state(kubectl: Kubectl, node: str) -> NodeState | None:
     """The node as the API server sees it, or None when it has no such node."""
     res = await kubectl(["get", "node", check_node_name(node), "-o", "json"], timeout=60)
-    if is_not_found(res):
+    if is_not_found(res, node):
         return None
     if not res.ok:
         raise NodeOpError(node, "get node", f"get node {node} failed: {_said(res)}")

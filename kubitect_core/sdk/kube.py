@@ -60,6 +60,7 @@ from kubitect_core.kube.node_ops import (
     wait_node_ready,
 )
 from kubitect_core.kube.readiness import ready_nodes, ready_then_fetch, wait_ready
+from kubitect_core.kube.removal import DRAIN_TIMEOUT, drain_timeout, removal_plan, remove_members
 from kubitect_core.kube.sources import (
     PROBE_TIMEOUT,
     SOURCE_PREINSTALLED,
@@ -95,4 +96,6 @@ __all__ = [
     # node lifecycle (kubitect_core.kube.node_ops)
     "Kubectl", "NodeNotFound", "NodeOpError", "NodeState", "RemoteKubectl", "blocking_pods", "check_node_name",
     "cordon", "delete_node", "drain", "is_not_found", "node_state", "uncordon", "wait_node_ready",
+    # scale-in (kubitect_core.kube.removal)
+    "DRAIN_TIMEOUT", "drain_timeout", "removal_plan", "remove_members",
 ]

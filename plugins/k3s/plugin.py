@@ -149,6 +149,14 @@ class K3sInstaller:
             raise StageError(f"{node.name}: k3s did not become ready within {timeout}s "
                              f"(see `journalctl -u {k3s_args.unit_name(node)}` on the node)")
 
+    async def remove_nodes(self, ctx: StageContext, nodes: list[Node], dry_run: bool) -> list[Change]:
+        """Leaving members: cordon, drain, stop the node's k3s unit, `kubectl delete node`."""
+        if dry_run:
+            return kube.removal_plan(ctx, nodes)
+        return await kube.remove_members(
+            ctx, nodes, kubectl_prefix=KUBECTL,
+            stop_agent=lambda node: f"systemctl disable --now {k3s_args.unit_name(node)} >/dev/null 2>&1 || true")
+
     async def destroy(self, ctx: StageContext) -> list[Change]:
         """Stops and removes k3s on every reachable node (agents first), then kubeconfig and token."""
         src = kube.source(ctx)

@@ -62,16 +62,16 @@ def _load_secrets(ctx: StageContext) -> KubeadmSecrets:
     return KubeadmSecrets(data["token"], data["certificate_key"])
 
 
-def _rotate_certificate_key(ctx: StageContext) -> KubeadmSecrets:
-    """A fresh certificate key before control planes join an existing cluster.
+def _rotate(ctx: StageContext, key: str) -> KubeadmSecrets:
+    """Replaces one stored secret ("token" or "certificate_key") by a new one, kept 0600.
 
-    Why: kubeadm deletes the uploaded certificates two hours after an upload, so a control plane
-    added or replaced later needs them uploaded again; a new key each time means a key that
-    leaked from an earlier join decrypts nothing that is uploaded now.
+    Why: a later join must not depend on material from the cluster's creation. kubeadm deletes
+    uploaded certificates two hours after an upload and a token after a day, and a new value each
+    time means one that leaked from an earlier join opens nothing now.
     """
     path = kube.secrets_dir(ctx) / SECRETS_FILE
     data = json.loads(path.read_text())
-    data["certificate_key"] = kube.certificate_key()
+    data[key] = {"token": kube.bootstrap_token, "certificate_key": kube.certificate_key}[key]()
     write_private(path, json.dumps(data, indent=2) + "\n")
     return KubeadmSecrets(data["token"], data["certificate_key"])
 
@@ -172,8 +172,8 @@ class KubeadmInstaller:
             joins = [n for n in pending if n is not masters[0]]
             if joins and not just_initialised:
                 if any(n.role == "master" for n in joins):  # control-plane joins download certificates
-                    secrets = _rotate_certificate_key(ctx)
-                await self._refresh_join_material(ctx, masters[0], first, secrets)
+                    secrets = _rotate(ctx, "certificate_key")
+                secrets = await self._refresh_join_material(ctx, masters[0], first, secrets)
 
             # 4. other masters, one at a time (etcd quorum, checked before and after each)
             for node in [n for n in joins if n.role == "master"]:
@@ -226,20 +226,26 @@ class KubeadmInstaller:
         await self._wait_local_api(node, r, kube.ready_timeout(ctx))
 
     async def _refresh_join_material(self, ctx: StageContext, node: Node, r: Remote,
-                                     secrets: KubeadmSecrets) -> None:
-        """A later run: re-create the bootstrap token and re-upload the control-plane certificates.
+                                     secrets: KubeadmSecrets) -> KubeadmSecrets:
+        """A later run (a scale-out, a resumed run): a NEW bootstrap token, the control-plane
+        certificates uploaded again; the old token is deleted. Returns the secrets to join with.
 
-        Why: kubeadm deletes the uploaded certificates after two hours and the token after 24;
-        a re-run (or a scale-up) days later must still be able to join.
+        Why: kubeadm deletes the uploaded certificates after two hours and a token after 24; a
+        scale-out days later must still be able to join, and a token that once leaked (it was
+        valid for a day after create) must not let a machine join the cluster later.
         """
-        ctx.progress(node.name, "refreshing the bootstrap token and uploaded certificates")
-        await r.put(render.render_init(ctx, node, secrets), INIT_CONFIG, mode=0o600, sudo=True)
+        ctx.progress(node.name, "creating a fresh bootstrap token, uploading the certificates again")
+        fresh = _rotate(ctx, "token")
+        await r.put(render.render_init(ctx, node, fresh), INIT_CONFIG, mode=0o600, sudo=True)
         try:
             await r.run(f"kubeadm init phase bootstrap-token --config {INIT_CONFIG}", sudo=True, timeout=120)
             await r.run(f"kubeadm init phase upload-certs --upload-certs --config {INIT_CONFIG}", sudo=True,
                         timeout=120)
         finally:
             await r.run(f"rm -f {INIT_CONFIG}", sudo=True, check=False)
+        old_id = secrets.token.split(".")[0]  # the token's public id; the secret half never leaves here
+        await r.run(f"kubeadm token delete {old_id}", sudo=True, check=False, timeout=60)
+        return fresh
 
     async def _join(self, ctx: StageContext, node: Node, r: Remote, secrets: KubeadmSecrets, ca_hash: str) -> None:
         ctx.progress(node.name, "kubeadm join" + (" (control plane)" if node.role == "master" else ""))
@@ -273,6 +279,14 @@ class KubeadmInstaller:
         await r.put(timer, f"/etc/systemd/system/{RENEW_UNIT}.timer", sudo=True)
         await r.run(f"systemctl daemon-reload && systemctl enable --now {RENEW_UNIT}.timer", sudo=True, timeout=60)
         return Change("create", "timer", RENEW_UNIT, node.name, "monthly kubeadm certs renew all")
+
+    # ------------------------------------------------------------------ scale-in
+    async def remove_nodes(self, ctx: StageContext, nodes: list[Node], dry_run: bool) -> list[Change]:
+        """Leaving members: cordon, drain, `kubeadm reset` (stops the kubelet), `kubectl delete node`."""
+        if dry_run:
+            return kube.removal_plan(ctx, nodes)
+        return await kube.remove_members(ctx, nodes, kubectl_prefix=KUBECTL,
+                                         stop_agent=lambda node: "kubeadm reset -f")
 
     # ------------------------------------------------------------------ destroy
     async def destroy(self, ctx: StageContext) -> list[Change]:

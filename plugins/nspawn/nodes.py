@@ -68,7 +68,11 @@ def node_spec(ctx: StageContext, node: Node, root: Path) -> dict[str, Any]:
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    """The digest that decides a restart. /etc/hosts is left out: it lists every node, so a node
+    added or removed would otherwise restart every running node (a scale would cut the VIP); a
+    running node keeps its own name resolvable, and its boot file is refreshed in place."""
+    return hashlib.sha256(json.dumps({k: v for k, v in spec.items() if k != "hosts"},
+                                     sort_keys=True).encode()).hexdigest()[:12]
 
 
 def nspawn_argv(ctx: StageContext, node: Node, spec: dict[str, Any]) -> list[str]:
@@ -356,6 +360,9 @@ async def apply(ctx: StageContext, hosts: list[str]) -> list[Change]:
     async def converge(item) -> Change:
         node, spec, digest, pid, action, detail = item
         if action == "keep":
+            hosts = storage.node_dir(ctx, node.name) / "boot" / "etc" / "hosts"
+            if hosts.parent.is_dir() and (not hosts.exists() or hosts.read_text() != spec["hosts"] + "\n"):
+                hosts.write_text(spec["hosts"] + "\n")  # read at the next start (see spec_hash)
             rec = records.get(node.name)
             if not rec or rec.get("pid") != pid:  # record lost: rebuild it from the running node
                 rec = _record(ctx, node, spec, digest, pid, await _mac_of(pid))

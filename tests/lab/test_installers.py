@@ -261,12 +261,20 @@ def test_kubeadm_installs_in_order_with_the_right_join_parameters(lab):
     assert init_call["config_mode"] == "0o600"
     assert _field(init_call["config"], "controlPlaneEndpoint") == f"{VIP}:6443"
     assert VIP in _field(init_call["config"], "certSANs") and f"{NET}.11" in _field(init_call["config"], "certSANs")
-    assert _field(init_call["config"], "token") == secrets["token"]
+    init_token = _field(init_call["config"], "token")
+    # the resumed run joined worker 2 with a fresh token (created on the first master, the old one
+    # deleted there); the first run's joins used the token of `kubeadm init`
+    assert init_token != secrets["token"]
+    refreshed = [c for c in calls if c["tool"] == "kubeadm" and c["argv"][:3] == ["init", "phase", "bootstrap-token"]
+                 and c.get("phase") != "end"]
+    assert [(c["host"], _field(c["config"], "token")) for c in refreshed] == [(m1.name, secrets["token"])]
+    assert any(c["argv"] == ["token", "delete", init_token.split(".")[0]] for c in calls if c["tool"] == "kubeadm")
     for c in kadm[1:]:
         cfg = c["config"]
         assert c["config_mode"] == "0o600"
         assert _field(cfg, "apiServerEndpoint") == f"{VIP}:6443"
-        assert _field(cfg, "token") == secrets["token"]
+        resumed_join = c is kadm[-1]
+        assert _field(cfg, "token") == (secrets["token"] if resumed_join else init_token), c["host"]
         assert _field(cfg, "caCertHashes") == [expected_hash]
         if c["host"] in (m2.name, m3.name):
             assert _field(cfg, "certificateKey") == secrets["certificate_key"]

@@ -54,6 +54,13 @@ def test_k3s_for_real(request, tmp_path_factory):
                     pytest.skip(f"online test: the lab nodes have no internet: {node_reason}")
                 changes = asyncio.run(installer.apply(ctx))
                 nodes = json.loads(asyncio.run(lab.run(first.ip, "/usr/local/bin/k3s kubectl get nodes -o json")))
+                # scale in and out for real: the last worker cordoned, drained by the real kubectl,
+                # its agent stopped and its Node deleted; then the next apply joins it again
+                leaving = ctx.topology.workers[-1]
+                removed = asyncio.run(installer.remove_nodes(ctx, [leaving], False))
+                after_in = json.loads(asyncio.run(lab.run(first.ip, "/usr/local/bin/k3s kubectl get nodes -o json")))
+                asyncio.run(installer.apply(ctx))
+                after_out = json.loads(asyncio.run(lab.run(first.ip, "/usr/local/bin/k3s kubectl get nodes -o json")))
                 asyncio.run(installer.destroy(ctx))
             finally:
                 asyncio.run(lab.down())
@@ -61,6 +68,9 @@ def test_k3s_for_real(request, tmp_path_factory):
     assert set(ready) == {n.name for n in (*ctx.topology.masters, *ctx.topology.workers)}
     assert all(v["ready"] == "True" for v in ready.values())
     assert any(c.kind == "node" and c.action == "change" for c in changes)
+    assert [(c.action, c.name) for c in removed] == [("delete", leaving.name)]
+    assert leaving.name not in shared.ready_nodes(json.dumps(after_in))
+    assert shared.ready_nodes(json.dumps(after_out)).get(leaving.name, {}).get("ready") == "True"
 
 
 async def _node_probe(lab, ip: str) -> str | None:

@@ -196,3 +196,11 @@ def test_node_names_are_checked_before_reaching_kubectl(name):
         raise AssertionError("kubectl must not run")
     with pytest.raises(ValueError):
         asyncio.run(kube.cordon(never, name))
+
+
+def test_only_a_missing_node_counts_as_not_found():
+    gone_pod = Result(1, "", 'Error from server (NotFound): pods "web-1" not found')
+    gone_node = Result(1, "", 'Error from server (NotFound): nodes "w-1" not found')
+    assert not kube.is_not_found(gone_pod, "w-1") and not kube.is_not_found(gone_pod)
+    assert kube.is_not_found(gone_node, "w-1") and kube.is_not_found(gone_node)
+    assert not kube.is_not_found(gone_node, "w-2")

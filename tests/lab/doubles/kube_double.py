@@ -241,7 +241,7 @@ def serve(primary_url, crt, key, ready=None):
                 return self.reply(*http("POST", primary_url + path, body))
             cluster = load("cluster.json", {})
             problems = []
-            if body.get("token") != cluster.get("token"):
+            if body.get("token") not in (cluster.get("tokens") or [cluster.get("token")]):
                 problems.append("bootstrap token does not match")
             if cluster.get("kind") == "kubeadm":
                 if body.get("ca_hash") != cluster.get("ca_hash"):
@@ -534,6 +534,24 @@ def _kubeadm(argv, cfg):
                           {"certificate_key": field(cfg["config"], "certificateKey")})
         if code != 200:
             sys.exit(f"kube double: upload-certs failed: {code} {text}")
+        return 0
+    if argv[:3] == ["init", "phase", "bootstrap-token"] and cfg:
+        # a bootstrap token created from the config: valid for joins from now on (with the others)
+        with locked():
+            cluster = load("cluster.json", {})
+            tokens = cluster.get("tokens") or [cluster.get("token")]
+            cluster["tokens"] = [t for t in tokens if t] + [field(cfg["config"], "token")]
+            save("cluster.json", cluster)
+        return 0
+    if argv[:2] == ["token", "delete"]:
+        with locked():
+            cluster = load("cluster.json", {})
+            tokens = cluster.get("tokens") or [cluster.get("token")]
+            cluster["tokens"] = [t for t in tokens if t and not any(t.split(".")[0] == i.split(".")[0]
+                                                                     for i in argv[2:])]
+            cluster["token"] = None
+            save("cluster.json", cluster)
+            print("\n".join(f'bootstrap token "{i}" deleted' for i in argv[2:]))
         return 0
     if argv[:1] == ["init"] and len(argv) > 1 and argv[1] == "phase":
         return 0

@@ -62,11 +62,12 @@ def test_destroy_without_a_terminal_refuses_without_y(cli, applied, fake_env, fa
     assert (fake_env / "home" / "clusters" / CLUSTER / "record.json").exists()
 
 
-@pytest.mark.parametrize(("change", "action", "lost"), [
-    (_drop_worker_3, "scale", f"node {CLUSTER}-worker-3 will be deleted, with its disks"),
-    (_drop_rook_disk_of_worker_1, "create", f"data disk 'rook' of node {CLUSTER}-worker-1 will be deleted"),
+@pytest.mark.parametrize(("change", "action", "lost", "also"), [
+    # a removed node's data disks need their own flag: -y alone is refused (next test)
+    (_drop_worker_3, "scale", f"node {CLUSTER}-worker-3 will be deleted, with its disks", ["--delete-data-disks"]),
+    (_drop_rook_disk_of_worker_1, "create", f"data disk 'rook' of node {CLUSTER}-worker-1 will be deleted", []),
 ], ids=["remove-a-node", "remove-a-data-disk"])
-def test_deleting_a_node_or_disk_without_a_terminal_needs_y(cli, applied, fakes, change, action, lost):
+def test_deleting_a_node_or_disk_without_a_terminal_needs_y(cli, applied, fakes, change, action, lost, also):
     _edit(applied, change)
     before = fakes.objects()
     refused = cli("apply", str(applied), "--action", action)
@@ -75,9 +76,20 @@ def test_deleting_a_node_or_disk_without_a_terminal_needs_y(cli, applied, fakes,
     assert f"data loss: {lost}" in out and "there is no terminal to ask on" in out
     assert fakes.objects() == before
 
-    done = cli("apply", str(applied), "--action", action, "-y")
+    done = cli("apply", str(applied), "--action", action, "-y", *also)
     assert done.exit_code == 0, done.output
     assert f"data loss: {lost}" in _flat(done.output)
+
+
+def test_a_removed_nodes_data_disks_need_delete_data_disks_even_with_y(cli, applied, fakes):
+    _edit(applied, _drop_worker_3)
+    before = fakes.objects()
+    refused = cli("apply", str(applied), "--action", "scale", "-y")
+    assert refused.exit_code == 1, refused.output
+    out = _flat(refused.output)
+    assert f"data loss: node {CLUSTER}-worker-3 will be deleted, with its disks" in out
+    assert f"removed nodes have data disks ({CLUSTER}-worker-3/rook). Pass --delete-data-disks" in out
+    assert fakes.objects() == before
 
 
 def test_a_change_that_deletes_nothing_needs_no_y(cli, applied):

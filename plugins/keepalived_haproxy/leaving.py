@@ -1,0 +1,65 @@
+"""A load balancer leaving the cluster (scale-in) hands the VIP over before its machine is deleted.
+
+Why: deleting the machine that holds the VIP is a failure as far as the other load balancers
+know: they take over only after missing three adverts (the VRRP dead interval), and every
+request in between is lost. Stopping keepalived first makes it send a priority-0 advert, the
+protocol's "I am leaving", so a backup takes the VIP over at once (RFC 5798 §6.4.3), and this
+waits until the VIP is really gone from the node. A backup that leaves just stops advertising.
+The remaining load balancers drop it from their unicast peers when the loadbalancers stage
+re-renders keepalived after the vms stage (a reload, no VIP move).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from kubitect_core.sdk import Change, Node, NodePool, RemoteError, StageContext, StageError
+
+HANDOVER_TIMEOUT_S = 15.0
+
+
+def _ours(ctx: StageContext, name: str) -> bool:
+    lb = getattr(getattr(getattr(ctx.config, "cluster", None), "nodes", None), "load_balancer", None)
+    return getattr(lb, "implementation", None) == name
+
+
+async def nodes_leaving(ctx: StageContext, nodes: list[Node], dry_run: bool, name: str) -> list[Change]:
+    """Stops keepalived (then HAProxy) on each leaving load balancer, VIP holder included."""
+    if ctx.config is None or not _ours(ctx, name):
+        return []
+    leaving = [n for n in nodes if n.role == "lb" and n.ip]
+    if not leaving:
+        return []
+    vip = ctx.topology.vip
+    if dry_run:
+        return [Change("change", "service", "keepalived", n.name,
+                       "stopped before the machine goes: a VIP it holds moves to another load balancer first")
+                for n in leaving]
+    changes = []
+    async with NodePool.from_access(ctx.ssh) as pool:
+        for node in leaving:
+            try:
+                remote = await pool.get(node.ip, name=node.name, wait=10)
+            except RemoteError as exc:  # already gone: the others took the VIP over by themselves
+                ctx.progress(node.name, f"not reachable, nothing to hand over ({exc})")
+                continue
+            ctx.progress(node.name, "stopping keepalived (priority-0 advert: the VIP moves now)")
+            await remote.run("systemctl stop keepalived", sudo=True, check=False, timeout=60)
+            if vip:
+                await _wait_released(remote, node, vip)
+            await remote.run("systemctl stop haproxy", sudo=True, check=False, timeout=60)
+            changes.append(Change("change", "service", "keepalived", node.name, "stopped; VIP handed over"))
+    return changes
+
+
+async def _wait_released(remote, node: Node, vip: str) -> None:
+    deadline = time.monotonic() + HANDOVER_TIMEOUT_S
+    while True:
+        res = await remote.run("ip -4 -o addr show", check=False, timeout=30)
+        if f" {vip}/" not in res.stdout:
+            return
+        if time.monotonic() > deadline:
+            raise StageError(f"{node.name} still holds the VIP {vip} {HANDOVER_TIMEOUT_S:g}s after keepalived "
+                             "stopped; not deleting it while it does")
+        await asyncio.sleep(0.1)
