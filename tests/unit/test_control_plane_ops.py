@@ -119,3 +119,21 @@ def test_replace_finds_a_node_by_full_or_short_name_and_lists_the_choices():
     assert find_node(topo, "c-master-3").name == "c-master-3"
     with pytest.raises(EngineError, match="its nodes are: master-1, master-2, master-3"):
         find_node(topo, "master-9")
+
+
+def test_cli_backup_restore_replace_refuse_a_cluster_that_was_never_applied(tmp_path):
+    from typer.testing import CliRunner
+
+    from kubitect_core.cli import app
+
+    runner = CliRunner()
+    home = str(tmp_path / "home")
+    out = runner.invoke(app, ["backup", "--cluster", "nope", "--home", home, "--output", str(tmp_path / "b.tgz")])
+    assert out.exit_code == 1 and "has never been applied" in out.output
+    assert not (tmp_path / "b.tgz").exists()
+    junk = tmp_path / "junk.tgz"
+    junk.write_text("x")
+    out = runner.invoke(app, ["restore", str(junk), "--cluster", "nope", "--home", home, "-y"])
+    assert out.exit_code == 1 and "cannot read the backup" in out.output
+    out = runner.invoke(app, ["replace", "--cluster", "nope", "--node", "master-1", "--home", home, "-y"])
+    assert out.exit_code == 1 and "has never been applied" in out.output
