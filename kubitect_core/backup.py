@@ -220,7 +220,7 @@ async def _wait_etcd_healthy(r: Remote, name: str, timeout: float = 90.0) -> etc
     while True:
         try:
             q = await etcd.endpoint_health(r)
-            if q.ok and name not in q.unhealthy:
+            if q.ok and q.healthy == q.members:  # the new member started too (it has no name before)
                 return q
         except Exception as exc:  # etcd not up yet: keep asking until the deadline
             q = exc  # type: ignore[assignment]
