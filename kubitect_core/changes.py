@@ -7,9 +7,10 @@ Lists of objects are matched by identity rather than position: hosts, pools, dat
 forward ports by `name`, node instances by `id`. Other lists (taints, dns) are compared as sets.
 Every changed leaf becomes a `ChangeEvent`; a rule table per action (create, upgrade, scale)
 classifies it as allowed, a warning (asks for confirmation) or an error (nothing is touched).
-The tables follow the original's (reference/kubitect.md §3.2), with its holes fixed: removing a
-master is refused in every action, `addons.kubespray` is not ignored, and an upgrade may not go
-down or skip a minor version.
+The tables follow the original's (reference/kubitect.md §3.2), with its holes fixed: masters are
+added and removed only by a scale (a removal warns: the apply takes the etcd member out first and
+stops, naming the numbers, if quorum would be lost; validation keeps the count odd),
+`addons.kubespray` is not ignored, and an upgrade may not go down or skip a minor version.
 """
 
 from __future__ import annotations
@@ -179,11 +180,14 @@ SCALE_RULES = [
     Rule(f"{NODES}.loadBalancer.instances[*]", ("delete",), "allow",
          "The load balancer stops keepalived first (a VIP it holds moves at once), then its machine is deleted "
          "and keepalived on the others reloads.", exact=True),
-    Rule(f"{NODES}.master.instances[*]", ("create", "delete"), "error",
-         "The control plane cannot be scaled: adding or removing a master would break etcd quorum "
-         "handling.", exact=True),
+    Rule(f"{NODES}.master.instances[*]", ("create",), "allow",
+         "The control plane joins one at a time with a fresh certificate key, etcd's quorum checked before "
+         "and after.", exact=True),
+    Rule(f"{NODES}.master.instances[*]", ("delete",), "warn",
+         "Removing a control plane removes its etcd member first (quorum checked before and after; the "
+         "apply stops if it would be lost), then drains and deletes the node.", exact=True),
     Rule("hosts[*]", ("create", "delete"), "allow", "", exact=True),
-    Rule("", ANY, "error", "A scale may only add or remove workers, load balancers and hosts."),
+    Rule("", ANY, "error", "A scale may only add or remove masters, workers, load balancers and hosts."),
 ]
 
 RULES = {"create": MODIFY_RULES, "upgrade": UPGRADE_RULES, "scale": SCALE_RULES}

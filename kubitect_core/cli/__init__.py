@@ -16,6 +16,7 @@ from kubitect_core.cli import (
     adopt_cmds,
     completion_cmds,
     config_cmds,
+    day2_cmds,
     image_cmds,
     lab_cmds,
     logs_cmds,
@@ -75,7 +76,7 @@ app.add_typer(list_app, name="ls", hidden=True)  # Kubitect's alias
 app.add_typer(export_app, name="export")
 
 for _module in (config_cmds, pipeline_cmds, adopt_cmds, logs_cmds, access_cmds, lab_cmds, image_cmds,
-                topology_cmds, completion_cmds):
+                topology_cmds, completion_cmds, day2_cmds):
     _module.register(app)
 
 

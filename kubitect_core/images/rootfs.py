@@ -22,14 +22,18 @@ from kubitect_core.paths import images_dir
 
 SUITE = "bookworm"
 # Bump when the build steps below change in a way that changes the result.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 ROOTFS_PACKAGES: tuple[str, ...] = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "keepalived", "haproxy", "iproute2",
     "procps", "sudo", "curl", "python3", "iputils-ping", "psmisc", "ca-certificates", "util-linux",
+    # Debian's etcd: the lab's control planes run a REAL etcd (started from kubeadm's static-pod
+    # manifest by the lab's kubelet stand-in), so member add/remove, quorum, snapshot and restore
+    # are real there; etcdctl is what kubitect_core.kube.etcd runs on a control plane.
+    "etcd-server", "etcd-client",
 )
-# Installed so the load-balancer plugin finds them, but left disabled: it enables them per node.
-NOT_ENABLED = ("keepalived.service", "haproxy.service")
+# Installed so the plugins find them, but left disabled: each is enabled only where it is needed.
+NOT_ENABLED = ("keepalived.service", "haproxy.service", "etcd.service")
 
 KEYGEN_UNIT = "kubitect-ssh-keygen.service"
 _KEYGEN_UNIT_TEXT = """\
@@ -128,9 +132,12 @@ def keep_disabled(root: Path, units: Sequence[str] = NOT_ENABLED) -> None:
     Why: keepalived and HAProxy are preinstalled on every node but must only run where the
     load-balancer plugin configures and enables them.
     """
-    for unit in units:
-        for link in (root / "etc/systemd/system").glob(f"*.wants/{unit}"):
-            link.unlink()
+    system = root / "etc/systemd/system"
+    for wants in system.glob("*.wants"):
+        for unit in units:
+            link = wants / unit
+            if link.is_symlink():  # dangling here (it points into the tree): glob() would skip it
+                link.unlink()
 
 
 def _symlink(dest: str, link: Path) -> None:

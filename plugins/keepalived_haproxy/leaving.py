@@ -12,6 +12,7 @@ re-renders keepalived after the vms stage (a reload, no VIP move).
 from __future__ import annotations
 
 import asyncio
+import shlex
 import time
 
 from kubitect_core.sdk import Change, Node, NodePool, RemoteError, StageContext, StageError
@@ -28,15 +29,15 @@ async def nodes_leaving(ctx: StageContext, nodes: list[Node], dry_run: bool, nam
     """Stops keepalived (then HAProxy) on each leaving load balancer, VIP holder included."""
     if ctx.config is None or not _ours(ctx, name):
         return []
+    changes = await _drain_leaving_masters(ctx, nodes, dry_run)
     leaving = [n for n in nodes if n.role == "lb" and n.ip]
     if not leaving:
-        return []
+        return changes
     vip = ctx.topology.vip
     if dry_run:
-        return [Change("change", "service", "keepalived", n.name,
-                       "stopped before the machine goes: a VIP it holds moves to another load balancer first")
-                for n in leaving]
-    changes = []
+        return changes + [Change("change", "service", "keepalived", n.name,
+                                 "stopped before the machine goes: a VIP it holds moves to another load balancer "
+                                 "first") for n in leaving]
     async with NodePool.from_access(ctx.ssh) as pool:
         for node in leaving:
             try:
@@ -63,3 +64,42 @@ async def _wait_released(remote, node: Node, vip: str) -> None:
             raise StageError(f"{node.name} still holds the VIP {vip} {HANDOVER_TIMEOUT_S:g}s after keepalived "
                              "stopped; not deleting it while it does")
         await asyncio.sleep(0.1)
+
+
+BACKEND = "kubernetes-control-plane"  # haproxy.cfg.j2
+ADMIN_SOCKET = "/run/haproxy/admin.sock"  # render.Layout.stats_socket
+# HAProxy's runtime API through its admin socket, with the python3 every node image carries.
+_RUNTIME = ("python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+            "s.sendall(sys.argv[2].encode()+b\"\\n\"); print(s.recv(4096).decode())' {socket} {command}")
+
+
+async def _drain_leaving_masters(ctx: StageContext, nodes: list[Node], dry_run: bool) -> list[Change]:
+    """A leaving control plane gets no new API connections from any load balancer before it is reset.
+
+    Why: the installer stops its API server (kubeadm reset) before the loadbalancers stage drops
+    it from haproxy.cfg; until HAProxy's health check notices, a request sent to it fails. Set to
+    `drain` through the runtime API, it keeps its open connections and receives no new ones.
+    """
+    masters = [n for n in nodes if n.role == "master"]
+    lbs = [lb for lb in ctx.topology.load_balancers if lb.ip]
+    if not masters or not lbs:
+        return []
+    if dry_run:
+        return [Change("change", "backend", m.name, None, "drained on every load balancer before it is reset")
+                for m in masters]
+    changes = []
+    async with NodePool.from_access(ctx.ssh) as pool:
+        for lb in lbs:
+            try:
+                remote = await pool.get(lb.ip, name=lb.name, wait=10)
+            except RemoteError as exc:
+                ctx.progress(lb.name, f"not reachable, its HAProxy health check will notice instead ({exc})")
+                continue
+            for m in masters:
+                command = shlex.quote(f"set server {BACKEND}/{m.name} state drain")
+                res = await remote.run(_RUNTIME.format(socket=ADMIN_SOCKET, command=command), sudo=True,
+                                       check=False, timeout=30)
+                ctx.progress(lb.name, f"HAProxy: {m.name} drained" if res.ok else
+                             f"HAProxy: could not drain {m.name}: {res.stderr.strip()[:200]}")
+        changes += [Change("change", "backend", m.name, None, "drained on every load balancer") for m in masters]
+    return changes

@@ -18,7 +18,7 @@ import hashlib
 import json
 from typing import Any
 
-from kubitect_core.sdk import Change, Node, Remote, StageContext, StageError, kube, lazy_import, write_private
+from kubitect_core.sdk import Change, Node, Remote, StageContext, StageError, etcd, kube, lazy_import, write_private
 
 from . import nodeprep, render, sources
 from .render import KubeadmSecrets
@@ -62,11 +62,16 @@ def _load_secrets(ctx: StageContext) -> KubeadmSecrets:
     return KubeadmSecrets(data["token"], data["certificate_key"])
 
 
-def _rotate_token(ctx: StageContext) -> KubeadmSecrets:
-    """Replaces the stored bootstrap token by a new one (0600), keeping the certificate key."""
+def _rotate(ctx: StageContext, key: str) -> KubeadmSecrets:
+    """Replaces one stored secret ("token" or "certificate_key") by a new one, kept 0600.
+
+    Why: a later join must not depend on material from the cluster's creation. kubeadm deletes
+    uploaded certificates two hours after an upload and a token after a day, and a new value each
+    time means one that leaked from an earlier join opens nothing now.
+    """
     path = kube.secrets_dir(ctx) / SECRETS_FILE
     data = json.loads(path.read_text())
-    data["token"] = kube.bootstrap_token()
+    data[key] = {"token": kube.bootstrap_token, "certificate_key": kube.certificate_key}[key]()
     write_private(path, json.dumps(data, indent=2) + "\n")
     return KubeadmSecrets(data["token"], data["certificate_key"])
 
@@ -149,7 +154,12 @@ class KubeadmInstaller:
                     changes.append(Change("change", "host", node.name, node.host, "; ".join(done)))
             await pool.each(pending, prep)
 
-            # 3. init on the first master
+            # 3. init on the first master; when it is a rebuilt one (`kubitect replace`) while other
+            # control planes are members, it joins them instead: a second `kubeadm init` would split the cluster
+            joined_masters = [m for m in masters if status[m.name] == "joined"]
+            if status[masters[0].name] == "fresh" and joined_masters:
+                masters = [joined_masters[0], *[m for m in masters if m is not joined_masters[0]]]
+                first = await remote(masters[0])
             just_initialised = False
             if status[masters[0].name] == "fresh":
                 await self._init(ctx, masters[0], first, secrets)
@@ -161,12 +171,18 @@ class KubeadmInstaller:
             ctx.record["ca_cert_hash"] = ca_hash
             joins = [n for n in pending if n is not masters[0]]
             if joins and not just_initialised:
+                if any(n.role == "master" for n in joins):  # control-plane joins download certificates
+                    secrets = _rotate(ctx, "certificate_key")
                 secrets = await self._refresh_join_material(ctx, masters[0], first, secrets)
 
-            # 4. other masters, one at a time (etcd quorum)
+            # 4. other masters, one at a time (etcd quorum, checked before and after each)
             for node in [n for n in joins if n.role == "master"]:
+                if not just_initialised:
+                    await etcd.check_control_plane_addition(first, node)
                 await self._join(ctx, node, await remote(node), secrets, ca_hash)
                 await self._wait_local_api(node, await remote(node), kube.ready_timeout(ctx))
+                if not just_initialised:
+                    ctx.progress(node.name, f"etcd: {await etcd.check_control_plane_joined(first, node)}")
                 nodes_rec[node.name].update(state="joined")
                 ctx.checkpoint()
                 changes.append(Change("create", "node", node.name, node.host, f"joined as control plane {want}"))
@@ -219,7 +235,7 @@ class KubeadmInstaller:
         valid for a day after create) must not let a machine join the cluster later.
         """
         ctx.progress(node.name, "creating a fresh bootstrap token, uploading the certificates again")
-        fresh = _rotate_token(ctx)
+        fresh = _rotate(ctx, "token")
         await r.put(render.render_init(ctx, node, fresh), INIT_CONFIG, mode=0o600, sudo=True)
         try:
             await r.run(f"kubeadm init phase bootstrap-token --config {INIT_CONFIG}", sudo=True, timeout=120)

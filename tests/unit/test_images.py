@@ -241,3 +241,16 @@ def test_image_build_reuses_a_cached_image_and_prints_paths(kubitect_home):
     assert "rootfs cached" in out.output and "vm cached" in out.output
     assert str(rootfs_path) in out.output and str(vm_path / "disk.qcow2") in out.output
     assert "nodeTemplate.os.source" in out.output
+
+
+def test_keep_disabled_removes_enablement_links_that_dangle_outside_the_tree(tmp_path):
+    """A unit the build machine lacks (etcd) has a link that dangles here: it must still go."""
+    from kubitect_core.images.rootfs import keep_disabled
+
+    wants = tmp_path / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "etcd.service").symlink_to("/lib/systemd/system/no-such-unit-kubitect-test.service")
+    (wants / "ssh.service").symlink_to("/lib/systemd/system/ssh.service")
+    keep_disabled(tmp_path, ("etcd.service", "haproxy.service"))
+    assert not (wants / "etcd.service").is_symlink()
+    assert (wants / "ssh.service").is_symlink()

@@ -28,7 +28,14 @@ what an installer ran, in which order and with which parameters:
   controller is re-created on another schedulable node (Pending when there is none); `delete
   node X` of an unknown node fails like kubectl ('Error from server (NotFound): nodes "X" not
   found', exit 1). Tests plant pods, PodDisruptionBudgets and node conditions with
-  `kube_double.py plant JSON` and read everything back with `kube_double.py state`.
+  `kube_double.py plant JSON` and read everything back with `kube_double.py state`;
+- etcd is REAL (Debian's etcd-server in the node image), driven as kubeadm drives it: `init`
+  writes the etcd static-pod manifest of a new one-member cluster (TLS from an etcd CA at
+  kubeadm's paths), a control-plane `join` downloads that CA with the certificate key, runs
+  `etcdctl member add` and starts its member with state `existing`, `reset` removes the node's
+  member and wipes /var/lib/etcd; `init phase upload-certs` makes the config's certificate key
+  the one joins must present. A kubelet stand-in (`kube_double.py static-pods`) runs etcd from
+  /etc/kubernetes/manifests/etcd.yaml and stops it when the manifest is moved away.
 
 KUBE_DOUBLE_STATE=DIR (unit tests on the developer's machine): state and call log live in DIR
 and kubectl works on them directly, without the stand-in API server.
@@ -110,12 +117,12 @@ def save(name, data):
 # ---------------------------------------------------------------------------- certificates
 
 
-def make_ca(pki):
+def make_ca(pki, cn="kubernetes-double-ca"):
     os.makedirs(pki, exist_ok=True)
     crt, key = os.path.join(pki, "ca.crt"), os.path.join(pki, "ca.key")
     if not os.path.exists(crt):
         subprocess.run(["openssl", "req", "-x509", *EC_KEY, "-nodes", "-keyout", key, "-out", crt,
-                        "-days", "2", "-subj", "/CN=kubernetes-double-ca"], check=True, capture_output=True)
+                        "-days", "2", "-subj", f"/CN={cn}"], check=True, capture_output=True)
         os.chmod(key, 0o600)
     return crt, key
 
@@ -222,6 +229,14 @@ def serve(primary_url, crt, key, ready=None):
                     return self.reply(*http("POST", primary_url + path, body))
                 code, payload = state_op(path.rsplit("/", 1)[1], body)
                 return self.reply(code, json.dumps(payload), "application/json")
+            if path == "/kubitect-double/certificate-key":
+                if primary_url:
+                    return self.reply(*http("POST", primary_url + path, body))
+                with locked():
+                    cluster = load("cluster.json", {})
+                    cluster["certificate_key"] = body.get("certificate_key")
+                    save("cluster.json", cluster)
+                return self.reply(200, "{}", "application/json")
             if path != "/kubitect-double/join":
                 return self.reply(404, "not found")
             if primary_url:
@@ -243,8 +258,10 @@ def serve(primary_url, crt, key, ready=None):
                                        "t": time.time(), "via": body.get("endpoint")}
                 save("nodes.json", nodes)
                 schedule_pending(load("pods.json", {}), nodes)
-            self.reply(200, json.dumps({"primary": cluster["primary"], "sans": cluster.get("sans", [])}),
-                       "application/json")
+            answer = {"primary": cluster["primary"], "sans": cluster.get("sans", [])}
+            if body.get("control_plane") and cluster.get("kind") == "kubeadm" and os.path.exists(ETCD_MANIFEST):
+                answer.update(etcd_ca_bundle(), etcd_endpoints=cluster["primary"].replace(f":{PORT}", ":2379"))
+            self.reply(200, json.dumps(answer), "application/json")
 
     srv = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -299,6 +316,197 @@ def register(endpoint_url, body, timeout=60):
     return json.loads(text)
 
 
+# ---------------------------------------------------------------------------- etcd (REAL)
+# Not a double: Debian's etcd-server and etcd-client are in the lab node image. What is a double is
+# who runs it: real kubeadm writes /etc/kubernetes/manifests/etcd.yaml and the kubelet runs it as a
+# static pod; here the same manifest is written, and a stand-in for the kubelet's static-pod loop
+# (`kube_double.py static-pods`, a systemd unit) starts etcd from it as a systemd unit, and stops it
+# when the manifest goes away (how a restore or reset stops etcd for real). Certificates are made
+# with openssl from an etcd CA at kubeadm's paths (/etc/kubernetes/pki/etcd/{ca,server,peer,
+# healthcheck-client}), which control-plane joins download with the certificate key, as kubeadm does.
+
+ETCD_PKI = "/etc/kubernetes/pki/etcd"
+MANIFESTS = "/etc/kubernetes/manifests"
+ETCD_MANIFEST = f"{MANIFESTS}/etcd.yaml"
+ETCD_UNIT = "kubitect-double-etcd"
+KUBELET_UNIT = "kubitect-double-kubelet"
+ETCD_DATA = "/var/lib/etcd"
+
+
+def sign_cert(pki, name, cn, sans, usage):
+    """A certificate signed by the etcd CA (kubeadm makes the same three, with these usages)."""
+    ca_crt, ca_key = make_ca(pki, "etcd-ca")
+    crt, key, csr = (os.path.join(pki, f"{name}.{ext}") for ext in ("crt", "key", "csr"))
+    subprocess.run(["openssl", "req", "-new", *EC_KEY, "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={cn}"],
+                   check=True, capture_output=True)
+    ext = os.path.join(pki, f"{name}.ext")
+    with open(ext, "w") as fh:
+        alt = ",".join(["DNS:localhost", *(f"IP:{ip}" for ip in dict.fromkeys(sans) if ip)])
+        fh.write(f"subjectAltName={alt}\nextendedKeyUsage={usage}\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-set_serial",
+                    str(int.from_bytes(os.urandom(8), "big")), "-days", "2", "-out", crt, "-extfile", ext],
+                   check=True, capture_output=True)
+    os.chmod(key, 0o600)
+    for f in (csr, ext):
+        os.remove(f)
+
+
+def etcd_certs(name, ip):
+    sign_cert(ETCD_PKI, "server", name, ["127.0.0.1", ip], "serverAuth,clientAuth")
+    sign_cert(ETCD_PKI, "peer", name, ["127.0.0.1", ip], "serverAuth,clientAuth")
+    sign_cert(ETCD_PKI, "healthcheck-client", "kube-etcd-healthcheck-client", [], "clientAuth")
+
+
+def etcd_manifest(name, ip, initial_cluster, state):
+    """kubeadm's etcd static pod (the flags kubeadm sets), as the stand-in kubelet reads it."""
+    flags = [
+        f"--name={name}", f"--data-dir={ETCD_DATA}", f"--advertise-client-urls=https://{ip}:2379",
+        f"--listen-client-urls=https://127.0.0.1:2379,https://{ip}:2379", f"--listen-peer-urls=https://{ip}:2380",
+        f"--initial-advertise-peer-urls=https://{ip}:2380", f"--initial-cluster={initial_cluster}",
+        f"--initial-cluster-state={state}", "--client-cert-auth=true", "--peer-client-cert-auth=true",
+        f"--cert-file={ETCD_PKI}/server.crt", f"--key-file={ETCD_PKI}/server.key",
+        f"--trusted-ca-file={ETCD_PKI}/ca.crt", f"--peer-cert-file={ETCD_PKI}/peer.crt",
+        f"--peer-key-file={ETCD_PKI}/peer.key", f"--peer-trusted-ca-file={ETCD_PKI}/ca.crt",
+        "--snapshot-count=10000", "--heartbeat-interval=100", "--election-timeout=1000",
+    ]
+    lines = ["apiVersion: v1", "kind: Pod", "metadata:", "  name: etcd", "  namespace: kube-system", "spec:",
+             "  containers:", "  - command:", "    - etcd", *(f"    - {f}" for f in flags), "    name: etcd", ""]
+    os.makedirs(MANIFESTS, exist_ok=True)
+    tmp = ETCD_MANIFEST + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write("\n".join(lines))
+    os.replace(tmp, ETCD_MANIFEST)
+
+
+def manifest_command(text):
+    out, inside = [], False
+    for line in text.splitlines():
+        if line.strip() == "- command:":
+            inside = True
+        elif inside and line.startswith("    - "):
+            out.append(line[6:].strip())
+        elif inside:
+            break
+    return out
+
+
+def static_pods():
+    """The stand-in kubelet's static-pod loop, for etcd.yaml only: runs what the manifest says."""
+    running = None
+    while True:
+        try:
+            with open(ETCD_MANIFEST) as fh:
+                text = fh.read()
+        except OSError:
+            text = None
+        if text != running:
+            subprocess.run(["systemctl", "stop", ETCD_UNIT], capture_output=True)
+            subprocess.run(["systemctl", "reset-failed", ETCD_UNIT], capture_output=True)
+            if text:
+                cmd = manifest_command(text)
+                subprocess.run(["systemd-run", f"--unit={ETCD_UNIT}", "--quiet", "--property=Restart=always",
+                                "--property=RestartSec=1", "/usr/bin/etcd", *cmd[1:]], capture_output=True)
+            running = text
+        time.sleep(0.3)
+
+
+def start_static_pods():
+    if subprocess.run(["systemctl", "is-active", "--quiet", KUBELET_UNIT]).returncode == 0:
+        return
+    subprocess.run(["systemctl", "reset-failed", KUBELET_UNIT], capture_output=True)
+    subprocess.run(["systemd-run", f"--unit={KUBELET_UNIT}", "--quiet", sys.executable, SCRIPT, "static-pods"],
+                   check=True)
+
+
+def etcdctl(endpoints, *args, timeout=20):
+    return subprocess.run(["etcdctl", f"--endpoints={endpoints}", f"--cacert={ETCD_PKI}/ca.crt",
+                           f"--cert={ETCD_PKI}/healthcheck-client.crt", f"--key={ETCD_PKI}/healthcheck-client.key",
+                           "--dial-timeout=3s", "--command-timeout=10s", *args],
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "ETCDCTL_API": "3"})
+
+
+def wait_etcd(timeout=60):
+    """Until the local member answers a quorum read (`endpoint health`), as kubeadm waits."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if etcdctl("https://127.0.0.1:2379", "endpoint", "health", timeout=10).returncode == 0:
+                return
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(0.3)
+    journal = subprocess.run(["journalctl", "-u", ETCD_UNIT, "-n", "20", "--no-pager"], capture_output=True,
+                             text=True).stdout
+    sys.exit("kube double: the local etcd member did not become healthy\n" + journal)
+
+
+def etcd_init(name, ip):
+    """kubeadm init's etcd phase: a new one-member cluster."""
+    os.makedirs(ETCD_PKI, exist_ok=True)
+    etcd_certs(name, ip)
+    subprocess.run(["rm", "-rf", ETCD_DATA])
+    etcd_manifest(name, ip, f"{name}=https://{ip}:2380", "new")
+    start_static_pods()
+    wait_etcd()
+
+
+def etcd_ca_bundle():
+    """What the first server hands a control-plane join that proved the certificate key."""
+    return {"etcd_ca_crt": b64(f"{ETCD_PKI}/ca.crt"), "etcd_ca_key": b64(f"{ETCD_PKI}/ca.key")}
+
+
+def etcd_join(name, ip, answer):
+    """kubeadm join's etcd phase for a control plane: `member add` on the cluster, then start."""
+    import base64
+    os.makedirs(ETCD_PKI, exist_ok=True)
+    for field_name, file_name, mode in (("etcd_ca_crt", "ca.crt", 0o644), ("etcd_ca_key", "ca.key", 0o600)):
+        path = os.path.join(ETCD_PKI, file_name)
+        with open(path, "wb") as fh:
+            fh.write(base64.b64decode(answer[field_name]))
+        os.chmod(path, mode)
+    etcd_certs(name, ip)
+    endpoints = answer["etcd_endpoints"]
+    deadline = time.time() + 60
+    while True:  # etcd refuses a reconfiguration until its members have been connected for 5 s
+        res = etcdctl(endpoints, "member", "add", name, f"--peer-urls=https://{ip}:2380", "-w", "json")
+        if res.returncode == 0:
+            break
+        if "unhealthy cluster" not in res.stderr or time.time() > deadline:
+            sys.exit(f"kube double: etcd member add failed: {res.stderr.strip()[-400:]}")
+        time.sleep(1)
+    added = json.loads(res.stdout)
+    new_id = added["member"]["ID"]
+    pairs = [f"{name if m['ID'] == new_id else m.get('name', '')}={u}"
+             for m in added["members"] for u in m.get("peerURLs", [])]
+    subprocess.run(["rm", "-rf", ETCD_DATA])
+    etcd_manifest(name, ip, ",".join(pairs), "existing")
+    start_static_pods()
+    wait_etcd()
+
+
+def etcd_reset():
+    """kubeadm reset's etcd part: remove this node's member (a warning if that fails), stop, wipe."""
+    if not os.path.exists(ETCD_MANIFEST):
+        return
+    with open(ETCD_MANIFEST) as fh:
+        name = next((f.split("=", 1)[1] for f in manifest_command(fh.read()) if f.startswith("--name=")), None)
+    try:
+        listed = etcdctl("https://127.0.0.1:2379", "member", "list", "-w", "json")
+        members = json.loads(listed.stdout).get("members", []) if listed.returncode == 0 else []
+        mine = [m for m in members if m.get("name") == name]
+        if mine:
+            res = etcdctl("https://127.0.0.1:2379", "member", "remove", format(mine[0]["ID"], "x"))
+            if res.returncode != 0:
+                print(f"[reset] Failed to remove etcd member: {res.stderr.strip()[-200:]}", file=sys.stderr)
+    except (subprocess.TimeoutExpired, ValueError):
+        print("[reset] Failed to remove etcd member: etcd did not answer", file=sys.stderr)
+    os.remove(ETCD_MANIFEST)
+    for unit in (KUBELET_UNIT, ETCD_UNIT):
+        subprocess.run(["systemctl", "stop", unit], capture_output=True)
+        subprocess.run(["systemctl", "reset-failed", unit], capture_output=True)
+    subprocess.run(["rm", "-rf", ETCD_DATA])
+
+
 # ---------------------------------------------------------------------------- tools
 
 
@@ -320,6 +528,14 @@ def kubeadm(argv):
 def _kubeadm(argv, cfg):
     if argv[:1] == ["version"]:
         print(version())
+        return 0
+    if argv[:3] == ["init", "phase", "upload-certs"] and cfg:
+        # the certificates are uploaded again, encrypted with the key in the config: from now on a
+        # control-plane join must present that key (as kubeadm's kubeadm-certs Secret demands)
+        code, text = http("POST", f"https://127.0.0.1:{PORT}/kubitect-double/certificate-key",
+                          {"certificate_key": field(cfg["config"], "certificateKey")})
+        if code != 200:
+            sys.exit(f"kube double: upload-certs failed: {code} {text}")
         return 0
     if argv[:3] == ["init", "phase", "bootstrap-token"] and cfg:
         # a bootstrap token created from the config: valid for joins from now on (with the others)
@@ -354,6 +570,7 @@ def _kubeadm(argv, cfg):
                          "user": "kubernetes-admin", "context": "kubernetes-admin@kubernetes"})
         write_kubeconfig("/etc/kubernetes/kubelet.conf", crt, {"server": f"https://{endpoint}", "cluster": "kubernetes",
                          "user": "system:node", "context": "default"})
+        etcd_init(field(text, "name"), ip)
         start_api_unit(None, *make_server_cert("/etc/kubernetes/pki", sans))
         register(f"https://127.0.0.1:{PORT}", {"name": field(text, "name"), "token": field(text, "token"),
                                                "control_plane": True, "ca_hash": ca_hash(crt),
@@ -380,9 +597,11 @@ def _kubeadm(argv, cfg):
                              "cluster": "kubernetes", "user": "kubernetes-admin",
                              "context": "kubernetes-admin@kubernetes"})
             own = field(text, "advertiseAddress")
+            etcd_join(field(text, "name"), own, answer)
             start_api_unit(answer["primary"], *make_server_cert("/etc/kubernetes/pki", answer["sans"] + [own]))
         return 0
     if argv[:1] == ["reset"]:
+        etcd_reset()
         subprocess.run(["systemctl", "stop", "kubitect-double-apiserver"], capture_output=True)
         subprocess.run(["rm", "-rf", "/etc/kubernetes", STATE + "/nodes.json", STATE + "/cluster.json"])
         return 0
@@ -809,6 +1028,9 @@ def main():
     argv = sys.argv[1:]
     if tool.endswith(".py") and argv and argv[0] == "apiserver":  # started by start_api_unit
         serve(argv[3] if len(argv) > 3 else None, argv[1], argv[2])
+        return 0
+    if tool.endswith(".py") and argv[:1] == ["static-pods"]:  # started by start_static_pods
+        static_pods()
         return 0
     if tool.endswith(".py") and argv[:1] in (["plant"], ["state"]):  # tests: plant pods/PDBs, read state
         code, payload = api(argv[0], json.loads(argv[1]) if len(argv) > 1 else {})

@@ -135,13 +135,17 @@ CASES = [
     ("scale", _add_lb, "cluster.nodes.loadBalancer.instances[3]", "allow", ""),
     ("scale", lambda r: N(r)["loadBalancer"]["instances"].pop(), "cluster.nodes.loadBalancer.instances[2]",
      "allow", ""),
-    ("scale", _add_master, "cluster.nodes.master.instances[4]", "error", "control plane cannot be scaled"),
+    ("scale", _add_master, "cluster.nodes.master.instances[4]", "allow", ""),
+    ("scale", _add_master, "cluster.nodes.master.instances[5]", "allow", ""),
     ("scale", lambda r: N(r)["master"]["instances"].__delitem__(slice(1, 3)), "cluster.nodes.master.instances[3]",
-     "error",
-     "control plane cannot be scaled"),
+     "warn", "removes its etcd member first"),
+    ("scale", lambda r: N(r)["master"]["instances"].__delitem__(slice(1, 3)), "cluster.nodes.master.instances[2]",
+     "warn", "quorum checked before and after"),
+    ("scale", _set(("cluster", "nodes", "master", "instances", 0, "ip"), "10.10.13.19"),
+     "cluster.nodes.master.instances[1].ip", "error", "may only add or remove masters"),
     ("scale", _add_host, "hosts[host6]", "allow", ""),
     ("scale", _set(("kubernetes", "version"), "v1.29.1"), "kubernetes.version", "error",
-     "may only add or remove workers"),
+     "may only add or remove masters, workers"),
 ]
 
 
