@@ -8,6 +8,8 @@
     kube.download_reason(ctx, urls)      # None, or why the sources cannot be reached from here
     await kube.install_cni(...)          # the configured CNI at its pinned version
     kube.kubeconfig_change(ctx, text)    # store (and merge) the fetched admin kubeconfig
+    await kube.drain(kubectl, "w-1", 300)  # node lifecycle: cordon, uncordon, drain, delete_node,
+                                         # wait_node_ready, through any `Kubectl` runner
 
 Implemented in `kubitect_core.kube`; this module is the stable surface plugins import.
 """
@@ -40,6 +42,22 @@ from kubitect_core.kube.credentials import (
     load_or_create_secrets,
     random_token,
     secrets_dir,
+)
+from kubitect_core.kube.node_ops import (
+    Kubectl,
+    NodeNotFound,
+    NodeOpError,
+    NodeState,
+    RemoteKubectl,
+    blocking_pods,
+    check_node_name,
+    cordon,
+    delete_node,
+    drain,
+    is_not_found,
+    node_state,
+    uncordon,
+    wait_node_ready,
 )
 from kubitect_core.kube.readiness import ready_nodes, ready_then_fetch, wait_ready
 from kubitect_core.kube.sources import (
@@ -74,4 +92,7 @@ __all__ = [
     "node_unreachable_reason", "plain", "pod_and_service_cidrs", "probe_timeout", "probe_url", "random_token",
     "ready_nodes", "ready_then_fetch", "ready_timeout", "remove_from_nodes", "secrets_dir", "source",
     "split_labels", "unreachable_reason", "version_tuple", "wait_ready",
+    # node lifecycle (kubitect_core.kube.node_ops)
+    "Kubectl", "NodeNotFound", "NodeOpError", "NodeState", "RemoteKubectl", "blocking_pods", "check_node_name",
+    "cordon", "delete_node", "drain", "is_not_found", "node_state", "uncordon", "wait_node_ready",
 ]

@@ -18,9 +18,24 @@ what an installer ran, in which order and with which parameters:
   forward registrations to the first one;
 - `kubectl get nodes -o json` lists the registered nodes (Ready, kubeletVersion); `apply`,
   `label` are recorded only; `modprobe` and `sysctl` record and keep values in a JSON file,
-  because a container can neither load kernel modules nor set bridge sysctls.
+  because a container can neither load kernel modules nor set bridge sysctls;
+- node lifecycle as kubectl documents it (state kept by the first server, so every kubectl on
+  every control plane sees one cluster): `cordon`/`uncordon` set spec.unschedulable and `get
+  nodes` shows SchedulingDisabled; `drain` cordons, refuses DaemonSet pods, pods with emptyDir
+  and pods without a controller unless the matching flag is given, evicts the rest through an
+  eviction check that honours PodDisruptionBudgets (refused: "would violate the pod's disruption
+  budget", retried every 5 s until --timeout, then fails naming the pods); an evicted pod with a
+  controller is re-created on another schedulable node (Pending when there is none); `delete
+  node X` of an unknown node fails like kubectl ('Error from server (NotFound): nodes "X" not
+  found', exit 1). Tests plant pods, PodDisruptionBudgets and node conditions with
+  `kube_double.py plant JSON` and read everything back with `kube_double.py state`.
+
+KUBE_DOUBLE_STATE=DIR (unit tests on the developer's machine): state and call log live in DIR
+and kubectl works on them directly, without the stand-in API server.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -34,9 +49,10 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = "/var/lib/kubitect-doubles"
-LOG = "/var/log/kubitect-doubles/calls.jsonl"
-VERSION_FILE = "/etc/kubitect-doubles/version"
+LOCAL = os.environ.get("KUBE_DOUBLE_STATE")  # unit tests: no API server, state in this directory
+STATE = LOCAL or "/var/lib/kubitect-doubles"
+LOG = os.path.join(LOCAL, "calls.jsonl") if LOCAL else "/var/log/kubitect-doubles/calls.jsonl"
+VERSION_FILE = os.path.join(LOCAL, "version") if LOCAL else "/etc/kubitect-doubles/version"
 FAIL_ONCE = "/etc/kubitect-doubles/fail-join-once"
 PORT = 6443
 EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]  # fast to generate
@@ -199,6 +215,11 @@ def serve(primary_url, crt, key, ready=None):
         def do_POST(self):
             path = self.path.split("?")[0]
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if path.startswith("/kubitect-double/op/"):
+                if primary_url:
+                    return self.reply(*http("POST", primary_url + path, body))
+                code, payload = state_op(path.rsplit("/", 1)[1], body)
+                return self.reply(code, json.dumps(payload), "application/json")
             if path != "/kubitect-double/join":
                 return self.reply(404, "not found")
             if primary_url:
@@ -214,10 +235,12 @@ def serve(primary_url, crt, key, ready=None):
                     problems.append("certificate key does not match")
             if problems:
                 return self.reply(403, "; ".join(problems))
-            nodes = load("nodes.json", {})
-            nodes[body["name"]] = {"control_plane": bool(body.get("control_plane")), "t": time.time(),
-                                   "via": body.get("endpoint")}
-            save("nodes.json", nodes)
+            with locked():
+                nodes = load("nodes.json", {})
+                nodes[body["name"]] = {**nodes.get(body["name"], {}), "control_plane": bool(body.get("control_plane")),
+                                       "t": time.time(), "via": body.get("endpoint")}
+                save("nodes.json", nodes)
+                schedule_pending(load("pods.json", {}), nodes)
             self.reply(200, json.dumps({"primary": cluster["primary"], "sans": cluster.get("sans", [])}),
                        "application/json")
 
@@ -346,6 +369,311 @@ def _kubeadm(argv, cfg):
     return 0
 
 
+# ---------------------------------------------------------------------------- cluster objects
+# Kept by the first server (or in KUBE_DOUBLE_STATE): nodes.json {name: {control_plane, unschedulable,
+# ready}}, pods.json {"ns/name": pod}, pdbs.json {"ns/name": budget}. One flock serialises changes.
+
+CONTROLLERS = ("ReplicaSet", "StatefulSet", "ReplicationController", "Job", "DaemonSet")
+
+
+@contextlib.contextmanager
+def locked():
+    os.makedirs(STATE, exist_ok=True)
+    with open(os.path.join(STATE, ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def schedulable(nodes):
+    return sorted(n for n, v in nodes.items() if not v.get("unschedulable") and v.get("ready", True))
+
+
+def schedule_pending(pods, nodes):
+    """The scheduler, reduced: a Pending pod goes to the schedulable node running fewest pods."""
+    targets, changed = schedulable(nodes), False
+    for pod in pods.values():
+        if pod.get("phase") == "Pending" and targets:
+            load_of = {n: sum(1 for p in pods.values() if p.get("node") == n) for n in targets}
+            pod.update(node=min(targets, key=lambda n: (load_of[n], n)), phase="Running")
+            changed = True
+    if changed:
+        save("pods.json", pods)
+
+
+def matches(selector, labels):
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def disruptions_allowed(pdb, pods):
+    """The PodDisruptionBudget's status.disruptionsAllowed over the pods it selects."""
+    chosen = [p for p in pods.values() if p["namespace"] == pdb["namespace"]
+              and matches(pdb.get("selector"), p.get("labels", {}))]
+    healthy = sum(1 for p in chosen if p.get("phase") == "Running")
+    if "minAvailable" in pdb:
+        return healthy - int(pdb["minAvailable"])
+    return int(pdb.get("maxUnavailable", 0)) - (len(chosen) - healthy)
+
+
+def state_op(op, body):
+    """One atomic change or read of the cluster objects -> (HTTP-like code, payload)."""
+    with locked():
+        nodes, pods, pdbs = load("nodes.json", {}), load("pods.json", {}), load("pdbs.json", {})
+        name = body.get("name")
+        if op == "state":
+            return 200, {"nodes": nodes, "pods": pods, "pdbs": pdbs}
+        if op == "plant":
+            for n, patch in (body.get("nodes") or {}).items():
+                nodes[n] = {**nodes.get(n, {"control_plane": False, "t": time.time(), "via": "planted"}), **patch}
+            for pod in body.get("pods") or []:
+                pod = {"namespace": "default", "labels": {}, "phase": "Running", "owner": "ReplicaSet",
+                       "emptydir": False, **pod}
+                pods[f"{pod['namespace']}/{pod['name']}"] = pod
+            for pdb in body.get("pdbs") or []:
+                pdb = {"namespace": "default", **pdb}
+                pdbs[f"{pdb['namespace']}/{pdb['name']}"] = pdb
+            for key in body.get("delete_pdbs") or []:
+                pdbs.pop(key, None)
+            save("nodes.json", nodes), save("pods.json", pods), save("pdbs.json", pdbs)
+            schedule_pending(pods, nodes)
+            return 200, {}
+        if op in ("node-get", "cordon", "uncordon", "delete-node", "pods") and name not in nodes:
+            return 404, {"message": f'nodes "{name}" not found'}
+        if op == "node-get":
+            return 200, nodes[name]
+        if op in ("cordon", "uncordon"):
+            want = op == "cordon"
+            changed = bool(nodes[name].get("unschedulable")) != want
+            nodes[name]["unschedulable"] = want
+            save("nodes.json", nodes)
+            if not want:
+                schedule_pending(pods, nodes)
+            return 200, {"changed": changed}
+        if op == "delete-node":
+            del nodes[name]
+            save("nodes.json", nodes)
+            # the pod garbage collector deletes pods bound to a node that no longer exists
+            save("pods.json", {k: p for k, p in pods.items() if p.get("node") != name})
+            return 200, {}
+        if op == "pods":
+            return 200, [p for p in pods.values() if p.get("node") == name]
+        if op == "evict":
+            key = f"{body['namespace']}/{body['pod']}"
+            pod = pods.get(key)
+            if pod is None:
+                return 404, {"message": f'pods "{body["pod"]}" not found'}
+            for pdb in pdbs.values():
+                if pdb["namespace"] == pod["namespace"] and matches(pdb.get("selector"), pod.get("labels", {})) \
+                        and pod.get("phase") == "Running" and disruptions_allowed(pdb, pods) <= 0:
+                    return 429, {"message": "Cannot evict pod as it would violate the pod's disruption budget."}
+            del pods[key]
+            if pod.get("owner") in CONTROLLERS and pod.get("owner") not in ("DaemonSet", "Job"):
+                # its controller makes a replacement, which the scheduler places off the cordoned node
+                base = pod["name"] if pod["owner"] == "StatefulSet" else pod["name"].rsplit("-", 1)[0]
+                fresh = base if pod["owner"] == "StatefulSet" else f"{base}-{os.urandom(3).hex()}"
+                pods[f"{pod['namespace']}/{fresh}"] = {**pod, "name": fresh, "node": None, "phase": "Pending"}
+            save("pods.json", pods)
+            schedule_pending(pods, nodes)
+            return 201, {}
+        return 400, {"message": f"unknown operation {op}"}
+
+
+def api(op, body=None):
+    """A cluster-object operation: in-process with KUBE_DOUBLE_STATE, else through the API server."""
+    if LOCAL:
+        return state_op(op, body or {})
+    code, text = http("POST", f"https://127.0.0.1:{PORT}/kubitect-double/op/{op}", body or {}, timeout=10)
+    try:
+        return code, json.loads(text)
+    except ValueError:
+        return code, {"message": text}
+
+
+# ---------------------------------------------------------------------------- kubectl
+
+
+def parse_args(args):
+    """kubectl's command line -> (positional words, {flag: value}); `--a=b`, `--a b`, `-o x`, `-A`."""
+    takes_value = {"-o", "--output", "--timeout", "--field-selector", "-n", "--namespace", "--grace-period",
+                   "-l", "--selector", "--pod-selector"}
+    words, flags, i = [], {}, 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("-"):
+            k, eq, v = a.partition("=")
+            if not eq and k in takes_value and i + 1 < len(args):
+                v, i = args[i + 1], i + 1
+            flags[k] = v if (eq or k in takes_value) else True
+        else:
+            words.append(a)
+        i += 1
+    return words, flags
+
+
+def duration(text):
+    """kubectl's duration flag (`90s`, `5m`, `1h`, `0s`) in seconds; 0 means no limit."""
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)?", str(text or "0"))
+    if not m:
+        return None
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def not_found(kind, name):
+    print(f'Error from server (NotFound): {kind} "{name}" not found', file=sys.stderr)
+    return 1
+
+
+def node_object(name, info, kubelet):
+    ready = "True" if info.get("ready", True) else "False"
+    obj = {"kind": "Node", "apiVersion": "v1", "metadata": {"name": name},
+           "spec": {}, "status": {"conditions": [{"type": "Ready", "status": ready}],
+                                  "nodeInfo": {"kubeletVersion": kubelet}}}
+    if info.get("unschedulable"):
+        obj["spec"] = {"unschedulable": True, "taints": [{"key": "node.kubernetes.io/unschedulable",
+                                                          "effect": "NoSchedule"}]}
+    return obj
+
+
+def get_nodes(words, flags):
+    code, nodes = api("state")
+    if code != 200:
+        print(nodes.get("message", nodes), file=sys.stderr)
+        return 1
+    nodes = nodes["nodes"]
+    kubelet = version().split("+")[0]
+    names = words[2:] or sorted(nodes)
+    for n in names:
+        if n not in nodes:
+            return not_found("nodes", n)
+    items = [node_object(n, nodes[n], kubelet) for n in names]
+    out = flags.get("-o") or flags.get("--output")
+    if out == "json":
+        print(json.dumps(items[0] if words[2:] and len(names) == 1 else {"kind": "List", "items": items}))
+        return 0
+    if out == "name":
+        print("\n".join(f"node/{n}" for n in names))
+        return 0
+    print(f"{'NAME':<24}{'STATUS':<28}{'ROLES':<16}{'AGE':<6}VERSION")
+    for n in names:
+        status = ("Ready" if nodes[n].get("ready", True) else "NotReady") + \
+            (",SchedulingDisabled" if nodes[n].get("unschedulable") else "")
+        role = "control-plane" if nodes[n].get("control_plane") else "<none>"
+        print(f"{n:<24}{status:<28}{role:<16}{'1m':<6}{kubelet}")
+    return 0
+
+
+def get_pods(words, flags):
+    selector = flags.get("--field-selector", "")
+    node = selector.split("=", 1)[1] if selector.startswith("spec.nodeName=") else None
+    code, state = api("state")
+    if code != 200:
+        return 1
+    pods = [p for p in state["pods"].values() if node is None or p.get("node") == node]
+    if not (flags.get("-A") or flags.get("--all-namespaces")):
+        ns = flags.get("-n") or flags.get("--namespace") or "default"
+        pods = [p for p in pods if p["namespace"] == ns]
+    items = [{"metadata": {"name": p["name"], "namespace": p["namespace"], "labels": p.get("labels", {})},
+              "spec": {"nodeName": p.get("node")}, "status": {"phase": p.get("phase")}} for p in pods]
+    print(json.dumps({"kind": "List", "items": items}))
+    return 0
+
+
+def cordon_cmd(verb, name):
+    code, body = api(verb, {"name": name})
+    if code == 404:
+        return not_found("nodes", name)
+    print(f"node/{name} {'' if body.get('changed') else 'already '}{verb}ed")
+    return 0
+
+
+def drain_cmd(name, flags):
+    """kubectl drain, as documented: cordon, filter the pods, evict them (PDBs honoured), retry every 5 s."""
+    timeout = duration(flags.get("--timeout", "0s"))
+    started = time.monotonic()
+    code, _ = api("node-get", {"name": name})
+    if code == 404:
+        return not_found("nodes", name)
+    cordon_cmd("cordon", name)
+    _, pods = api("pods", {"name": name})
+    fatal, warn, evict = {}, {}, []
+    for p in sorted(pods, key=lambda p: (p["namespace"], p["name"])):
+        ref = f"{p['namespace']}/{p['name']}"
+        if p.get("mirror"):
+            continue
+        if p.get("owner") == "DaemonSet":
+            (warn if flags.get("--ignore-daemonsets") else fatal).setdefault(
+                "ignoring DaemonSet-managed Pods" if flags.get("--ignore-daemonsets")
+                else "DaemonSet-managed Pods (use --ignore-daemonsets to ignore)", []).append(ref)
+            continue
+        if p.get("owner") not in CONTROLLERS:
+            if not flags.get("--force"):
+                fatal.setdefault("Pods declare no controller (use --force to override)", []).append(ref)
+                continue
+            warn.setdefault("deleting Pods that declare no controller", []).append(ref)
+        if p.get("emptydir"):
+            if not (flags.get("--delete-emptydir-data") or flags.get("--delete-local-data")):
+                fatal.setdefault("Pods with local storage (use --delete-emptydir-data to override)", []).append(ref)
+                continue
+            warn.setdefault("deleting Pods with local storage", []).append(ref)
+        evict.append(p)
+    if fatal:
+        msg = ", ".join(f"cannot delete {k}: {', '.join(v)}" for k, v in fatal.items())
+        print(f'error: unable to drain node "{name}" due to error: {msg}, continuing command...', file=sys.stderr)
+        print(f"There are pending nodes to be drained:\n {name}", file=sys.stderr)
+        for k, v in fatal.items():
+            print(f"cannot delete {k}: {', '.join(v)}", file=sys.stderr)
+        return 1
+    for k, v in warn.items():
+        print(f"Warning: {k}: {', '.join(v)}", file=sys.stderr)
+    for p in evict:
+        print(f"evicting pod {p['namespace']}/{p['name']}")
+    pending = list(evict)
+    while pending:
+        waiting = []
+        for p in pending:
+            code, body = api("evict", {"namespace": p["namespace"], "pod": p["name"]})
+            if code in (201, 404):
+                print(f"pod/{p['name']} evicted")
+            elif code == 429:
+                print(f'error when evicting pods/"{p["name"]}" -n "{p["namespace"]}" (will retry after 5s): '
+                      f'{body.get("message")}', file=sys.stderr)
+                waiting.append(p)
+            else:
+                print(f'error when evicting pods/"{p["name"]}" -n "{p["namespace"]}": {body}', file=sys.stderr)
+                return 1
+        pending = waiting
+        if not pending:
+            break
+        left = timeout - (time.monotonic() - started) if timeout else 5
+        if left <= 0:
+            why = ", ".join(f'error when evicting pods/"{p["name"]}" -n "{p["namespace"]}": global timeout '
+                            f'reached: {flags.get("--timeout")}' for p in pending)
+            print(f'There are pending pods in node "{name}" when an error occurred: [{why}]', file=sys.stderr)
+            print(f'error: unable to drain node "{name}" due to error: {why}, continuing command...', file=sys.stderr)
+            print(f"There are pending nodes to be drained:\n {name}\n{why}", file=sys.stderr)
+            return 1
+        time.sleep(min(5, left))
+    print(f"node/{name} drained")
+    return 0
+
+
+def delete_cmd(words, flags):
+    if words[1:2] not in (["node"], ["nodes"], ["no"]) or len(words) < 3:
+        print(f"kubectl TEST DOUBLE: `delete {' '.join(words[1:2])}` is not simulated", file=sys.stderr)
+        return 1
+    rc = 0
+    for name in words[2:]:
+        code, _ = api("delete-node", {"name": name})
+        if code == 404:
+            if not (flags.get("--ignore-not-found") and flags["--ignore-not-found"] != "false"):
+                rc = not_found("nodes", name)
+            continue
+        print(f'node "{name}" deleted')
+    return rc
+
+
 def kubectl(argv, tool="kubectl"):
     record(tool, argv)
     args, skip = [], False
@@ -356,17 +684,11 @@ def kubectl(argv, tool="kubectl"):
             skip = True
         elif not a.startswith("--kubeconfig="):
             args.append(a)
-    if args[:2] == ["get", "nodes"]:
-        code, text = http("GET", f"https://127.0.0.1:{PORT}/kubitect-double/nodes")
-        if code != 200:
-            print(text, file=sys.stderr)
-            return 1
-        kubelet = version().split("+")[0]
-        items = [{"metadata": {"name": n}, "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                                                       "nodeInfo": {"kubeletVersion": kubelet}}}
-                 for n in json.loads(text)]
-        print(json.dumps({"kind": "NodeList", "items": items}))
-        return 0
+    words, flags = parse_args(args)
+    if words[:2] in (["get", "nodes"], ["get", "node"], ["get", "no"]):
+        return get_nodes(words, flags)
+    if words[:2] in (["get", "pods"], ["get", "pod"], ["get", "po"]):
+        return get_pods(words, flags)
     if args[:2] == ["get", "--raw"]:
         try:
             code, text = http("GET", f"https://127.0.0.1:{PORT}{args[2]}", timeout=2)
@@ -375,6 +697,12 @@ def kubectl(argv, tool="kubectl"):
             return 1
         print(text)
         return 0 if code == 200 else 1
+    if words[:1] in (["cordon"], ["uncordon"]) and len(words) == 2:
+        return cordon_cmd(words[0], words[1])
+    if words[:1] == ["drain"] and len(words) == 2:
+        return drain_cmd(words[1], flags)
+    if words[:1] == ["delete"]:
+        return delete_cmd(words, flags)
     if args[:1] in (["apply"], ["label"], ["taint"], ["version"]):
         return 0
     print(f"kubectl TEST DOUBLE: `{' '.join(args[:3])}` is not simulated", file=sys.stderr)
@@ -462,6 +790,10 @@ def main():
     if tool.endswith(".py") and argv and argv[0] == "apiserver":  # started by start_api_unit
         serve(argv[3] if len(argv) > 3 else None, argv[1], argv[2])
         return 0
+    if tool.endswith(".py") and argv[:1] in (["plant"], ["state"]):  # tests: plant pods/PDBs, read state
+        code, payload = api(argv[0], json.loads(argv[1]) if len(argv) > 1 else {})
+        print(json.dumps(payload))
+        return 0 if code == 200 else 1
     if tool == "kubeadm":
         return kubeadm(argv)
     if tool == "kubectl":
