@@ -408,8 +408,7 @@ def test_the_double_enforces_kubeadms_version_policy_with_its_messages(current, 
 def test_upgrade_options_are_refused_with_another_action_and_passed_with_upgrade(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from kubitect_core.cli import app
-    from kubitect_core.cli import pipeline_cmds
+    from kubitect_core.cli import app, pipeline_cmds
 
     env = {"COLUMNS": "200", "NO_COLOR": "1"}
     res = CliRunner().invoke(app, ["apply", "--config", str(tmp_path / "x.yaml"), "--max-unavailable", "2",
