@@ -34,6 +34,7 @@ The submodules, for one kind of plugin each:
     kubitect_core.sdk.remote       the remote-execution layer itself (connect, wait_reachable, pins)
     kubitect_core.sdk.known_hosts  OpenSSH's own files: ssh_config, the user's known_hosts
     kubitect_core.sdk.kube         what every Kubernetes installer needs (endpoint, SANs, CNI, kubeconfig)
+    kubitect_core.sdk.etcd         etcdctl on a control plane: members, quorum, snapshot, restore
     kubitect_core.sdk.images       node images kubitect builds (for VM providers)
     kubitect_core.sdk.netns        network-namespace facts (for providers that make bridges)
     kubitect_core.sdk.conformance  fixtures and helpers for a plugin's own conformance modules
