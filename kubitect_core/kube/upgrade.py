@@ -46,7 +46,7 @@ from kubitect_core.kube.node_ops import (
 )
 from kubitect_core.kube.sources import ready_timeout
 from kubitect_core.kube.versions import version_tuple
-from kubitect_core.remote import NodePool, Remote
+from kubitect_core.remote import NodePool, Remote, RemoteError
 from kubitect_core.stage import StageError
 from kubitect_core.state import write_private
 from kubitect_core.topology import Node
@@ -375,20 +375,23 @@ async def upgrade(ctx: StageContext, pool: NodePool, first: Remote, driver: Upgr
 # ------------------------------------------------------------------------------ helpers for drivers
 
 
+NO_ETCD = "neither etcdctl nor a running etcd container"  # kubitect_core.kube.etcd's words for "none here"
+
+
 async def stacked_etcd_snapshot(r: Remote, path: str) -> tuple[str | None, str]:
     """An etcd snapshot of a kubeadm (stacked etcd) control plane at `path` on the node, or why not.
 
-    Uses the etcd helper of this build (`kubitect_core.kube.etcd.snapshot_save`). A snapshot that
-    fails is an error (the upgrade has not started yet); a build without the helper skips it, with
-    that reason reported as a change.
+    A snapshot that fails is an error (the upgrade has not started yet). A control plane with no
+    etcd at all (an external etcd, which its owner backs up) is skipped, with that reason reported
+    as a change.
     """
-    try:
-        from kubitect_core.kube import etcd  # type: ignore[attr-defined]
-    except ImportError:
-        return None, "this kubitect build has no etcd snapshot helper (kubitect_core.kube.etcd)"
+    from kubitect_core.kube import etcd
+
     try:
         await etcd.snapshot_save(r, path)
-    except Exception as exc:  # noqa: BLE001 - any failure stops the upgrade before it starts
+    except (RemoteError, StageError) as exc:
+        if NO_ETCD in str(exc):
+            return None, f"{r.label} runs no etcd ({NO_ETCD}): back up the external etcd yourself"
         raise StageError(f"{r.label}: the etcd snapshot before the upgrade failed, nothing was changed: {exc}") \
             from None
     return path, ""

@@ -416,3 +416,47 @@ def test_upgrade_options_are_refused_with_another_action_and_passed_with_upgrade
     assert res.exit_code != 0 and "--max-unavailable applies only to '--action upgrade'" in res.output
     assert pipeline_cmds._upgrade_flags("upgrade", 3, True) == {"upgrade_max_unavailable": 3, "upgrade_walk": True}
     assert pipeline_cmds._upgrade_flags("create", None, False) == {}
+
+
+# ------------------------------------------------------------------ snapshots
+
+
+class Scripted:
+    """A Remote whose commands answer from a list of (substring, exit, stdout, stderr), first match wins."""
+
+    def __init__(self, script):
+        self.script, self.commands, self.label = script, [], "node m1"
+
+    async def run(self, command, *, check=True, sudo=False, timeout=None, input=None):
+        from kubitect_core.remote import RemoteError
+
+        self.commands.append(command)
+        code, out, err = next(((c, o, e) for k, c, o, e in self.script if k in command), (0, "", ""))
+        if check and code:
+            raise RemoteError(f"{self.label}: `{command[:40]}` exited with {code}: {err}")
+        return Result(code, out, err)
+
+
+def test_kubeadm_snapshot_through_the_etcd_helper_or_skipped_when_the_node_has_no_etcd():
+    ok = Scripted([("snapshot status", 0, '{"hash": 1, "revision": 9, "totalKey": 42, "totalSize": 4096}', "")])
+    assert asyncio.run(up.stacked_etcd_snapshot(ok, "/var/lib/kubitect/s.db")) == ("/var/lib/kubitect/s.db", "")
+    assert any("snapshot save" in c for c in ok.commands)
+    none = Scripted([("etcdctl", 127, "", "neither etcdctl nor a running etcd container on this node")])
+    path, why = asyncio.run(up.stacked_etcd_snapshot(none, "/var/lib/kubitect/s.db"))
+    assert path is None and "runs no etcd" in why
+    broken = Scripted([("snapshot save", 1, "", "context deadline exceeded")])
+    with pytest.raises(StageError, match="snapshot before the upgrade failed, nothing was changed"):
+        asyncio.run(up.stacked_etcd_snapshot(broken, "/var/lib/kubitect/s.db"))
+
+
+def test_k3s_snapshot_is_k3s_own_and_sqlite_clusters_say_why_not():
+    from kubitect_plugins.k3s.upgrade import K3sUpgrade
+
+    driver = K3sUpgrade(None, "/usr/local/bin/k3s kubectl", "preinstalled")
+    r = Scripted([("ls -1t", 0, "/var/lib/rancher/k3s/server/db/snapshots/pre-x-m1-1700000000\n", "")])
+    path, _ = asyncio.run(driver.snapshot(None, r, "pre-x"))
+    assert path == "/var/lib/rancher/k3s/server/db/snapshots/pre-x-m1-1700000000"
+    assert "k3s etcd-snapshot save --name pre-x" in r.commands
+    sqlite = Scripted([("test -d", 1, "", "")])
+    path, why = asyncio.run(driver.snapshot(None, sqlite, "pre-x"))
+    assert path is None and "SQLite" in why
