@@ -1,8 +1,8 @@
 """`kubitect apply --action upgrade` through the real engine on nspawn nodes, with a prober on the VIP.
 
-Real: the engine (change rules, lock, stages, record), four systemd-nspawn nodes on a bridge in a
-private network namespace (one load balancer with real keepalived and HAProxy holding the VIP, two
-masters, one worker), sshd, systemd units, the installer's SSH commands and their order, the
+Real: the engine (change rules, lock, stages, record), five systemd-nspawn nodes on a bridge in a
+private network namespace (one load balancer with real keepalived and HAProxy holding the VIP,
+three masters, one worker), sshd, systemd units, the installer's SSH commands and their order, the
 upgrade orchestration (preflight, lock, checkpoints, drain/uncordon, waits), the prober's TLS
 requests to /readyz through the VIP and HAProxy's health checks.
 
@@ -52,7 +52,7 @@ def _config(cluster: str, version: str) -> dict:
             "nodeTemplate": {"user": "k8s", "os": {"distro": "debian12", "networkInterface": "host0"}},
             "nodes": {
                 "loadBalancer": {"vip": VIP, "instances": [{"id": 1, "ip": f"{NET}.11"}]},
-                "master": {"instances": [{"id": 1, "ip": f"{NET}.21"}, {"id": 2, "ip": f"{NET}.22"}]},
+                "master": {"instances": [{"id": i, "ip": f"{NET}.2{i}"} for i in (1, 2, 3)]},
                 "worker": {"instances": [{"id": 1, "ip": f"{NET}.31"}]},
             },
         },
@@ -129,8 +129,9 @@ def lab(tmp_path_factory):
                 print(f"\nlab cluster at {V1} in {time.monotonic() - t0:.1f}s")
             yield the_lab
         finally:
-            with entered_netns(ns):
-                asyncio.run(the_lab.engine.destroy(the_lab.cluster, Options(flags=the_lab.flags)))
+            if the_lab.state.exists():
+                with entered_netns(ns):
+                    asyncio.run(the_lab.engine.destroy(the_lab.cluster, Options(flags=the_lab.flags)))
             mp.undo()
 
 
@@ -140,25 +141,25 @@ def _kubeadm_upgrades(calls):
 
 
 def test_upgrade_one_minor_in_order_with_the_vip_answering(lab):
-    m1, m2, w1 = lab.k8s_nodes
+    m1, m2, m3, w1 = lab.k8s_nodes
     with entered_netns(lab.ns):
         asyncio.run(stage_version(lab.ssh(), lab.k8s_nodes, V2))  # the new packages, not yet running
         outcome, seconds, probes = asyncio.run(lab.upgrade_with_prober(V2))
         calls = asyncio.run(lab.calls())
         again = asyncio.run(lab.engine.apply(lab.cfg, Options(action="upgrade", flags=lab.flags)))
-    print(f"\nkubeadm upgrade {V1} -> {V2} (2 masters, 1 worker): {seconds:.1f}s; requests through the VIP: "
-          f"{probes.sent} sent, {probes.failed} failed")
+    print(f"\nkubeadm upgrade {V1} -> {V2} (3 masters, 1 worker): {seconds:.1f}s; requests through the VIP: "
+          f"{probes.probes} sent, {probes.failures} failed")
     kube = {name: changes for name, _, changes in outcome.stages}["kubernetes"]
     upgraded = [c.name for c in kube if c.kind == "node" and c.action == "change"]
-    assert upgraded == [m1.name, m2.name, w1.name]
+    assert upgraded == [m1.name, m2.name, m3.name, w1.name]
     snap = [c for c in kube if c.kind == "etcd-snapshot"]
     assert len(snap) == 1 and (snap[0].detail.startswith("skipped: ") or "0600" in snap[0].detail), snap
 
     # kubeadm upgrade apply on the first master, `upgrade node` on the others, one node at a time
     assert _kubeadm_upgrades(calls) == [(m1.name, "plan", 0), (m1.name, "apply", 0), (m2.name, "node", 0),
-                                        (w1.name, "node", 0)]
+                                        (m3.name, "node", 0), (w1.name, "node", 0)]
     # per node: cordon, drain, kubeadm, kubelet restarted (it reports itself), uncordon, in that order
-    for n in (m1, m2, w1):
+    for n in (m1, m2, m3, w1):
         steps = []
         for c in calls:
             if c["tool"] == "kubectl" and c["argv"][-1:] == [n.name] and c["argv"][-2] in ("cordon", "uncordon"):
@@ -172,10 +173,10 @@ def test_upgrade_one_minor_in_order_with_the_vip_answering(lab):
                 steps.append("kubelet started")
         assert steps == ["cordon", "drain", "kubeadm upgrade", "kubelet started", "uncordon"], (n.name, steps)
     starts = {n.name: next(c["t"] for c in calls if c["tool"] == "kubectl" and c["argv"][-2:] == ["cordon", n.name])
-              for n in (m1, m2, w1)}
+              for n in (m1, m2, m3, w1)}
     backs = {n.name: next(c["t"] for c in calls if c["tool"] == "kubectl" and c["argv"][-2:] == ["uncordon", n.name])
-             for n in (m1, m2, w1)}
-    assert starts[m2.name] > backs[m1.name] and starts[w1.name] > backs[m2.name]
+             for n in (m1, m2, m3, w1)}
+    assert starts[m2.name] > backs[m1.name] and starts[m3.name] > backs[m2.name] and starts[w1.name] > backs[m3.name]
 
     # the cluster runs the new version everywhere; nothing left cordoned; the lock is released
     with entered_netns(lab.ns):
@@ -183,22 +184,22 @@ def test_upgrade_one_minor_in_order_with_the_vip_answering(lab):
         lock = asyncio.run(lab.run(m1, "ls /var/lib/kubitect/upgrade.lock 2>&1"))
         served = asyncio.run(lab.run(m2, "kubectl get --raw /version"))
     assert {i["metadata"]["name"]: i["status"]["nodeInfo"]["kubeletVersion"] for i in nodes["items"]} == \
-        {n.name: V2 for n in (m1, m2, w1)}
+        {n.name: V2 for n in (m1, m2, m3, w1)}
     assert not any(i["spec"].get("unschedulable") for i in nodes["items"])
     assert json.loads(served)["gitVersion"] == V2 and "No such file" in lock
     record = lab.state.load_record()["stages"]["kubernetes"]["data"]
     assert "upgrade" not in record and record["upgrades"][-1]["to"] == V2
     assert again.nothing_to_do  # the same config again: nothing to upgrade
-    assert probes.failed == 0, f"{probes.failed} of {probes.sent} requests through the VIP failed"
+    assert probes.failures == 0, f"{probes.failures} of {probes.probes} requests through the VIP failed"
 
 
 def test_a_failed_upgrade_resumes_at_the_node_where_it_stopped(lab):
-    m1, m2, w1 = lab.k8s_nodes
+    m1, m2, m3, w1 = lab.k8s_nodes
     with entered_netns(lab.ns):
         asyncio.run(stage_version(lab.ssh(), lab.k8s_nodes, V3))
         asyncio.run(lab.run(m2, "rm -f /var/log/kubitect-doubles/calls.jsonl; "
                                 "touch /etc/kubitect-doubles/fail-upgrade-once"))
-        for n in (m1, w1):
+        for n in (m1, m3, w1):
             asyncio.run(lab.run(n, "rm -f /var/log/kubitect-doubles/calls.jsonl"))
         with pytest.raises(Exception, match="failed once, as the test asked"):
             asyncio.run(lab.upgrade_with_prober(V3))
@@ -206,14 +207,14 @@ def test_a_failed_upgrade_resumes_at_the_node_where_it_stopped(lab):
         t0 = time.monotonic()
         outcome, seconds, probes = asyncio.run(lab.upgrade_with_prober(V3))
         calls = asyncio.run(lab.calls())
-    print(f"\nresumed upgrade to {V3} finished in {seconds:.1f}s; requests through the VIP: {probes.sent} sent, "
-          f"{probes.failed} failed")
+    print(f"\nresumed upgrade to {V3} finished in {seconds:.1f}s; requests through the VIP: {probes.probes} sent, "
+          f"{probes.failures} failed")
     assert stopped["done"] == [m1.name] and stopped["current"] == [m2.name]
     kube = {name: changes for name, _, changes in outcome.stages}["kubernetes"]
-    assert [c.name for c in kube if c.kind == "node" and c.action == "change"] == [m2.name, w1.name]
+    assert [c.name for c in kube if c.kind == "node" and c.action == "change"] == [m2.name, m3.name, w1.name]
     assert not [c for c in kube if c.kind == "etcd-snapshot"]  # taken before the failure, not again
     # the first master was upgraded exactly once; the second failed once, then finished
     assert _kubeadm_upgrades(calls) == [(m1.name, "plan", 0), (m1.name, "apply", 0), (m2.name, "node", 1),
-                                        (m2.name, "node", 0), (w1.name, "node", 0)]
+                                        (m2.name, "node", 0), (m3.name, "node", 0), (w1.name, "node", 0)]
     assert time.monotonic() - t0 < 120
-    assert probes.failed == 0
+    assert probes.failures == 0
