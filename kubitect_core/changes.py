@@ -206,20 +206,39 @@ def _version_tuple(v: Any) -> tuple[int, ...]:
         return ()
 
 
-def evaluate(old: dict[str, Any], new: dict[str, Any], action: str) -> list[ChangeEvent]:
-    """Classifies every change between two resolved configs (dumped with YAML key names)."""
+def _version_event(before: Any, after: Any, walk: bool) -> tuple[Severity, str] | None:
+    """The upgrade rule for `kubernetes.version`, or None when the plain allow stands.
+
+    Up (a patch, or one minor) is allowed; down is refused; more than one minor is refused with
+    the path to take, unless the user asked to walk it (`--walk-minors`): then it is a warning
+    naming every minor the upgrade will go through (and asks for confirmation).
+    """
+    o, n = _version_tuple(before), _version_tuple(after)
+    if len(o) < 2 or len(n) < 2:
+        return None
+    if n < o:
+        return "error", (f"Downgrading Kubernetes ({before} -> {after}) is not supported; restore a backup "
+                         "instead.")
+    if n[:2] > (o[0], o[1] + 1):
+        path = " → ".join(f"{o[0]}.{m}" for m in range(o[1], n[1] + 1))
+        if walk:
+            return "warn", f"The upgrade walks one minor version at a time: {path}."
+        return "error", (f"Kubernetes upgrades go one minor version at a time ({before} -> {after}): {path}; "
+                         f"upgrade to v{o[0]}.{o[1] + 1}.x first, or pass --walk-minors to go through each minor.")
+    return None
+
+
+def evaluate(old: dict[str, Any], new: dict[str, Any], action: str, *, walk: bool = False) -> list[ChangeEvent]:
+    """Classifies every change between two resolved configs (dumped with YAML key names).
+
+    `walk`: the user asked to walk a multi-minor upgrade one minor at a time (`--walk-minors`).
+    """
     rules = RULES[action]
     events = []
     for path, kind, before, after in diff(old, new):
         rule = classify(path, kind, rules)
         severity, message = rule.severity, rule.message
         if action == "upgrade" and path == "kubernetes.version" and severity == "allow":
-            o, n = _version_tuple(before), _version_tuple(after)
-            if n < o:
-                severity, message = "error", f"Downgrading Kubernetes ({before} -> {after}) is not supported."
-            elif n[:2] > (o[0], o[1] + 1) if len(o) >= 2 and len(n) >= 2 else False:
-                severity, message = "error", (
-                    f"Kubernetes upgrades go one minor version at a time ({before} -> {after}); "
-                    f"upgrade to v{o[0]}.{o[1] + 1}.x first.")
+            severity, message = _version_event(before, after, walk) or (severity, message)
         events.append(ChangeEvent(path, kind, before, after, severity, message))
     return events

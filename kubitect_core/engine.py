@@ -204,7 +204,8 @@ class Engine:
                     raise Aborted("User aborted.")
                 opts.action = "create"
             if applied is not None:
-                outcome.events = self._check_changes(state, applied, cfg.loaded, opts.action)
+                outcome.events = self._check_changes(state, applied, cfg.loaded, opts.action,
+                                                     walk=bool(opts.flags.get("upgrade_walk")))
                 if not outcome.events and not opts.reconcile:
                     outcome.nothing_to_do = True
                     outcome.message = "No changes detected."
@@ -239,7 +240,8 @@ class Engine:
                 earlier.add(stage.name)
             applied = state.applied_text()
             if applied is not None:
-                outcome.events = self._check_changes(state, applied, cfg.loaded, opts.action)
+                outcome.events = self._check_changes(state, applied, cfg.loaded, opts.action,
+                                                     walk=bool(opts.flags.get("upgrade_walk")))
                 if outcome.events:
                     self._confirm_changes(state, outcome.events, cfg.loaded, opts)
             await self._run(state, cfg.loaded, cfg.text, selected, "apply", opts, outcome, command="run")
@@ -257,7 +259,8 @@ class Engine:
         outcome = Outcome(state.name)
         applied = state.applied_text()
         if applied is not None:
-            outcome.events = self._check_changes(state, applied, loaded, opts.action)
+            outcome.events = self._check_changes(state, applied, loaded, opts.action,
+                                                 walk=bool(opts.flags.get("upgrade_walk")))
         record = _record(state)
         tmpl = loaded.config.cluster.node_template
         with planned_access(state, tmpl.user, tmpl.ssh.private_key_path) as (ssh, own):
@@ -426,7 +429,8 @@ class Engine:
         if disks and opts is not None:
             opts.flags["delete_data_disks"] = True  # confirmed: the machine layers may delete them
 
-    def _check_changes(self, state: ClusterState, applied_text: str, loaded, action: str) -> list[ChangeEvent]:
+    def _check_changes(self, state: ClusterState, applied_text: str, loaded, action: str,
+                       walk: bool = False) -> list[ChangeEvent]:
         from kubitect_core.config import ConfigError, parse_yaml
 
         try:
@@ -444,9 +448,9 @@ class Engine:
             if not isinstance(old, dict):
                 raise StateFileError(state.applied_path, f"is not a kubitect config (its top level is not a "
                                                          f"mapping); {advice}") from None
-            events = evaluate(old, loaded.raw, action)
+            events = evaluate(old, loaded.raw, action, walk=walk)
         else:
-            events = evaluate(old, resolved_dump(loaded), action)
+            events = evaluate(old, resolved_dump(loaded), action, walk=walk)
         errors = [e for e in events if e.severity == "error"]
         if errors:
             raise ChangesRefused(events)

@@ -252,7 +252,9 @@ def _confirm_chaos(chaos: str, host_fault: str, cluster: str, yes: bool) -> None
 def register(app: typer.Typer) -> None:
     """Adds the pipeline commands and their list/export subcommands."""
 
-    @app.command(epilog="Example: kubitect apply --config ha.yaml")
+    @app.command(epilog="Example: kubitect apply --config ha.yaml\n\n"
+                 "Upgrade (after changing kubernetes.version): "
+                 "kubitect apply --config ha.yaml --action upgrade --max-unavailable 2")
     def apply(
         config_arg: Path = typer.Argument(None, metavar="[CONFIG]", help="Config file (or use --config)."),
         config: Path = typer.Option(None, "--config", "-c", help="Config file."),
@@ -267,6 +269,8 @@ def register(app: typer.Typer) -> None:
         kubeconfig_name: str = typer.Option(None, "--kubeconfig-name", help=KUBECONFIG_NAME_HELP),
         delete_data_disks: bool = typer.Option(False, "--delete-data-disks", help=DELETE_DATA_DISKS_HELP),
         drain_timeout: float = typer.Option(None, "--drain-timeout", min=1, help=DRAIN_TIMEOUT_HELP),
+        max_unavailable: int = typer.Option(None, "--max-unavailable", min=1, help=MAX_UNAVAILABLE_HELP),
+        walk_minors: bool = typer.Option(False, "--walk-minors", help=WALK_MINORS_HELP),
         local: bool = local_option(),
         debug: bool = debug_option(),
         fmt: output.Format = output_option(),
@@ -280,7 +284,8 @@ def register(app: typer.Typer) -> None:
         engine, progress = _engine(resolve_home(home, local=local), auto_approve=auto_approve, local=local)
         opts = Options(action=action, auto_approve=auto_approve, reconcile=reconcile, wait_lock=wait_lock,
                        flags=_image_flags(allow_unverified) | _kubeconfig_flags(kubeconfig_name)
-                       | _scale_in_flags(delete_data_disks, drain_timeout))
+                       | _scale_in_flags(delete_data_disks, drain_timeout)
+                       | _upgrade_flags(action, max_unavailable, walk_minors))
 
         def go():
             cfg = engine.read(path)  # read once: these bytes are validated, applied and stored
@@ -556,6 +561,25 @@ def _scale_in_flags(delete_data_disks: bool, drain_timeout: float | None) -> dic
     flags: dict[str, Any] = {"delete_data_disks": True} if delete_data_disks else {}
     if drain_timeout:
         flags["drain_timeout"] = drain_timeout
+    return flags
+
+
+MAX_UNAVAILABLE_HELP = ("With --action upgrade: how many workers are drained and upgraded at once "
+                        "(control planes always go one at a time). Default 1.")
+WALK_MINORS_HELP = ("With --action upgrade: go through every minor version between the running one and "
+                    "kubernetes.version, one at a time (otherwise a jump of more than one minor is refused).")
+
+
+def _upgrade_flags(action: str, max_unavailable: int | None, walk: bool) -> dict[str, Any]:
+    """The rolling-upgrade options, refused with any other action (they would silently do nothing)."""
+    if action != "upgrade" and (max_unavailable is not None or walk):
+        given = "--max-unavailable" if max_unavailable is not None else "--walk-minors"
+        raise typer.BadParameter(f"{given} applies only to '--action upgrade'", param_hint=given)
+    flags: dict[str, Any] = {}
+    if max_unavailable is not None:
+        flags["upgrade_max_unavailable"] = max_unavailable
+    if walk:
+        flags["upgrade_walk"] = True
     return flags
 
 

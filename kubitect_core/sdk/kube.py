@@ -13,6 +13,8 @@
     kube.kubeconfig_change(ctx, text)    # store (and merge) the fetched admin kubeconfig
     await kube.drain(kubectl, "w-1", 300)  # node lifecycle: cordon, uncordon, drain, delete_node,
                                          # wait_node_ready, through any `Kubectl` runner
+    await kube.upgrade(ctx, pool, first, driver, target, remote)
+                                         # a rolling upgrade: preflight, lock, snapshot, nodes in order
 
 Implemented in `kubitect_core.kube`; this module is the stable surface plugins import.
 """
@@ -88,6 +90,13 @@ from kubitect_core.kube.steps import (
     node_pool,
     remove_from_nodes,
 )
+from kubitect_core.kube.upgrade import (
+    UpgradeDriver,
+    latest_release,
+    stacked_etcd_snapshot,
+    upgrade,
+    upgrade_pending,
+)
 from kubitect_core.kube.versions import minor_of, plain, version_tuple
 
 __all__ = [
@@ -106,4 +115,6 @@ __all__ = [
     "cordon", "delete_node", "drain", "is_not_found", "node_state", "uncordon", "wait_node_ready",
     # scale-in (kubitect_core.kube.removal)
     "DRAIN_TIMEOUT", "drain_timeout", "removal_plan", "remove_members",
+    # rolling upgrades (kubitect_core.kube.upgrade)
+    "UpgradeDriver", "latest_release", "stacked_etcd_snapshot", "upgrade", "upgrade_pending",
 ]

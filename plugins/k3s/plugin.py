@@ -5,6 +5,9 @@ join through the endpoint one at a time (etcd quorum); agents join concurrently 
 The cluster token is random (secrets module), kept 0600 in `<cluster_dir>/secrets/k3s.json`,
 and reaches each node only in a 0600 EnvironmentFile; it is never an argument, never logged,
 never a default and never derived from the cluster name (the original used sha256(name)).
+
+A cluster running another version is upgraded first (`--action upgrade`): the SDK's rolling
+upgrade with k3s's own steps from `upgrade.py` (binary swap, unit restart, `k3s etcd-snapshot`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from kubitect_core.sdk import Change, Node, Remote, StageContext, StageError, kube
 
 from . import args as k3s_args
+from .upgrade import K3sUpgrade
 
 BINARY = "/usr/local/bin/k3s"
 KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
@@ -72,6 +76,8 @@ class K3sInstaller:
             ctx.record["installer"] = self.name
             nodes_rec: dict[str, dict[str, Any]] = ctx.record.setdefault("nodes", {})
             token = _token(ctx)
+            if kube.upgrade_pending(ctx, want):  # a running cluster at another version: roll it first
+                changes += await kube.upgrade(ctx, pool, first, K3sUpgrade(self, KUBECTL, src), want, remote)
 
             async def converge(node: Node) -> None:
                 r = await remote(node)

@@ -7,6 +7,10 @@ then all workers joined concurrently (bounded). Per-node progress is recorded an
 after every step, so a re-run after a failure continues where it stopped, and a node already
 joined at the configured version is left alone.
 
+A cluster running another version is upgraded first (`--action upgrade`): the SDK's rolling
+upgrade (preflight, lock, etcd snapshot, control planes one at a time, workers in batches) with
+kubeadm's own steps from `upgrade.py`. Adding nodes and upgrading in one run is refused.
+
 Secrets: the bootstrap token and certificate key are generated once with the `secrets` module,
 kept in `<cluster_dir>/secrets/kubeadm.json` (0600), written to nodes only inside 0600 config
 files that are deleted after use, and never put on a command line or into a Change or log line.
@@ -22,6 +26,7 @@ from kubitect_core.sdk import Change, Node, Remote, StageContext, StageError, et
 
 from . import nodeprep, render, sources
 from .render import KubeadmSecrets
+from .upgrade import KubeadmUpgrade
 
 x509 = lazy_import("cryptography.x509")  # loaded on first use (fast start: kubitect_core.sdk.lazy)
 serialization = lazy_import("cryptography.hazmat.primitives.serialization")
@@ -102,7 +107,7 @@ class KubeadmInstaller:
                 changes.append(Change("keep", "node", node.name, node.host, f"joined at {want}"))
             elif rec.get("state") == "joined":
                 changes.append(Change("change", "node", node.name, node.host,
-                                      f"runs {rec.get('version')}, config asks {want} (upgrade not supported)"))
+                                      f"upgrade {rec.get('version')} -> {want} (drain, kubeadm upgrade, kubelet)"))
             else:
                 what = "kubeadm init" if i == 0 else ("join control plane" if node.role == "master" else "join worker")
                 changes.append(Change("create", "node", node.name, node.host, f"{what} {want}"))
@@ -134,13 +139,17 @@ class KubeadmInstaller:
             status = dict(zip([n.name for n in masters + workers],
                               await pool.each(masters + workers, lambda n: self._node_status(n, remote, want)),
                               strict=True))
+            if kube.upgrade_pending(ctx, want) or "other-version" in status.values():
+                fresh = [n for n in status if status[n] == "fresh"]
+                if fresh:
+                    raise StageError(f"{', '.join(fresh)}: not members yet, while the cluster needs an upgrade to "
+                                     f"{want}; add nodes and upgrade in separate runs")
+                changes += await kube.upgrade(ctx, pool, first, KubeadmUpgrade(KUBECTL, src), want, remote)
+                status = dict.fromkeys(status, "joined")
             for node in masters + workers:
                 if status[node.name] == "joined":
                     nodes_rec.setdefault(node.name, {}).update(role=node.role, state="joined", version=want)
                     changes.append(Change("keep", "node", node.name, node.host, f"joined at {want}"))
-                elif status[node.name] == "other-version":
-                    raise StageError(f"{node.name} is already a member at another Kubernetes version; "
-                                     f"upgrading to {want} is not supported by this installer yet")
             pending = [n for n in masters + workers if status[n.name] != "joined"]
             ctx.checkpoint()
 

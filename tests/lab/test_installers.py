@@ -405,3 +405,55 @@ def test_no_internet_fails_up_front_naming_the_source(lab, installer):
     assert record == {}  # nothing recorded, no secret generated: the probe comes first
     assert not (lab.cdir / "secrets" / ("kubeadm.json" if installer.name == "kubeadm" else "k3s.json")).exists()
     assert seconds < 20
+
+
+def test_k3s_upgrade_one_minor_servers_one_at_a_time_then_agents(lab):
+    """`--action upgrade` for k3s: its etcd snapshot first, then each node drained, its binary (staged:
+    the double's version file stands in for the downloaded release) run by a restarted unit, back
+    at the new version before the next; servers one at a time, then the agents."""
+    from dataclasses import replace
+
+    from doubles.install import stage_version
+
+    record: dict = {}
+    ctx = lab.ctx("k3s", record)
+    topo = ctx.topology
+    nodes = [*topo.masters, *topo.workers]
+    raw = lab_raw(lab.cluster, "k3s")
+    raw["kubernetes"]["version"] = "v1.35.0"
+    up_ctx = replace(ctx, config=validate_raw(raw).config)
+    installer = K3sInstaller()
+
+    async def scenario():
+        await lab.install_doubles("v1.34.2+k3s1", nodes)
+        await installer.apply(ctx)
+        await stage_version(lab.ssh, nodes, "v1.35.0+k3s1")
+        t0 = time.monotonic()
+        changes = await installer.apply(up_ctx)
+        seconds = time.monotonic() - t0
+        calls = await lab.calls(nodes)
+        listed = json.loads(await lab.run(topo.masters[0].ip, "/usr/local/bin/k3s kubectl get nodes -o json"))
+        after = json.loads(json.dumps(record))
+        await installer.destroy(up_ctx)
+        return changes, seconds, calls, listed, after
+
+    with entered_netns(lab.ns):
+        changes, seconds, calls, listed, after = asyncio.run(scenario())
+    print(f"\nk3s upgrade v1.34.2+k3s1 -> v1.35.0+k3s1 (3 servers, 2 agents) in {seconds:.1f}s")
+    assert [c.name for c in changes if c.kind == "node" and c.action == "change"][:3] == [n.name for n in topo.masters]
+    snap = [c for c in changes if c.kind == "etcd-snapshot"]
+    assert len(snap) == 1 and "0600" in snap[0].detail
+    saved = list((lab.cdir / "backups").glob("etcd-pre-upgrade-v1.34.2-to-v1.35.0-*.db"))
+    assert len(saved) == 1 and stat.S_IMODE(saved[0].stat().st_mode) == 0o600
+    # k3s restarted by its unit: every (re)start is recorded; after the install's, one per node, in order
+    starts = [c for c in calls if c["tool"] == "k3s" and c["argv"][:1] in (["server"], ["agent"])]
+    upgraded = [c["host"] for c in starts[len(nodes):]]
+    assert upgraded[:3] == [n.name for n in topo.masters]
+    assert sorted(upgraded[3:]) == sorted(w.name for w in topo.workers)
+    snapshot_at = next(c["t"] for c in calls if c["tool"] == "k3s" and c["argv"][:2] == ["etcd-snapshot", "save"])
+    drains = [c for c in calls if c["tool"] == "k3s-kubectl" and "drain" in c["argv"]]
+    assert snapshot_at < drains[0]["t"] < starts[len(nodes)]["t"]
+    assert {i["metadata"]["name"]: i["status"]["nodeInfo"]["kubeletVersion"] for i in listed["items"]} == \
+        {n.name: "v1.35.0+k3s1" for n in nodes}
+    assert not any(i["spec"].get("unschedulable") for i in listed["items"])
+    assert "upgrade" not in after and after["nodes"][topo.workers[0].name]["version"] == "v1.35.0+k3s1"

@@ -37,6 +37,19 @@ what an installer ran, in which order and with which parameters:
   the one joins must present. A kubelet stand-in (`kube_double.py static-pods`) runs etcd from
   /etc/kubernetes/manifests/etcd.yaml and stops it when the manifest is moved away.
 
+- upgrades as kubeadm and k3s document them: every node carries the version of the binaries
+  installed on it (/etc/kubitect-doubles/version, what `kubeadm version` and `kubelet --version`
+  print) apart from the versions RUNNING: a node's kubelet reports its version to the API when it
+  (re)starts (the `kubelet` systemd unit, `install_doubles(kubelet_service=True)`; k3s: the server
+  or agent process), and each API server serves the version it was started at (/version).
+  `kubeadm upgrade plan` prints the plan; `kubeadm upgrade apply [-y] vX` enforces kubeadm's
+  version policy with its messages (a skipped minor, a downgrade of more than one minor, a target
+  above the kubeadm binary are refused), stores vX as the cluster's version (the kubeadm-config
+  ConfigMap) and restarts this node's API server at vX; `kubeadm upgrade node` brings this node's
+  control plane to the cluster's version (a worker: nothing to do). `k3s etcd-snapshot save
+  --name N` writes a snapshot under /var/lib/rancher/k3s/server/db/snapshots. A test plants one
+  failure of the next `kubeadm upgrade` or k3s start with /etc/kubitect-doubles/fail-upgrade-once.
+
 KUBE_DOUBLE_STATE=DIR (unit tests on the developer's machine): state and call log live in DIR
 and kubectl works on them directly, without the stand-in API server.
 """
@@ -61,6 +74,8 @@ STATE = LOCAL or "/var/lib/kubitect-doubles"
 LOG = os.path.join(LOCAL, "calls.jsonl") if LOCAL else "/var/log/kubitect-doubles/calls.jsonl"
 VERSION_FILE = os.path.join(LOCAL, "version") if LOCAL else "/etc/kubitect-doubles/version"
 FAIL_ONCE = "/etc/kubitect-doubles/fail-join-once"
+FAIL_UPGRADE_ONCE = "/etc/kubitect-doubles/fail-upgrade-once"
+APISERVER_VERSION = os.path.join(STATE, "apiserver-version")  # the version this node's API server runs
 PORT = 6443
 EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]  # fast to generate
 SCRIPT = os.path.realpath(__file__)  # the script itself, not the symlink it was called by
@@ -196,6 +211,7 @@ def http(method, url, body=None, timeout=5):
 
 def serve(primary_url, crt, key, ready=None):
     """The stand-in API server (foreground). primary_url None: this node is the first server."""
+    served = apiserver_version()  # what a running API server reports until it is restarted
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as kube-apiserver (kubectl and kubelets keep connections)
@@ -214,7 +230,7 @@ def serve(primary_url, crt, key, ready=None):
         def do_GET(self):
             path = self.path.split("?")[0]
             if path in ("/readyz", "/healthz", "/livez", "/version"):
-                return self.reply(200, "ok" if path != "/version" else json.dumps({"gitVersion": version()}))
+                return self.reply(200, "ok" if path != "/version" else json.dumps({"gitVersion": served}))
             if path == "/kubitect-double/nodes":
                 if primary_url:
                     return self.reply(*http("GET", primary_url + path))
@@ -255,7 +271,8 @@ def serve(primary_url, crt, key, ready=None):
             with locked():
                 nodes = load("nodes.json", {})
                 nodes[body["name"]] = {**nodes.get(body["name"], {}), "control_plane": bool(body.get("control_plane")),
-                                       "t": time.time(), "via": body.get("endpoint")}
+                                       "t": time.time(), "via": body.get("endpoint"),
+                                       "kubelet": body.get("kubelet") or version()}
                 save("nodes.json", nodes)
                 schedule_pending(load("pods.json", {}), nodes)
             answer = {"primary": cluster["primary"], "sans": cluster.get("sans", [])}
@@ -562,7 +579,9 @@ def _kubeadm(argv, cfg):
         crt, key = make_ca("/etc/kubernetes/pki")
         ip = field(text, "advertiseAddress")
         sans = sans_of(text) + [ip]
+        set_apiserver_version(field(text, "kubernetesVersion") or version())
         save("cluster.json", {"kind": "kubeadm", "token": field(text, "token"),
+                              "version": field(text, "kubernetesVersion") or version(),
                               "certificate_key": field(text, "certificateKey"), "ca_hash": ca_hash(crt),
                               "primary": f"https://{ip}:{PORT}", "sans": sans})
         endpoint = field(text, "controlPlaneEndpoint")
@@ -574,7 +593,8 @@ def _kubeadm(argv, cfg):
         start_api_unit(None, *make_server_cert("/etc/kubernetes/pki", sans))
         register(f"https://127.0.0.1:{PORT}", {"name": field(text, "name"), "token": field(text, "token"),
                                                "control_plane": True, "ca_hash": ca_hash(crt),
-                                               "certificate_key": field(text, "certificateKey"), "endpoint": "self"})
+                                               "certificate_key": field(text, "certificateKey"), "endpoint": "self",
+                                               "kubelet": version()})
         return 0
     if argv[:1] == ["join"]:
         if os.path.exists(FAIL_ONCE):  # the test asks for one failed join (resume after failure)
@@ -585,7 +605,7 @@ def _kubeadm(argv, cfg):
         control_plane = "controlPlane:" in text
         body = {"name": field(text, "name"), "token": field(text, "token"), "ca_hash": field(text, "caCertHashes"),
                 "control_plane": control_plane, "certificate_key": field(text, "certificateKey"),
-                "endpoint": endpoint}
+                "endpoint": endpoint, "kubelet": version()}
         m = re.search(r"caCertHashes:\s*\n\s*-\s*\"?([^\"\n]+)", text)
         body["ca_hash"] = m.group(1) if m else None
         answer = register(f"https://{endpoint}", body)
@@ -593,6 +613,7 @@ def _kubeadm(argv, cfg):
         write_kubeconfig("/etc/kubernetes/kubelet.conf", crt, {"server": f"https://{endpoint}", "cluster": "kubernetes",
                          "user": "system:node", "context": "default"})
         if control_plane:
+            set_apiserver_version(version())
             write_kubeconfig("/etc/kubernetes/admin.conf", crt, {"server": f"https://{endpoint}",
                              "cluster": "kubernetes", "user": "kubernetes-admin",
                              "context": "kubernetes-admin@kubernetes"})
@@ -600,10 +621,13 @@ def _kubeadm(argv, cfg):
             etcd_join(field(text, "name"), own, answer)
             start_api_unit(answer["primary"], *make_server_cert("/etc/kubernetes/pki", answer["sans"] + [own]))
         return 0
+    if argv[:1] == ["upgrade"]:
+        return kubeadm_upgrade(argv[1:])
     if argv[:1] == ["reset"]:
         etcd_reset()
         subprocess.run(["systemctl", "stop", "kubitect-double-apiserver"], capture_output=True)
-        subprocess.run(["rm", "-rf", "/etc/kubernetes", STATE + "/nodes.json", STATE + "/cluster.json"])
+        subprocess.run(["rm", "-rf", "/etc/kubernetes", STATE + "/nodes.json", STATE + "/cluster.json",
+                        APISERVER_VERSION])
         return 0
     return 0
 
@@ -663,6 +687,12 @@ def state_op(op, body):
         name = body.get("name")
         if op == "state":
             return 200, {"nodes": nodes, "pods": pods, "pdbs": pdbs}
+        if op == "config":  # the kubeadm-config ConfigMap: read, or update with the body
+            cluster = load("cluster.json", {})
+            if body:
+                cluster.update(body)
+                save("cluster.json", cluster)
+            return 200, {"version": cluster.get("version"), "kind": cluster.get("kind")}
         if op == "plant":
             for n, patch in (body.get("nodes") or {}).items():
                 nodes[n] = {**nodes.get(n, {"control_plane": False, "t": time.time(), "via": "planted"}), **patch}
@@ -786,7 +816,7 @@ def get_nodes(words, flags):
     for n in names:
         if n not in nodes:
             return not_found("nodes", n)
-    items = [node_object(n, nodes[n], kubelet) for n in names]
+    items = [node_object(n, nodes[n], nodes[n].get("kubelet") or kubelet) for n in names]
     out = flags.get("-o") or flags.get("--output")
     if out == "json":
         print(json.dumps(items[0] if words[2:] and len(names) == 1 else {"kind": "List", "items": items}))
@@ -799,7 +829,7 @@ def get_nodes(words, flags):
         status = ("Ready" if nodes[n].get("ready", True) else "NotReady") + \
             (",SchedulingDisabled" if nodes[n].get("unschedulable") else "")
         role = "control-plane" if nodes[n].get("control_plane") else "<none>"
-        print(f"{n:<24}{status:<28}{role:<16}{'1m':<6}{kubelet}")
+        print(f"{n:<24}{status:<28}{role:<16}{'1m':<6}{nodes[n].get('kubelet') or kubelet}")
     return 0
 
 
@@ -913,6 +943,160 @@ def delete_cmd(words, flags):
     return rc
 
 
+# ---------------------------------------------------------------------------- upgrades
+
+
+def apiserver_version():
+    try:
+        with open(APISERVER_VERSION) as fh:
+            return fh.read().strip() or version()
+    except OSError:
+        return version()
+
+
+def set_apiserver_version(v):
+    os.makedirs(STATE, exist_ok=True)
+    with open(APISERVER_VERSION, "w") as fh:
+        fh.write(v + "\n")
+
+
+def vparts(v):
+    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", v or "")
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def cluster_config(update=None):
+    """The kubeadm-config ConfigMap (its kubernetesVersion), kept by the first server."""
+    code, body = api("config", update or {})
+    if code != 200:
+        sys.exit(f"kube double: cannot read the kubeadm-config ConfigMap: {body}")
+    return body
+
+
+def version_policy(current, target, kubeadm_v, force):
+    """kubeadm's EnforceVersionPolicies: (mandatory errors, skippable errors), its own wording."""
+    new, cur, kv = vparts(target), vparts(current), vparts(kubeadm_v)
+    mandatory, skippable = [], []
+    if new[1] > cur[1] + 1:
+        mandatory.append(f'Specified version to upgrade to "{target}" is too high; kubeadm can upgrade only 1 '
+                         "minor version at a time")
+    if new[1] < cur[1] - 1:
+        mandatory.append(f'Specified version to downgrade to "{target}" is too low; kubeadm can downgrade only 1 '
+                         "minor version at a time")
+    if kv < new:
+        if new[1] > kv[1]:
+            mandatory.append(f'Specified version to upgrade to "{target}" is at least one minor release higher than '
+                             f"the kubeadm minor release ({new[1]} > {kv[1]}). Such an upgrade is not supported")
+        else:
+            skippable.append(f'Specified version to upgrade to "{target}" is higher than the kubeadm version '
+                             f'"{kubeadm_v}". Upgrade kubeadm first using the tool you used to install kubeadm')
+    return mandatory, ([] if force else skippable)
+
+
+def restart_apiserver(v):
+    set_apiserver_version(v)
+    # the first server keeps cluster.json and serves the cluster's objects; the others forward to it
+    primary = None if load("cluster.json", {}).get("primary") else read_primary()
+    start_api_unit(primary, "/etc/kubernetes/pki/apiserver.crt", "/etc/kubernetes/pki/apiserver.key")
+
+
+def read_primary():
+    """A joined control plane's first server, from its running API server unit's command line."""
+    cmd = subprocess.run(["systemctl", "show", "-p", "ExecStart", "kubitect-double-apiserver"], capture_output=True,
+                         text=True).stdout
+    m = re.search(r"(https://[0-9.]+:\d+)\s*;", cmd)
+    return m.group(1) if m else None
+
+
+def kubeadm_upgrade(argv):
+    words = [a for a in argv if not a.startswith("-")]
+    force = "--force" in argv or "-f" in argv
+    if words[:1] == ["node"]:
+        if os.path.exists(FAIL_UPGRADE_ONCE):
+            os.remove(FAIL_UPGRADE_ONCE)
+            sys.exit("kube double: kubeadm upgrade node failed once, as the test asked")
+        if os.path.exists("/etc/kubernetes/admin.conf") and os.path.exists(APISERVER_VERSION):
+            want = cluster_config()["version"]
+            print(f"[upgrade] Upgrading your Static Pod-hosted control plane instance to version \"{want}\"...")
+            restart_apiserver(want)
+        print("[upgrade] The configuration for this node was successfully updated!")
+        return 0
+    if words[:1] not in (["plan"], ["apply"]):
+        print(f"kube double: `kubeadm upgrade {' '.join(words[:1])}` is not simulated", file=sys.stderr)
+        return 1
+    if not os.path.exists("/etc/kubernetes/admin.conf"):
+        sys.exit("[upgrade/config] FATAL: failed to get config map: the cluster has no admin.conf on this node")
+    current = cluster_config()["version"]
+    if words[:1] == ["plan"]:
+        target = words[1] if len(words) > 1 else version()
+        print(f"[upgrade/versions] Cluster version: {current}\n[upgrade/versions] kubeadm version: {version()}")
+        print(f"Upgrade to the latest version in the v{vparts(target)[0]}.{vparts(target)[1]} series:\n\n"
+              f"COMPONENT                 CURRENT   TARGET\nkube-apiserver            {current}   {target}\n\n"
+              f"You can now apply the upgrade by executing the following command:\n\n"
+              f"\tkubeadm upgrade apply {target}")
+        return 0
+    if len(words) < 2 or not vparts(words[1]):
+        sys.exit("[upgrade/version] FATAL: missing one or more required arguments: the version to upgrade to")
+    target = words[1]
+    if os.path.exists(FAIL_UPGRADE_ONCE):
+        os.remove(FAIL_UPGRADE_ONCE)
+        sys.exit("kube double: kubeadm upgrade apply failed once, as the test asked")
+    mandatory, skippable = version_policy(current, target, version(), force)
+    if mandatory or skippable:
+        kind = "fatal errors" if mandatory else "errors"
+        print(f"[upgrade/version] FATAL: the --version argument is invalid due to these {kind}:\n\n"
+              + "".join(f"\t- {e}\n" for e in mandatory + skippable)
+              + ("\nCan be bypassed if you pass the --force flag" if not mandatory else
+                 "\nPlease fix the misalignments highlighted above and try upgrading again"), file=sys.stderr)
+        return 1
+    if "-y" not in argv and "--yes" not in argv:
+        sys.exit("[upgrade] Are you sure you want to proceed? [y/N]: no terminal: aborted")
+    cluster_config({"version": target})
+    restart_apiserver(target)
+    print(f'[upgrade/successful] SUCCESS! Your cluster was upgraded to "{target}". Enjoy!')
+    return 0
+
+
+def kubelet_run():
+    """The kubelet unit: reports this binary's version for this node to the API, then keeps running."""
+    record("kubelet", ["--kubitect-double-run"])
+    try:
+        with open("/etc/kubernetes/kubelet.conf") as fh:
+            server = re.search(r"server:\s*(\S+)", fh.read()).group(1)
+    except (OSError, AttributeError):
+        sys.exit("kubelet double: /etc/kubernetes/kubelet.conf is missing (not joined yet)")
+    body = {"nodes": {socket.gethostname(): {"kubelet": version()}}}
+    deadline = time.time() + 120
+    while True:
+        try:
+            if http("POST", f"{server}/kubitect-double/op/plant", body)[0] == 200:
+                break
+        except OSError:
+            pass
+        if time.time() > deadline:
+            sys.exit(f"kubelet double: could not report to {server}")
+        time.sleep(0.5)
+    notify()
+    while True:
+        time.sleep(3600)
+
+
+K3S_DB = "/var/lib/rancher/k3s/server/db"
+
+
+def k3s_snapshot(argv):
+    opts = dict(a.split("=", 1) if "=" in a else (a, None) for a in argv)
+    name = opts.get("--name") or (argv[argv.index("--name") + 1] if "--name" in argv else "on-demand")
+    if not os.path.isdir(K3S_DB + "/etcd"):
+        sys.exit("etcd datastore is not enabled")  # k3s on SQLite has no etcd snapshots
+    os.makedirs(K3S_DB + "/snapshots", exist_ok=True)
+    path = f"{K3S_DB}/snapshots/{name}-{socket.gethostname()}-{int(time.time())}"
+    with open(path, "w") as fh:
+        json.dump({"double": "k3s etcd snapshot", "nodes": load("nodes.json", {})}, fh)
+    print(f"Snapshot {os.path.basename(path)} saved.")
+    return 0
+
+
 def kubectl(argv, tool="kubectl"):
     record(tool, argv)
     args, skip = [], False
@@ -928,6 +1112,9 @@ def kubectl(argv, tool="kubectl"):
         return get_nodes(words, flags)
     if words[:2] in (["get", "pods"], ["get", "pod"], ["get", "po"]):
         return get_pods(words, flags)
+    if args[:2] == ["get", "--raw"] and LOCAL and args[2:3] == ["/version"]:
+        print(json.dumps({"gitVersion": apiserver_version()}))
+        return 0
     if args[:2] == ["get", "--raw"]:
         try:
             code, text = http("GET", f"https://127.0.0.1:{PORT}{args[2]}", timeout=2)
@@ -955,8 +1142,13 @@ def k3s(argv):
     if argv[:1] in (["--version"], ["-v"]):
         print(f"k3s version {version()} (kubitect double)")
         return 0
+    if argv[:2] == ["etcd-snapshot", "save"]:
+        return k3s_snapshot(argv[2:])
     if argv[:1] not in (["server"], ["agent"]):
         return 0
+    if os.path.exists(FAIL_UPGRADE_ONCE):  # the test asks this start to fail once (resume)
+        os.remove(FAIL_UPGRADE_ONCE)
+        sys.exit("kube double: k3s failed to start once, as the test asked")
     opts = {}
     for a in argv[1:]:
         k, _, v = a.partition("=")
@@ -966,12 +1158,16 @@ def k3s(argv):
     pki = "/var/lib/rancher/k3s/server/tls" if argv[0] == "server" else "/var/lib/rancher/k3s/agent"
     crt, key = make_ca(pki)
     server = opts.get("--server", [None])[0]
+    if argv[0] == "server":
+        os.makedirs(K3S_DB + "/etcd", exist_ok=True)  # embedded etcd's data directory
+        set_apiserver_version(version())
     if argv[0] == "server" and "--cluster-init" in opts:
         ip = opts.get("--node-ip", ["127.0.0.1"])[0]
         save("cluster.json", {"kind": "k3s", "token": token, "primary": f"https://{ip}:{PORT}"})
         primary = None
     else:
         primary = register(server, {"name": name, "token": token, "control_plane": argv[0] == "server",
+                                    "kubelet": version(),
                                     "endpoint": server})["primary"]
 
     def ready():
@@ -1042,6 +1238,8 @@ def main():
         return kubectl(argv)
     if tool == "k3s":
         return k3s(argv)
+    if tool == "kubelet" and argv[:1] == ["--kubitect-double-run"]:
+        return kubelet_run()
     if tool == "kubelet":
         record("kubelet", argv)
         if "--version" in argv:

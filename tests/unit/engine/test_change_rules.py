@@ -126,8 +126,12 @@ CASES = [
      "not allowed"),
     # upgrade rules
     ("upgrade", _set(("kubernetes", "version"), "v1.29.1"), "kubernetes.version", "allow", ""),
+    ("upgrade", _set(("kubernetes", "version"), "v1.28.9"), "kubernetes.version", "allow", ""),  # a patch
     ("upgrade", _set(("kubernetes", "version"), "v1.28.1"), "kubernetes.version", "error", "Downgrading"),
-    ("upgrade", _set(("kubernetes", "version"), "v1.30.1"), "kubernetes.version", "error", "one minor version"),
+    ("upgrade", _set(("kubernetes", "version"), "v1.30.1"), "kubernetes.version", "error",
+     "one minor version at a time (v1.28.6 -> v1.30.1): 1.28 → 1.29 → 1.30"),
+    ("upgrade", _set(("kubernetes", "version"), "v1.30.1"), "kubernetes.version", "error", "--walk-minors"),
+    ("upgrade", _set(("kubernetes", "manager"), "k3s"), "kubernetes.manager", "error", "only 'kubernetes.version'"),
     ("upgrade", _add_worker, "cluster.nodes.worker.instances[4]", "error", "only 'kubernetes.version'"),
     # scale rules
     ("scale", _add_worker, "cluster.nodes.worker.instances[4]", "allow", ""),
@@ -156,6 +160,22 @@ def test_change_rule(action, mutate, path, severity, message):
     assert path in events, f"no event at {path}; got {sorted(events)}"
     assert events[path].severity == severity
     assert message in events[path].message
+
+
+def test_a_multi_minor_upgrade_walked_on_request_is_a_warning_naming_the_path():
+    """`--walk-minors`: the jump is no longer refused; it asks for confirmation, naming each minor."""
+    def jump(raw):
+        raw["kubernetes"]["version"] = "v1.30.1"
+
+    old, new = _base(), _base()
+    jump(new)
+    events = evaluate(resolved_dump(validate_raw(old)), resolved_dump(validate_raw(new)), "upgrade", walk=True)
+    (event,) = [e for e in events if e.path == "kubernetes.version"]
+    assert event.severity == "warn" and "1.28 → 1.29 → 1.30" in event.message
+    down = _base()
+    down["kubernetes"]["version"] = "v1.28.1"
+    (event,) = evaluate(resolved_dump(validate_raw(old)), resolved_dump(validate_raw(down)), "upgrade", walk=True)
+    assert event.severity == "error" and "Downgrading" in event.message  # walking never goes down
 
 
 def test_a_default_added_in_a_newer_release_is_not_a_change():
