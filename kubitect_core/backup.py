@@ -98,7 +98,7 @@ async def backup(engine: Engine, cluster: str, output: Path, opts: Options) -> B
     state, loaded = _cluster(engine, cluster)
     output = Path(output)
     if output.exists():
-        raise EngineError(f"{output} exists; give another --output (a backup never overwrites a file)")
+        raise EngineError(f"{output} exists; give another --file (a backup never overwrites a file)")
     record = _record(state)
     ssh = engine._ssh(state, loaded, create=False)
     ctx = engine._context(state, loaded, record, engine.registry.stage("kubernetes"), ssh, opts, save=lambda: None)

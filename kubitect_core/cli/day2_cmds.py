@@ -49,12 +49,12 @@ def register(app: typer.Typer) -> None:
         else:
             console.print(f"Node {escape(node)} of cluster '{escape(cluster)}' replaced.")
 
-    @app.command(epilog="Example: kubitect backup --cluster kubitect-ha --output ha-backup.tar.gz\n\n"
+    @app.command(epilog="Example: kubitect backup --cluster kubitect-ha --file ha-backup.tar.gz\n\n"
                  "The file (created 0600) holds an etcd snapshot, the control plane's PKI and the cluster's "
                  "state files; keep it as safe as a private key.")
     def backup(
         cluster: str = cluster_option("Name of the cluster to back up."),
-        out: Path = typer.Option(None, "--output", "-o", help="The backup file to create (never overwritten; "
+        out: Path = typer.Option(None, "--file", "-f", help="The backup file to create (never overwritten; "
                                  "default: ./<cluster>-backup-<time>.tar.gz)."),
         debug: bool = debug_option(),
         home: str = home_option(),

@@ -128,7 +128,7 @@ def test_cli_backup_restore_replace_refuse_a_cluster_that_was_never_applied(tmp_
 
     runner = CliRunner()
     home = str(tmp_path / "home")
-    out = runner.invoke(app, ["backup", "--cluster", "nope", "--home", home, "--output", str(tmp_path / "b.tgz")])
+    out = runner.invoke(app, ["backup", "--cluster", "nope", "--home", home, "--file", str(tmp_path / "b.tgz")])
     assert out.exit_code == 1 and "has never been applied" in out.output
     assert not (tmp_path / "b.tgz").exists()
     junk = tmp_path / "junk.tgz"

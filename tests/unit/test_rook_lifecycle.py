@@ -11,6 +11,7 @@ The hook is called through the plugin manager, as the engine calls it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -54,8 +55,14 @@ def _hook(monkeypatch, double, rook_ctx, loaded, leaving: list[str], dry_run: bo
                     facts={"kubernetes": {"installer": "kubeadm", "kubeconfig": "x"}, "rook": rook_ctx.record},
                     rook_poll_s=0, rook_drain_timeout_s=5)
     nodes = [n for n in loaded.topology.nodes if n.name in leaving]
-    results = load_registry().pm.hook.kubitect_nodes_leaving(ctx=kube_ctx, nodes=nodes, dry_run=dry_run)
-    return [c for res in results for c in res], kube_ctx
+    # Only Rook's implementation: the load balancer's would SSH to the config's (unowned) addresses.
+    hook = load_registry().pm.hook.kubitect_nodes_leaving
+    rook = [impl.function for impl in hook.get_hookimpls() if "rook" in impl.plugin_name]
+    assert len(rook) == 1, [impl.plugin_name for impl in hook.get_hookimpls()]
+    result = rook[0](ctx=kube_ctx, nodes=nodes, dry_run=dry_run)
+    if inspect.isawaitable(result):
+        result = asyncio.run(result)
+    return list(result), kube_ctx
 
 
 def _ceph(double, *cmd):
