@@ -14,7 +14,10 @@ measures, from a client on the node bridge (kubitect_core.failover_streams):
   resolution: the time the fault command took, printed with it).
 
 It prints one table (cells: min / median / max in ms over the runs; "never" = not recovered within
-the prober's window) and writes everything as JSON. Needs root; run it alone on the machine:
+the prober's window) and writes everything as JSON. Each configuration is one phase: the lab is
+built, that configuration's faults run, the lab is torn down (with `--lock FILE`, the phase holds
+an exclusive flock on FILE, so other labs on a shared machine interleave between phases but never
+run beside a measurement). Needs root; run it alone on the machine:
 
     .venv/bin/python bench/failover_side_by_side.py --lab nspawn --runs 10 \\
         --json bench/results/side-by-side-nspawn.json
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -209,6 +214,9 @@ async def run_lab(args, ns: str, home: Path, raw: dict, flags: dict, kind: str) 
         lab.notes.append("fresh connections ask HAProxy's whoami frontend (VIP:8405, plain HTTP): the stand-in "
                          "API on an emulated VM cannot answer a TLS handshake every 20 ms; the keep-alive client "
                          "asks the API through VIP:6443")
+        lab.notes.append("host_lost on VMs: the holder's tap port on the node bridge is set down and its domain "
+                         "hard powered off (`virsh destroy`, i.e. QEMU killed) in the same instant; it then boots "
+                         "again and the engine's vms and loadbalancers stages configure it")
     try:
         await lab.up()
         raw_runs = await bench(lab, args.configs, args.faults, args.runs, args.host_lost_runs)
@@ -236,8 +244,11 @@ def vm_main(args) -> dict:
 
     from kubitect_core.lab import libvirtd
 
-    if libvirtd.socket_answers():
-        raise SystemExit("another libvirtd already serves /run/libvirt/libvirt-sock (another lab): one per machine")
+    deadline = time.monotonic() + 600
+    while libvirtd.socket_answers():  # another lab's libvirtd (one per machine) ends with its lock
+        if time.monotonic() > deadline:
+            raise SystemExit("another libvirtd serves /run/libvirt/libvirt-sock (another lab): one per machine")
+        time.sleep(5)
     image = vm_lab.lb_image()
     bridge = "kbb9br0"
     home = Path(tempfile.mkdtemp(prefix="kbb9-home-"))
@@ -245,6 +256,40 @@ def vm_main(args) -> dict:
         raw = cluster_config("vm", "kbb9-bench", args.net, image=image.qcow2, pools=home / "pools", bridge=bridge)
         with sshd_lab.entered_netns(lab.netns):
             return asyncio.run(run_lab(args, lab.netns, home, raw, {}, "vm"))
+
+
+@contextlib.contextmanager
+def held(lock: Path | None, what: str):
+    """An exclusive flock on `lock` for one phase (nothing without one); says how long it waited."""
+    if lock is None:
+        yield
+        return
+    with open(lock, "a") as fh:
+        asked = time.monotonic()
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        print(f"{what}: lock {lock} held after {time.monotonic() - asked:.0f} s", file=sys.stderr, flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def phases(args) -> dict:
+    """One phase per configuration (lab up, its faults, lab down), each under the lock; merged."""
+    merged: dict = {"raw": {}, "notes": [], "phase_seconds": {}}
+    all_configs = args.configs
+    try:
+        for config in all_configs:
+            with held(args.lock, f"phase {config}"):
+                started = time.monotonic()
+                args.configs = [config]
+                result = nspawn_main(args) if args.lab == "nspawn" else vm_main(args)
+                merged["phase_seconds"][config] = round(time.monotonic() - started)
+            merged["raw"].update(result["raw"])
+            merged["notes"] += [n for n in result["notes"] if n not in merged["notes"]]
+    finally:
+        args.configs = all_configs
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,13 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS))
     parser.add_argument("--net", default=None, help="the lab's /24 as a.b.c (default 10.93.0 / 10.94.0)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--lock", type=Path, default=None,
+                        help="hold an exclusive flock on this file during each configuration's phase")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces, containers or libvirtd)")
     args.host_lost_runs = args.runs if args.host_lost_runs is None else args.host_lost_runs
     args.net = args.net or ("10.93.0" if args.lab == "nspawn" else "10.94.0")
     started = time.monotonic()
-    result = nspawn_main(args) if args.lab == "nspawn" else vm_main(args)
+    result = phases(args)
     table = cells(result["raw"])
     title = (f"VIP failover gaps, {args.lab} nodes, {args.runs} runs per cell"
              + (f" ({args.host_lost_runs} for host_lost)" if args.host_lost_runs != args.runs else "")
@@ -280,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"lab": args.lab, "runs": args.runs, "host_lost_runs": args.host_lost_runs, "configs": args.configs,
                "settings": settings_used(args.configs), "cells": table, "goals": goals(table),
                "notes": result["notes"], "runs_detail": result["raw"], "seconds": elapsed,
+               "phase_seconds": result["phase_seconds"],
                "kernel": platform.release(), "cpus": os.cpu_count()}
         args.json.write_text(json.dumps(finite(doc), indent=1))
     return 0
