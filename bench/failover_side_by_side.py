@@ -143,8 +143,9 @@ def cells(raw: dict) -> dict:
     return table
 
 
-def render_table(table: dict, configs: list[str], title: str) -> str:
-    """One text table: a row per fault and client, a column per configuration, plus the ratio."""
+def render_table(table: dict, configs: list[str], title: str, markdown: bool = False) -> str:
+    """One text table (or a Markdown one, for docs/failover.md): a row per fault and client, a
+    column per configuration, plus the ratio."""
     ratio = "kubitect" in configs and "fast" in configs
     lines = [["fault", "client", *(f"{c} min/med/max ms" for c in configs), *(["kubitect/fast"] if ratio else [])]]
     for fault in FAULTS:
@@ -156,6 +157,9 @@ def render_table(table: dict, configs: list[str], title: str) -> str:
                 row.append("-" if not (k and f and f["median"] > 0) else
                            "inf" if k["median"] == float("inf") else f"{k['median'] / f['median']:.1f}x")
             lines.append(row)
+    if markdown:
+        rows = [f"| {' | '.join(r)} |" for r in lines]
+        return "\n".join([title, "", rows[0], "|" + "---|" * len(lines[0]), *rows[1:]])
     widths = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
     text = [title, ""]
     for n, r in enumerate(lines):
@@ -304,7 +308,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--lock", type=Path, default=None,
                         help="hold an exclusive flock on this file during each configuration's phase")
+    parser.add_argument("--render", type=Path, default=None,
+                        help="print the table of an earlier run's JSON (text and Markdown) and exit")
     args = parser.parse_args(argv)
+    if args.render:
+        doc = json.loads(args.render.read_text())
+        table = {f: {client: {cfg: {k: (float("inf") if v is None and k in ("min", "median", "max") else v)
+                                    for k, v in cell_.items()} for cfg, cell_ in per.items()}
+                     for client, per in rows.items()} for f, rows in doc["cells"].items()}
+        title = f"{doc['lab']} nodes, {doc['runs']} runs per cell ({doc['host_lost_runs']} for host_lost)"
+        print(render_table(table, doc["configs"], title))
+        print()
+        print(render_table(table, doc["configs"], title, markdown=True))
+        return 0
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces, containers or libvirtd)")
     args.host_lost_runs = args.runs if args.host_lost_runs is None else args.host_lost_runs

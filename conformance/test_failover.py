@@ -193,6 +193,7 @@ def _measure(record_property, matrix: Matrix, case: str, holder: str, backup: st
     for key, value in {"failover_case": case, "budget_ms": budget.ms, "budget_formula": budget.formula,
                        "gap_ms": "unrecovered" if gap is None else gap, "outages": result.get("outages"),
                        "total_outage_ms": result.get("total_outage_ms"), "holder_before": holder,
+                       "prober_stall_in_outage_ms": result.get("prober_stall_in_outage_ms", 0),
                        "vantage": matrix.vantage.name, "vantage_reason": matrix.vantage.why,
                        "margin_ms": round(matrix.margin_s * 1000),
                        "target": matrix.target.label}.items():
@@ -209,8 +210,11 @@ def _judge(case: str, fault: str, result: dict, budget: Budget, matrix: Matrix, 
         pytest.fail(f"{case}: {hint + ' ' if hint else ''}After {fault} on {holder} the VIP "
                     f"{matrix.vip}:{matrix.target.port} did not answer again (budget {budget.ms:.0f} ms = "
                     f"{budget.formula}); {state.describe()}.")
+    stalled = result.get("prober_stall_in_outage_ms") or 0
     assert gap <= budget.ms, (f"{case}: {fault} on {holder} cost a {gap:.0f} ms gap, over the budget of "
-                              f"{budget.ms:.0f} ms ({budget.formula})")
+                              f"{budget.ms:.0f} ms ({budget.formula})"
+                              + (f"; the prober at {matrix.vantage.name} was itself not scheduled for {stalled:.0f} ms "
+                                 "of it (a loaded vantage point)" if stalled else ""))
 
 
 def _expect_new_holder(record_property, matrix: Matrix, case: str, holder: str) -> str:
