@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lab import CONFIGS, FAULTS, BenchLab, cluster_config  # noqa: E402
 from kubitect_plugins.keepalived_haproxy.settings import VrrpSettings, profile_defaults  # noqa: E402
 
-from kubitect_core.failover import expected_budget, skew_s  # noqa: E402
+from kubitect_core.failover import PROBE_TIMEOUT_S, expected_budget, skew_s  # noqa: E402
 from kubitect_core.failover_streams import longest_outage_ms  # noqa: E402
 
 CLIENTS = ("fresh", "keepalive")
@@ -278,8 +278,10 @@ def held(lock: Path | None, what: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def phases(args) -> dict:
-    """One phase per configuration (lab up, its faults, lab down), each under the lock; merged."""
+def phases(args, after_phase=None) -> dict:
+    """One phase per configuration (lab up, its faults, lab down), each under the lock; merged.
+    `after_phase(merged)` after each one (the JSON is written then: a later phase that cannot run
+    leaves the earlier ones on disk)."""
     merged: dict = {"raw": {}, "notes": [], "phase_seconds": {}}
     all_configs = args.configs
     try:
@@ -291,9 +293,38 @@ def phases(args) -> dict:
                 merged["phase_seconds"][config] = round(time.monotonic() - started)
             merged["raw"].update(result["raw"])
             merged["notes"] += [n for n in result["notes"] if n not in merged["notes"]]
+            if after_phase is not None:
+                after_phase(merged)
     finally:
         args.configs = all_configs
     return merged
+
+
+def report(args, result: dict, started: float, *, final: bool) -> None:
+    """The table (printed when `final`) and the JSON document of what has been measured so far;
+    columns in the canonical order (kubitect, standard, fast) whatever order the phases ran in."""
+    configs = [c for c in CONFIGS if c in result["raw"]]
+    table = cells(result["raw"])
+    elapsed = round(time.monotonic() - started)
+    if final:
+        title = (f"VIP failover gaps, {args.lab} nodes, {args.runs} runs per cell"
+                 + (f" ({args.host_lost_runs} for host_lost)" if args.host_lost_runs != args.runs else "")
+                 + f"; {platform.node()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}")
+        print(render_table(table, configs, title))
+        for line in goals(table):
+            print(line)
+        for note in result["notes"]:
+            print("note:", note)
+        print(f"({elapsed} s)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"lab": args.lab, "runs": args.runs, "host_lost_runs": args.host_lost_runs, "configs": configs,
+               "phase_order": list(result["raw"]), "complete": final,
+               "settings": settings_used(configs), "cells": table, "goals": goals(table),
+               "notes": result["notes"], "runs_detail": result["raw"], "seconds": elapsed,
+               "phase_seconds": result["phase_seconds"], "probe_timeout_s": PROBE_TIMEOUT_S,
+               "kernel": platform.release(), "cpus": os.cpu_count()}
+        args.json.write_text(json.dumps(finite(doc), indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,26 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     args.host_lost_runs = args.runs if args.host_lost_runs is None else args.host_lost_runs
     args.net = args.net or ("10.93.0" if args.lab == "nspawn" else "10.94.0")
     started = time.monotonic()
-    result = phases(args)
-    table = cells(result["raw"])
-    title = (f"VIP failover gaps, {args.lab} nodes, {args.runs} runs per cell"
-             + (f" ({args.host_lost_runs} for host_lost)" if args.host_lost_runs != args.runs else "")
-             + f"; {platform.node()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}")
-    print(render_table(table, args.configs, title))
-    for line in goals(table):
-        print(line)
-    for note in result["notes"]:
-        print("note:", note)
-    elapsed = round(time.monotonic() - started)
-    print(f"({elapsed} s)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"lab": args.lab, "runs": args.runs, "host_lost_runs": args.host_lost_runs, "configs": args.configs,
-               "settings": settings_used(args.configs), "cells": table, "goals": goals(table),
-               "notes": result["notes"], "runs_detail": result["raw"], "seconds": elapsed,
-               "phase_seconds": result["phase_seconds"],
-               "kernel": platform.release(), "cpus": os.cpu_count()}
-        args.json.write_text(json.dumps(finite(doc), indent=1))
+    result = phases(args, lambda partial: report(args, partial, started, final=False))
+    report(args, result, started, final=True)
     return 0
 
 
