@@ -65,7 +65,7 @@ async def soak(lab: BenchLab, config: str, vrrp: dict, minutes: float) -> dict:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "kubitect_core.failover_streams", lab.vip, "--until-stdin", "--max-seconds",
         str(seconds + 120), "--report-every", "60", "--timeout", str(REQUEST_TIMEOUT_S),
-        "--fresh-target", lab.fresh_target,
+        "--fresh-target", lab.fresh_target, "--interval", f"{lab.interval:g}",
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=None)
     try:
@@ -110,7 +110,7 @@ async def run_lab(args, ns: str, home: Path, raw: dict, flags: dict, kind: str) 
     # a TLS handshake every 20 ms there (as in the side-by-side benchmark); keep-alive asks the API.
     lab = BenchLab(kind=kind, ns=ns, home=home, config_path=home / "cluster.yaml", raw=raw, flags=flags,
                    log=lambda m: print(m, file=sys.stderr, flush=True),
-                   fresh_target="whoami" if kind == "vm" else "api")
+                   fresh_target="whoami" if kind == "vm" else "api", interval=0.05 if kind == "vm" else 0.02)
     results = []
     try:
         await lab.up()
