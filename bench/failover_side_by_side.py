@@ -113,14 +113,19 @@ async def bench(lab: BenchLab, configs: list[str], faults: list[str], runs: int,
                         probed = await lab.probe(lambda f=fault, h=holder, c=ctx: lab.inject(f, h, c),
                                                  min_seconds=wait + 1.5, max_seconds=2 * wait + 12)
                     except RuntimeError as exc:
-                        if attempt == 2:
-                            raise
+                        if attempt == 2:  # keep what was measured: this run is left out, said in the notes
+                            lab.notes.append(f"{config} {fault} run {i + 1} was not measured: the prober failed "
+                                             f"twice ({str(exc)[:160]})")
+                            probed = None
+                            break
                         lab.log(f"{config} {fault} #{i + 1}: the prober failed, measuring again: {exc}")
                         lab.notes.append(f"{config} {fault} run {i + 1} was measured twice: the prober failed")
                         continue
                     finally:
                         await lab.restore(fault, holder, ctx)
                     break
+                if probed is None:
+                    continue
                 run = one_run(config, fault, probed)
                 out[config][fault].append(run)
                 lab.log(f"{config:8} {fault:18} #{i + 1}: fresh {run['fresh_ms']} ms, keep-alive "
