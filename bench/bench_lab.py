@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kubitect_original  # noqa: E402
 
 from kubitect_core import remote  # noqa: E402
+from kubitect_core.failover import holder as vip_answerer  # noqa: E402
 from kubitect_core.remote import Remote, RemoteError  # noqa: E402
 from kubitect_core.topology import Node  # noqa: E402
 
@@ -114,6 +115,11 @@ class BenchLab:
     # what the fresh-connection client asks (kubitect_core.failover_streams --fresh-target): on TCG
     # VMs the stand-in API cannot answer a TLS handshake every 20 ms, so HAProxy's whoami is asked
     fresh_target: str = "api"
+    # seconds between requests of each client stream (kubitect_core.failover_streams --interval):
+    # on TCG VMs 0.05, since 2 x 50 new connections a second are more than HAProxy on one emulated
+    # vCPU answers in time (a bridge capture: median answer 0.5 s, SYNs dropped), which would
+    # measure the prober's own load instead of the VIP's gap
+    interval: float = 0.02
 
     # ------------------------------------------------------------------ cluster
 
@@ -230,18 +236,39 @@ class BenchLab:
         return words[1] if len(words) == 3 else words[0] if words == ["STOPPED"] else "UNKNOWN"
 
     async def settle(self, timeout: float = 90.0) -> str:
-        """Waits for one holder and every other load balancer in BACKUP (able to take over), twice
-        in a row; returns the holder."""
+        """Waits for one holder, every other load balancer in BACKUP (able to take over) and the
+        client here reaching the holder through the VIP, twice in a row; returns the holder.
+
+        A client can keep the MAC of a holder that yielded (two holders after a cut link healed,
+        and the one that stayed sent no gratuitous ARP: Kubitect's settings have no
+        vrrp_garp_lower_prio_repeat), black-holed until its neighbour entry ages out. That is the
+        aftermath of the previous run, not the next fault: after 3 s of it the entry is flushed
+        here (this lab namespace only) and the fact kept in the notes."""
         deadline = time.monotonic() + timeout
         good = 0
         last = ""
+        astray_since: float | None = None
         while time.monotonic() < deadline:
             holders = await self.holders()
             if len(holders) == 1:
                 others = [lb.name for lb in self.lbs if lb.name != holders[0]]
                 states = await asyncio.gather(*(self.vrrp_state(o) for o in others))
-                last = f"holder {holders[0]}, others {dict(zip(others, states, strict=True))}"
-                good = good + 1 if all(s == "BACKUP" for s in states) else 0
+                answer = await vip_answerer(self.vip, timeout=1.0)
+                last = f"holder {holders[0]}, others {dict(zip(others, states, strict=True))}, answering {answer}"
+                if answer != holders[0]:
+                    astray_since = astray_since or time.monotonic()
+                    if time.monotonic() - astray_since > 3:
+                        subprocess.run(["ip", "neigh", "flush", "to", self.vip], check=False, capture_output=True)
+                        note = (f"{self.config_name}: the client here was left with a yielded holder's MAC for the "
+                                "VIP after a run (no gratuitous ARP from the holder that stayed); its neighbour "
+                                "entry was flushed before the next run")
+                        if note not in self.notes:
+                            self.notes.append(note)
+                        self.log(note)
+                        astray_since = None
+                else:
+                    astray_since = None
+                good = good + 1 if all(s == "BACKUP" for s in states) and answer == holders[0] else 0
                 if good >= 2:
                     return holders[0]
             else:
@@ -386,6 +413,7 @@ class BenchLab:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "kubitect_core.failover_streams", self.vip, "--min-seconds", f"{min_seconds:g}",
             "--max-seconds", f"{max_seconds:g}", "--fresh-target", self.fresh_target, "--wait-go",
+            "--interval", f"{self.interval:g}",
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True)
         try:

@@ -14,7 +14,10 @@ measures, from a client on the node bridge (kubitect_core.failover_streams):
   resolution: the time the fault command took, printed with it).
 
 It prints one table (cells: min / median / max in ms over the runs; "never" = not recovered within
-the prober's window) and writes everything as JSON. Needs root; run it alone on the machine:
+the prober's window) and writes everything as JSON. Each configuration is one phase: the lab is
+built, that configuration's faults run, the lab is torn down (with `--lock FILE`, the phase holds
+an exclusive flock on FILE, so other labs on a shared machine interleave between phases but never
+run beside a measurement). Needs root; run it alone on the machine:
 
     .venv/bin/python bench/failover_side_by_side.py --lab nspawn --runs 10 \\
         --json bench/results/side-by-side-nspawn.json
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -41,6 +46,7 @@ from bench_lab import CONFIGS, FAULTS, BenchLab, cluster_config  # noqa: E402
 from kubitect_plugins.keepalived_haproxy.budgets import expected_budget, skew_s  # noqa: E402
 from kubitect_plugins.keepalived_haproxy.settings import VrrpSettings, profile_defaults  # noqa: E402
 
+from kubitect_core.failover import PROBE_TIMEOUT_S  # noqa: E402
 from kubitect_core.failover_streams import longest_outage_ms  # noqa: E402
 
 CLIENTS = ("fresh", "keepalive")
@@ -108,14 +114,19 @@ async def bench(lab: BenchLab, configs: list[str], faults: list[str], runs: int,
                         probed = await lab.probe(lambda f=fault, h=holder, c=ctx: lab.inject(f, h, c),
                                                  min_seconds=wait + 1.5, max_seconds=2 * wait + 12)
                     except RuntimeError as exc:
-                        if attempt == 2:
-                            raise
+                        if attempt == 2:  # keep what was measured: this run is left out, said in the notes
+                            lab.notes.append(f"{config} {fault} run {i + 1} was not measured: the prober failed "
+                                             f"twice ({str(exc)[:160]})")
+                            probed = None
+                            break
                         lab.log(f"{config} {fault} #{i + 1}: the prober failed, measuring again: {exc}")
                         lab.notes.append(f"{config} {fault} run {i + 1} was measured twice: the prober failed")
                         continue
                     finally:
                         await lab.restore(fault, holder, ctx)
                     break
+                if probed is None:
+                    continue
                 run = one_run(config, fault, probed)
                 out[config][fault].append(run)
                 lab.log(f"{config:8} {fault:18} #{i + 1}: fresh {run['fresh_ms']} ms, keep-alive "
@@ -138,8 +149,9 @@ def cells(raw: dict) -> dict:
     return table
 
 
-def render_table(table: dict, configs: list[str], title: str) -> str:
-    """One text table: a row per fault and client, a column per configuration, plus the ratio."""
+def render_table(table: dict, configs: list[str], title: str, markdown: bool = False) -> str:
+    """One text table (or a Markdown one, for docs/failover.md): a row per fault and client, a
+    column per configuration, plus the ratio."""
     ratio = "kubitect" in configs and "fast" in configs
     lines = [["fault", "client", *(f"{c} min/med/max ms" for c in configs), *(["kubitect/fast"] if ratio else [])]]
     for fault in FAULTS:
@@ -151,6 +163,9 @@ def render_table(table: dict, configs: list[str], title: str) -> str:
                 row.append("-" if not (k and f and f["median"] > 0) else
                            "inf" if k["median"] == float("inf") else f"{k['median'] / f['median']:.1f}x")
             lines.append(row)
+    if markdown:
+        rows = [f"| {' | '.join(r)} |" for r in lines]
+        return "\n".join([title, "", rows[0], "|" + "---|" * len(lines[0]), *rows[1:]])
     widths = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
     text = [title, ""]
     for n, r in enumerate(lines):
@@ -204,11 +219,16 @@ def settings_used(configs: list[str]) -> dict:
 async def run_lab(args, ns: str, home: Path, raw: dict, flags: dict, kind: str) -> dict:
     lab = BenchLab(kind=kind, ns=ns, home=home, config_path=home / "cluster.yaml", raw=raw, flags=flags,
                    log=lambda m: print(m, file=sys.stderr, flush=True),
-                   fresh_target="whoami" if kind == "vm" else "api")
+                   fresh_target="whoami" if kind == "vm" else "api", interval=0.05 if kind == "vm" else 0.02)
     if kind == "vm":
         lab.notes.append("fresh connections ask HAProxy's whoami frontend (VIP:8405, plain HTTP): the stand-in "
                          "API on an emulated VM cannot answer a TLS handshake every 20 ms; the keep-alive client "
                          "asks the API through VIP:6443")
+        lab.notes.append("on VMs every client sends a request each 50 ms (nspawn: 20 ms): HAProxy on one emulated "
+                         "vCPU does not answer 100 new connections a second in time")
+        lab.notes.append("host_lost on VMs: the holder's tap port on the node bridge is set down and its domain "
+                         "hard powered off (`virsh destroy`, i.e. QEMU killed) in the same instant; it then boots "
+                         "again and the engine's vms and loadbalancers stages configure it")
     try:
         await lab.up()
         raw_runs = await bench(lab, args.configs, args.faults, args.runs, args.host_lost_runs)
@@ -236,8 +256,11 @@ def vm_main(args) -> dict:
 
     from kubitect_core.lab import libvirtd
 
-    if libvirtd.socket_answers():
-        raise SystemExit("another libvirtd already serves /run/libvirt/libvirt-sock (another lab): one per machine")
+    deadline = time.monotonic() + 600
+    while libvirtd.socket_answers():  # another lab's libvirtd (one per machine) ends with its lock
+        if time.monotonic() > deadline:
+            raise SystemExit("another libvirtd serves /run/libvirt/libvirt-sock (another lab): one per machine")
+        time.sleep(5)
     image = vm_lab.lb_image()
     bridge = "kbb9br0"
     home = Path(tempfile.mkdtemp(prefix="kbb9-home-"))
@@ -245,6 +268,71 @@ def vm_main(args) -> dict:
         raw = cluster_config("vm", "kbb9-bench", args.net, image=image.qcow2, pools=home / "pools", bridge=bridge)
         with sshd_lab.entered_netns(lab.netns):
             return asyncio.run(run_lab(args, lab.netns, home, raw, {}, "vm"))
+
+
+@contextlib.contextmanager
+def held(lock: Path | None, what: str):
+    """An exclusive flock on `lock` for one phase (nothing without one); says how long it waited."""
+    if lock is None:
+        yield
+        return
+    with open(lock, "a") as fh:
+        asked = time.monotonic()
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        print(f"{what}: lock {lock} held after {time.monotonic() - asked:.0f} s", file=sys.stderr, flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def phases(args, after_phase=None) -> dict:
+    """One phase per configuration (lab up, its faults, lab down), each under the lock; merged.
+    `after_phase(merged)` after each one (the JSON is written then: a later phase that cannot run
+    leaves the earlier ones on disk)."""
+    merged: dict = {"raw": {}, "notes": [], "phase_seconds": {}}
+    all_configs = args.configs
+    try:
+        for config in all_configs:
+            with held(args.lock, f"phase {config}"):
+                started = time.monotonic()
+                args.configs = [config]
+                result = nspawn_main(args) if args.lab == "nspawn" else vm_main(args)
+                merged["phase_seconds"][config] = round(time.monotonic() - started)
+            merged["raw"].update(result["raw"])
+            merged["notes"] += [n for n in result["notes"] if n not in merged["notes"]]
+            if after_phase is not None:
+                after_phase(merged)
+    finally:
+        args.configs = all_configs
+    return merged
+
+
+def report(args, result: dict, started: float, *, final: bool) -> None:
+    """The table (printed when `final`) and the JSON document of what has been measured so far;
+    columns in the canonical order (kubitect, standard, fast) whatever order the phases ran in."""
+    configs = [c for c in CONFIGS if c in result["raw"]]
+    table = cells(result["raw"])
+    elapsed = round(time.monotonic() - started)
+    if final:
+        title = (f"VIP failover gaps, {args.lab} nodes, {args.runs} runs per cell"
+                 + (f" ({args.host_lost_runs} for host_lost)" if args.host_lost_runs != args.runs else "")
+                 + f"; {platform.node()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}")
+        print(render_table(table, configs, title))
+        for line in goals(table):
+            print(line)
+        for note in result["notes"]:
+            print("note:", note)
+        print(f"({elapsed} s)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"lab": args.lab, "runs": args.runs, "host_lost_runs": args.host_lost_runs, "configs": configs,
+               "phase_order": list(result["raw"]), "complete": final,
+               "settings": settings_used(configs), "cells": table, "goals": goals(table),
+               "notes": result["notes"], "runs_detail": result["raw"], "seconds": elapsed,
+               "phase_seconds": result["phase_seconds"], "probe_timeout_s": PROBE_TIMEOUT_S,
+               "kernel": platform.release(), "cpus": os.cpu_count()}
+        args.json.write_text(json.dumps(finite(doc), indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,31 +345,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS))
     parser.add_argument("--net", default=None, help="the lab's /24 as a.b.c (default 10.93.0 / 10.94.0)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--lock", type=Path, default=None,
+                        help="hold an exclusive flock on this file during each configuration's phase")
+    parser.add_argument("--render", type=Path, default=None,
+                        help="print the table of an earlier run's JSON (text and Markdown) and exit")
     args = parser.parse_args(argv)
+    if args.render:
+        doc = json.loads(args.render.read_text())
+        table = {f: {client: {cfg: {k: (float("inf") if v is None and k in ("min", "median", "max") else v)
+                                    for k, v in cell_.items()} for cfg, cell_ in per.items()}
+                     for client, per in rows.items()} for f, rows in doc["cells"].items()}
+        title = f"{doc['lab']} nodes, {doc['runs']} runs per cell ({doc['host_lost_runs']} for host_lost)"
+        print(render_table(table, doc["configs"], title))
+        print()
+        print(render_table(table, doc["configs"], title, markdown=True))
+        return 0
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces, containers or libvirtd)")
     args.host_lost_runs = args.runs if args.host_lost_runs is None else args.host_lost_runs
     args.net = args.net or ("10.93.0" if args.lab == "nspawn" else "10.94.0")
     started = time.monotonic()
-    result = nspawn_main(args) if args.lab == "nspawn" else vm_main(args)
-    table = cells(result["raw"])
-    title = (f"VIP failover gaps, {args.lab} nodes, {args.runs} runs per cell"
-             + (f" ({args.host_lost_runs} for host_lost)" if args.host_lost_runs != args.runs else "")
-             + f"; {platform.node()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}")
-    print(render_table(table, args.configs, title))
-    for line in goals(table):
-        print(line)
-    for note in result["notes"]:
-        print("note:", note)
-    elapsed = round(time.monotonic() - started)
-    print(f"({elapsed} s)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"lab": args.lab, "runs": args.runs, "host_lost_runs": args.host_lost_runs, "configs": args.configs,
-               "settings": settings_used(args.configs), "cells": table, "goals": goals(table),
-               "notes": result["notes"], "runs_detail": result["raw"], "seconds": elapsed,
-               "kernel": platform.release(), "cpus": os.cpu_count()}
-        args.json.write_text(json.dumps(finite(doc), indent=1))
+    result = phases(args, lambda partial: report(args, partial, started, final=False))
+    report(args, result, started, final=True)
     return 0
 
 

@@ -124,6 +124,7 @@ def measure(record_property: Callable, bench: Bench, case: str, holder: str, inj
     for key, value in {"failover_case": case, "budget_ms": budget.ms, "budget_formula": budget.formula,
                        "gap_ms": "unrecovered" if gap is None else gap, "outages": result.get("outages"),
                        "total_outage_ms": result.get("total_outage_ms"), "holder_before": holder,
+                       "prober_stall_in_outage_ms": result.get("prober_stall_in_outage_ms", 0),
                        "vantage": bench.vantage.name, "vantage_reason": bench.vantage.why,
                        "margin_ms": round(bench.margin_s * 1000), "target": bench.target.label}.items():
         record_property(key, value)
@@ -140,8 +141,11 @@ def judge(case: str, fault: str, result: dict, budget: Budget, bench: Bench, hol
         pytest.fail(f"{case}: {hint + ' ' if hint else ''}After {fault} on {holder} the VIP "
                     f"{bench.vip}:{bench.target.port} did not answer again (budget {budget.ms:.0f} ms = "
                     f"{budget.formula}); {state.describe()}.")
+    stalled = result.get("prober_stall_in_outage_ms") or 0
     assert gap <= budget.ms, (f"{case}: {fault} on {holder} cost a {gap:.0f} ms gap, over the budget of "
-                              f"{budget.ms:.0f} ms ({budget.formula})")
+                              f"{budget.ms:.0f} ms ({budget.formula})"
+                              + (f"; the prober at {bench.vantage.name} was itself not scheduled for {stalled:.0f} ms "
+                                 "of it (a loaded vantage point)" if stalled else ""))
 
 
 def expect_new_holder(record_property: Callable, bench: Bench, case: str, holder: str) -> str:

@@ -3,7 +3,8 @@
 Used by the load balancer lab tests and by the conformance suite (issue 8). The prober runs
 where a client of the cluster would be (outside the load balancers), sends a TLS `GET /readyz`
 through VIP:port every ~20 ms (each request on a fresh connection, certificate not verified,
-short timeout, several in flight so a hanging request never stalls the cadence) and records every
+timeout just under TCP's first SYN retransmission, several in flight so a hanging request never
+stalls the cadence) and records every
 request's send time, completion time and outcome on the monotonic clock. The gap of an outage is
 from the first failed request's send time to the completion of the first successful request
 sent after it; that is what a client sees.
@@ -29,10 +30,18 @@ import time
 from dataclasses import dataclass, field
 
 PROBE_INTERVAL_S = 0.02
-PROBE_TIMEOUT_S = 0.25
-# Added to every budget a load balancer declares (its timer arithmetic): ARP/GARP propagation,
-# process scheduling on a busy 2-core host, the prober's own 20 ms cadence and TLS handshake.
-# Stated once, used everywhere.
+# A request counts as failed when refused, reset, or unanswered this long. Just under TCP's
+# initial retransmission timeout (1 s, RFC 6298): a SYN lost in the gap is never retried within
+# a request's life, so that request fails and the outage is seen; while a prober on a loaded
+# (emulated) node that is descheduled for less than this does not fail requests the VIP did
+# answer. The gap does not grow with it: an outage ends at the completion of the first success
+# *sent after* the first failure, and requests go out every PROBE_INTERVAL_S regardless.
+PROBE_TIMEOUT_S = 0.9
+# The prober's own loop counts as stalled when a send is this late (it was not scheduled):
+# reported with the result, so a gap can be told apart from a vantage point that stood still.
+STALL_S = 0.1
+# Added to every timer-derived budget: ARP/GARP propagation, process scheduling on a busy
+# 2-core host, the prober's own 20 ms cadence and TLS handshake. Stated once, used everywhere.
 DEFAULT_MARGIN_S = 0.5
 
 
@@ -52,6 +61,7 @@ class FailoverResult:
     failures: int
     outages: list[tuple[float, float | None]] = field(default_factory=list)
     mark: float | None = None  # when the fault was injected (Prober.mark)
+    stalls: list[tuple[float, float]] = field(default_factory=list)  # the prober's own, (from, to)
 
     @property
     def recovered(self) -> bool:
@@ -81,7 +91,19 @@ class FailoverResult:
         return {"gap_ms": None if self.gap_ms == float("inf") else round(self.gap_ms, 1),
                 "recovered": self.recovered, "outages": len(self.outages),
                 "total_outage_ms": round(self.total_outage_ms, 1), "probes": self.probes,
-                "failures": self.failures}
+                "failures": self.failures, "prober_stalls": len(self.stalls),
+                "prober_stall_max_ms": round(max(((b - a) * 1000 for a, b in self.stalls), default=0.0), 1),
+                "prober_stall_in_outage_ms": round(self.stall_in_outages_ms, 1)}
+
+    @property
+    def stall_in_outages_ms(self) -> float:
+        """How long the prober itself stood still inside its outage windows (0 on a healthy
+        vantage point): a gap that is mostly this was the client's machine, not the VIP."""
+        total = 0.0
+        for start, end in self.outages:
+            stop = end if end is not None else max((b for _, b in self.stalls), default=start)
+            total += sum(max(0.0, min(b, stop) - max(a, start)) for a, b in self.stalls)
+        return total * 1000
 
 
 def outages(probes: list[Probe]) -> list[tuple[float, float | None]]:
@@ -160,6 +182,8 @@ class Prober:
         self.host, self.port, self.path, self.plain = host, port, path, plain
         self.interval, self.timeout, self.max_in_flight = interval, timeout, max_in_flight
         self.probes: list[Probe] = []
+        self.stalls: list[tuple[float, float]] = []
+        self.in_flight: set[float] = set()  # send times of requests not answered yet
         self._mark: float | None = None
         self._tasks: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
@@ -192,9 +216,13 @@ class Prober:
 
     async def _one(self) -> None:
         sent = time.monotonic()
-        ok, detail = await readyz(self.host, self.port, path=self.path, timeout=self.timeout, tls=self._tls,
-                                  plain=self.plain)
-        self.probes.append(Probe(sent, time.monotonic(), ok, detail))
+        self.in_flight.add(sent)
+        try:
+            ok, detail = await readyz(self.host, self.port, path=self.path, timeout=self.timeout, tls=self._tls,
+                                      plain=self.plain)
+            self.probes.append(Probe(sent, time.monotonic(), ok, detail))
+        finally:
+            self.in_flight.discard(sent)
 
     async def _run(self) -> None:
         next_at = time.monotonic()
@@ -205,6 +233,10 @@ class Prober:
                 task.add_done_callback(self._tasks.discard)
             next_at += self.interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            now = time.monotonic()
+            if now - next_at > STALL_S:  # not scheduled in time: note it, and send no catch-up burst
+                self.stalls.append((next_at, now))
+                next_at = now
 
     def mark(self) -> float:
         """Note the moment the fault is injected (reported with the result)."""
@@ -222,7 +254,8 @@ class Prober:
     def result(self) -> FailoverResult:
         """The outages seen so far (from the mark on, when one was set)."""
         probes = [p for p in self.probes if self._mark is None or p.done >= self._mark]
-        return FailoverResult(len(probes), sum(not p.ok for p in probes), outages(probes), self._mark)
+        stalls = [s for s in self.stalls if self._mark is None or s[1] >= self._mark]
+        return FailoverResult(len(probes), sum(not p.ok for p in probes), outages(probes), self._mark, stalls)
 
     async def wait_recovered(self, timeout: float = 15.0, *, settle: float = 0.3,
                              quiet: float | None = None, min_seconds: float = 0.0,
@@ -251,7 +284,10 @@ class Prober:
             last_end = res.outages[-1][1]
             if last_end is not None and now - last_end >= settle:
                 pending_fail = [p for p in self.probes if not p.ok and p.sent > last_end]
-                if not pending_fail:
+                # a request sent in the settle window and still unanswered may yet fail (it is
+                # judged only `timeout` after its send): wait for it rather than miss it
+                unjudged = [t for t in self.in_flight if t <= last_end + settle]
+                if not pending_fail and not unjudged:
                     break
         return self.result()
 

@@ -70,10 +70,12 @@ def longest_outage_ms(windows: list, since: float) -> float | None:
     return round(max(gaps), 1) if gaps else 0.0
 
 
-def settled(probes: list[Probe], now: float, settle: float) -> bool:
-    """The stream answers and has not failed for `settle` s."""
+def settled(probes: list[Probe], now: float, settle: float, in_flight: set[float] | frozenset = frozenset()) -> bool:
+    """The stream answers and has not failed for `settle` s, and no request sent in that time is
+    still unanswered (it may yet fail: a request is judged only its timeout after its send)."""
     recent = [p for p in probes if p.done >= now - settle]
-    return bool(recent) and all(p.ok for p in recent) and any(p.ok for p in probes[-3:])
+    return (bool(recent) and all(p.ok for p in recent) and any(p.ok for p in probes[-3:])
+            and not any(t >= now - settle for t in in_flight))
 
 
 async def _stdin_line() -> None:
@@ -122,7 +124,8 @@ async def run(vip: str, *, min_seconds: float, max_seconds: float, settle: float
             if now - go >= max_seconds or (told is not None and told.done()):
                 break
             if told is None and now - go >= min_seconds and all(
-                    settled(s.probes, now, settle) for s in (fresh, holder, keep)):
+                    settled(s.probes, now, settle, getattr(s, "in_flight", frozenset()))
+                    for s in (fresh, holder, keep)):
                 break
     finally:
         stopping = asyncio.ensure_future(asyncio.gather(fresh.stop(), holder.stop(), keep.stop()))
@@ -133,7 +136,7 @@ async def run(vip: str, *, min_seconds: float, max_seconds: float, settle: float
                 task.print_stack(file=sys.stderr)
     return {"mark": mark, "go": go, "fresh": summarize(fresh.probes, mark), "keepalive": summarize(keep.probes, mark),
             "keepalive_connects": keep.connects, "holder": summarize(holder.probes, mark),
-            "holders": holder_changes(holder.probes, mark)}
+            "holders": holder_changes(holder.probes, mark), "prober_stalls": [list(x) for x in fresh.stalls]}
 
 
 def main(argv: list[str] | None = None) -> int:

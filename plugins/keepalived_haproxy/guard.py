@@ -27,6 +27,8 @@ SHORT_DOWN_TIMER_S = 1.0
 # (/proc/stat steal) runs on an overcommitted host.
 STEAL_WARN_PERMILLE = 20
 EXTENSION_LOC = ("cluster", "nodes", "loadBalancer", "vrrp")
+# systemd-detect-virt's name for QEMU's software emulation (TCG); KVM guests say "kvm".
+EMULATED_VIRT = "qemu"
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,12 @@ def node_warnings(settings: VrrpSettings, probe: NodeProbe) -> list[str]:
     if settings.realtime and probe.features.realtime and not probe.features.memlock and probe.swap_devices:
         out.append("keepalived cannot lock itself in memory here (no CAP_IPC_LOCK) and the node swaps: a "
                    f"swapped-out keepalived can miss its {down:g} s takeover timer")
+    if short_timers(settings) and probe.virt == EMULATED_VIRT:
+        out.append(f"this VM is emulated (QEMU without hardware virtualization, TCG): its vCPU runs only when "
+                   f"the host schedules the emulator, which reports no steal, and under CPU load the backup "
+                   f"misses the master's adverts for the {down:g} s takeover timer and takes the VIP over "
+                   "(measured: false takeovers every few seconds on a loaded 2-core host). Use KVM, or "
+                   "`vrrp: {profile: standard}`")
     if short_timers(settings) and probe.steal_permille >= STEAL_WARN_PERMILLE:
         out.append(f"this VM waited for a physical CPU {probe.steal_permille / 10:g} % of the time since boot "
                    f"(steal): its host is overcommitted, and a {down:g} s takeover timer will flap. Give the "

@@ -3,9 +3,12 @@
 An original Kubitect config has no `vrrp` key; the default profile then applies. A profile is a
 set of defaults for every other key; a key written in the config always wins over its profile.
 
-Measured (bench/failover_side_by_side.py, one run, nspawn nodes on a 2-core host, 10 runs per
-cell; bench/results/side-by-side-nspawn.json). Median gap in ms for a client opening a fresh
-connection per request / a client holding one keep-alive connection:
+Measured with bench/failover_side_by_side.py: the three configurations one after the other in
+one run, each fault on the VIP holder, median gap in ms for a client opening a fresh connection
+per request / a client holding one keep-alive connection (min and max per cell, and every run, in
+bench/results/; docs/failover.md has the tables).
+
+nspawn nodes, 2-core host, 10 runs per cell (bench/results/side-by-side-nspawn.json):
 
     fault                Kubitect's settings   standard       fast
     keepalived stopped       965 / 1745        495 / 908      24 / 70
@@ -14,12 +17,24 @@ connection per request / a client holding one keep-alive connection:
     link cut                3444 / 4090       1787 / 2068    276 / 486
     host lost               3694 / 4088       1746 / 1779    279 / 426
 
+TCG VMs (1 vCPU each, 3 VMs on the same 2-core host, clients every 50 ms), 5 runs per cell, 3 for host lost
+(standard not measured on VMs yet) (bench/results/side-by-side-vm.json):
+
+    fault                  Kubitect's settings                  fast
+    keepalived stopped             1021 / 1893              58 / 338
+    HAProxy killed                 4115 / 4952             121 / 310
+    keepalived crashed           takeover 3178          takeover 198
+    link cut                       3308 / 4167             307 / 560
+    host lost                      3226 / 4192             258 / 392
+
 and a 10-minute soak of the fast profile with both load balancers' CPUs saturated
 (bench/lb_soak.py, bench/results/soak-nspawn.json): 0 VIP moves, 0 failed of 30007 fresh and
 24395 keep-alive requests, no "timer expired" in keepalived's log. That is why `fast` is the
 default: 12-13x Kubitect's settings for a lost holder, ~100x for a killed HAProxy, and no false
 failover under load once keepalived runs real-time. `standard` is for nodes that cannot give
-keepalived real-time scheduling (the guard rails say when) or hosts known to stall VMs.
+keepalived real-time scheduling, emulated VMs (TCG: a loaded host does not run the vCPU for
+0.3 s at a time; a capture of the VM e2e under two extra busy loops showed 21 false takeovers in
+5 minutes with `fast`), shared or overcommitted hosts: the guard rails say when.
 
 Why the timers are what they are:
 

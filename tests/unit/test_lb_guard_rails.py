@@ -90,6 +90,14 @@ def test_node_warnings_name_what_the_node_lacks():
     assert node_warnings(VrrpSettings(profile="standard"), _probe(realtime=True, steal_permille=85)) == []
 
 
+def test_an_emulated_vm_is_warned_about_short_timers_since_it_reports_no_steal():
+    fast = VrrpSettings()
+    (tcg,) = node_warnings(fast, _probe(realtime=True, memlock=True, virt="qemu"))
+    assert "emulated" in tcg and "0.3 s" in tcg and "profile: standard" in tcg
+    assert node_warnings(fast, _probe(realtime=True, memlock=True, virt="kvm")) == [], "KVM guests are not emulated"
+    assert node_warnings(VrrpSettings(profile="standard"), _probe(realtime=True, virt="qemu")) == []
+
+
 def test_node_notes_say_how_haproxy_exit_is_tracked():
     assert "kernel process events" in node_notes(VrrpSettings(), _probe(process_events=True))[0]
     (note,) = node_notes(VrrpSettings(), _probe(process_events=False, process_events_error="Connection refused"))
