@@ -43,6 +43,11 @@ class HostConnection:
         self.ssh = ssh  # a remote host: its key is pinned or checked before libvirt connects
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"libvirt-{host}")
         self._conn: libvirt.virConnect | None = None
+        # Import the bindings and register the error handler here, in the thread that sets up the
+        # run, not first inside several hosts' worker threads at once: with the import done there
+        # (lazily, fast start), concurrent first opens deadlocked inside libvirt.open (five hosts,
+        # tests/libvirt/test_plan_presets.py, reproduced with cold .pyc caches).
+        quiet_libvirt()
 
     def _open(self) -> libvirt.virConnect:
         if self._conn is None:

@@ -35,6 +35,7 @@ def env_key(host: str) -> str:
 # Run as `python -c BLOCKER ...`: a fresh process (the libvirt plugin keeps one provider per
 # process), with every TCP connection that is not to loopback refused and written to a file.
 BLOCKER = """
+import faulthandler; faulthandler.dump_traceback_later(60, exit=True)  # a hang shows its threads
 import json, socket, sys
 log = sys.argv.pop(1)
 real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
