@@ -38,6 +38,21 @@ def nspawn_rootfs(*binaries: str) -> Path:
     return ensure_rootfs(CACHE_HOME, extra_packages=ROOTFS_EXTRA_PACKAGES)
 
 
+def nspawn_cluster(cluster: str, net: str, nodes: dict, version: str) -> dict:
+    """A raw config of one local host running nspawn nodes on a bridge of `net`.0/24, as the lab
+    tests that drive the whole engine write it; `nodes` is the config's cluster.nodes."""
+    return {
+        "hosts": [{"name": "lab", "connection": {"type": "local"}, "provider": "nspawn"}],
+        "cluster": {
+            "name": cluster,
+            "network": {"mode": "bridge", "cidr": f"{net}.0/24", "bridge": f"kb{cluster[-6:]}"},
+            "nodeTemplate": {"user": "k8s", "os": {"distro": "debian12", "networkInterface": "host0"}},
+            "nodes": nodes,
+        },
+        "kubernetes": {"version": version, "manager": "kubeadm"},
+    }
+
+
 def lb_config(net: str, forward_ports=()) -> SimpleNamespace:
     """The slice of a kubitect config the nspawn provider and the LB plugin read (`net` is `a.b.c`)."""
     return SimpleNamespace(

@@ -36,21 +36,12 @@ VERSION = "v1.34.2"
 
 def _config(cluster: str) -> dict:
     """Two load balancers with a VIP, one master, one worker: the smallest HA-shaped cluster."""
-    return {
-        "hosts": [{"name": "lab", "connection": {"type": "local"}, "provider": "nspawn"}],
-        "cluster": {
-            "name": cluster,
-            "network": {"mode": "bridge", "cidr": f"{NET}.0/24", "bridge": f"kb{cluster[-6:]}"},
-            "nodeTemplate": {"user": "k8s", "os": {"distro": "debian12", "networkInterface": "host0"}},
-            "nodes": {
-                "loadBalancer": {"vip": VIP, "instances": [{"id": 1, "ip": f"{NET}.11", "priority": 200},
-                                                           {"id": 2, "ip": f"{NET}.12"}]},
-                "master": {"instances": [{"id": 1, "ip": f"{NET}.21"}]},
-                "worker": {"instances": [{"id": 1, "ip": f"{NET}.31", "labels": {"tier": "app"}}]},
-            },
-        },
-        "kubernetes": {"version": VERSION, "manager": "kubeadm"},
-    }
+    return nodes_lab.nspawn_cluster(cluster, NET, {
+        "loadBalancer": {"vip": VIP, "instances": [{"id": 1, "ip": f"{NET}.11", "priority": 200},
+                                                   {"id": 2, "ip": f"{NET}.12"}]},
+        "master": {"instances": [{"id": 1, "ip": f"{NET}.21"}]},
+        "worker": {"instances": [{"id": 1, "ip": f"{NET}.31", "labels": {"tier": "app"}}]},
+    }, VERSION)
 
 
 @pytest.fixture(scope="module")

@@ -55,21 +55,12 @@ REQUEST_TIMEOUT_S = 1.0  # as test_lb_reload: a request slowed by a container bo
 
 def _config(cluster: str, workers=(1,), lbs=(1, 2)) -> dict:
     lb_ips = {1: (f"{NET}.11", 200), 2: (f"{NET}.12", 150), 3: (f"{NET}.13", 50)}
-    return {
-        "hosts": [{"name": "lab", "connection": {"type": "local"}, "provider": "nspawn"}],
-        "cluster": {
-            "name": cluster,
-            "network": {"mode": "bridge", "cidr": f"{NET}.0/24", "bridge": f"kb{cluster[-6:]}"},
-            "nodeTemplate": {"user": "k8s", "os": {"distro": "debian12", "networkInterface": "host0"}},
-            "nodes": {
-                "loadBalancer": {"vip": VIP, "instances": [{"id": i, "ip": lb_ips[i][0], "priority": lb_ips[i][1]}
-                                                           for i in lbs]},
-                "master": {"instances": [{"id": 1, "ip": f"{NET}.21"}]},
-                "worker": {"instances": [{"id": i, "ip": f"{NET}.3{i}"} for i in workers]},
-            },
-        },
-        "kubernetes": {"version": VERSION, "manager": "kubeadm"},
-    }
+    return nodes_lab.nspawn_cluster(cluster, NET, {
+        "loadBalancer": {"vip": VIP, "instances": [{"id": i, "ip": lb_ips[i][0], "priority": lb_ips[i][1]}
+                                                   for i in lbs]},
+        "master": {"instances": [{"id": 1, "ip": f"{NET}.21"}]},
+        "worker": {"instances": [{"id": i, "ip": f"{NET}.3{i}"} for i in workers]},
+    }, VERSION)
 
 
 class StageClock:

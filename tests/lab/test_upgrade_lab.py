@@ -44,20 +44,11 @@ V1, V2, V3 = "v1.33.5", "v1.34.2", "v1.35.1"
 
 
 def _config(cluster: str, version: str) -> dict:
-    return {
-        "hosts": [{"name": "lab", "connection": {"type": "local"}, "provider": "nspawn"}],
-        "cluster": {
-            "name": cluster,
-            "network": {"mode": "bridge", "cidr": f"{NET}.0/24", "bridge": f"kb{cluster[-6:]}"},
-            "nodeTemplate": {"user": "k8s", "os": {"distro": "debian12", "networkInterface": "host0"}},
-            "nodes": {
-                "loadBalancer": {"vip": VIP, "instances": [{"id": 1, "ip": f"{NET}.11"}]},
-                "master": {"instances": [{"id": i, "ip": f"{NET}.2{i}"} for i in (1, 2, 3)]},
-                "worker": {"instances": [{"id": 1, "ip": f"{NET}.31"}]},
-            },
-        },
-        "kubernetes": {"version": version, "manager": "kubeadm"},
-    }
+    return nodes_lab.nspawn_cluster(cluster, NET, {
+        "loadBalancer": {"vip": VIP, "instances": [{"id": 1, "ip": f"{NET}.11"}]},
+        "master": {"instances": [{"id": i, "ip": f"{NET}.2{i}"} for i in (1, 2, 3)]},
+        "worker": {"instances": [{"id": 1, "ip": f"{NET}.31"}]},
+    }, version)
 
 
 class UpgradeLab:
