@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import k3s_online_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
 
@@ -23,21 +24,13 @@ pytestmark = [pytest.mark.online, pytest.mark.lab]
 
 def test_k3s_for_real(request, tmp_path_factory):
     import sshd_lab
-    from kubitect_plugins.k3s import K3sInstaller, internet_reason
+    from kubitect_plugins.k3s import K3sInstaller
     from test_installers import Lab, lab_raw
 
-    from kubitect_core.config import validate_raw
-    from kubitect_core.contracts import StageContext
     from kubitect_core.sdk import kube as shared
 
     # check the internet first: nothing is built (not even the node image) when it is missing
-    loaded = validate_raw(lab_raw("kbt6-online", "k3s"))
-    probe = StageContext(cluster="kbt6-online", config=loaded.config, topology=loaded.topology,
-                         cluster_dir=Path("/nonexistent"), home=Path("/nonexistent"), ssh=None, record={},
-                         options={"installer_source": "upstream"})
-    reason = internet_reason(probe)
-    if reason:
-        pytest.skip(f"online test: {reason}")
+    k3s_online_config(lab_raw("kbt6-online", "k3s"))
     rootfs = request.getfixturevalue("rootfs")
     installer = K3sInstaller()
     with sshd_lab.lab_netns("kbt6-") as ns:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import k3s_online_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
 
@@ -27,21 +28,14 @@ FROM, TO = "v1.33.5", "v1.34.1"
 
 def test_k3s_upgrade_one_minor_for_real(request, tmp_path_factory):
     import sshd_lab
-    from kubitect_plugins.k3s import K3sInstaller, internet_reason
+    from kubitect_plugins.k3s import K3sInstaller
     from test_installers import Lab, lab_raw
 
     from kubitect_core.config import validate_raw
-    from kubitect_core.contracts import StageContext
 
     raw = lab_raw("kbt6-online", "k3s")
     raw["kubernetes"]["version"] = FROM
-    loaded = validate_raw(raw)
-    probe = StageContext(cluster="kbt6-online", config=loaded.config, topology=loaded.topology,
-                         cluster_dir=Path("/nonexistent"), home=Path("/nonexistent"), ssh=None, record={},
-                         options={"installer_source": "upstream"})
-    reason = internet_reason(probe)
-    if reason:
-        pytest.skip(f"online test: {reason}")
+    loaded = k3s_online_config(raw)
     rootfs = request.getfixturevalue("rootfs")
     installer = K3sInstaller()
     with sshd_lab.lab_netns("kbt6-") as ns:
