@@ -31,6 +31,13 @@ R = TypeVar("R")
 
 _CMD_SHOWN = 200  # characters of a command quoted in an error message
 _ERR_SHOWN = 800  # characters of stderr quoted in an error message
+# A node that stops answering (a frozen or emulated VM descheduled for good, a cut link) leaves
+# its TCP connection open and silent: without keepalives a command or file copy on it would wait
+# forever, and `kubitect run` with it. An SSH keepalive every 15 s, 4 unanswered, ends such a
+# connection within about a minute with a RemoteError naming the node; a busy node answers them
+# (sshd replies from its own process, not the command's).
+KEEPALIVE_INTERVAL_S = 15.0
+KEEPALIVE_COUNT_MAX = 4
 
 
 class RemoteError(Exception):
@@ -277,6 +284,7 @@ async def connect(address: str, *, user: str, key: Path | None, known_hosts: Pat
     options: dict[str, Any] = dict(
         username=user, client_keys=client_keys, known_hosts=(pins, [], []), password=None,
         kbdint_auth=False, gss_host=None, preferred_auth="publickey", connect_timeout=timeout,
+        keepalive_interval=KEEPALIVE_INTERVAL_S, keepalive_count_max=KEEPALIVE_COUNT_MAX,
         config=[str(p) for p in ssh_config] if ssh_config is not None else [],
     )
     if not use_agent:

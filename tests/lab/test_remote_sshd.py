@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -180,6 +182,51 @@ def test_wait_reachable_waits_for_a_late_sshd(lab):
 
     took, out = lab.run(scenario)
     assert out == "up" and took >= 0.9
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (the lab sshd's per-connection processes)."""
+    found, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            kids = [int(c) for c in (task / "children").read_text().split()]
+            found += kids
+            todo += kids
+    return found
+
+
+def test_a_node_that_stops_answering_ends_the_command_instead_of_hanging(lab, monkeypatch):
+    """A frozen node (here: its sshd session stopped, the TCP connection open and silent) must end
+    a command with a RemoteError naming it, via SSH keepalives, not hang kubitect forever."""
+    monkeypatch.setattr(remote, "KEEPALIVE_INTERVAL_S", 0.5)
+    monkeypatch.setattr(remote, "KEEPALIVE_COUNT_MAX", 2)
+    frozen: list[int] = []
+
+    async def scenario():
+        node = await remote.connect(ADDR, name="kbt3-lb-1", **_args(lab))
+        try:
+            assert (await node.run("echo alive")).stdout.strip() == "alive"  # keepalives answered
+            await asyncio.sleep(1.5)
+            assert (await node.run("echo still")).stdout.strip() == "still"
+            command = asyncio.ensure_future(node.run("sleep 60"))
+            await asyncio.sleep(0.5)
+            frozen.extend(_descendants(lab.sshd.pid))
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            started = time.monotonic()
+            with pytest.raises(RemoteError) as err:
+                await asyncio.wait_for(command, 30)
+            return err.value, time.monotonic() - started
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            await node.close()
+
+    err, took = lab.run(scenario)
+    assert frozen, "no sshd session process found to freeze"
+    assert took < 10, f"the silent connection was ended after {took:.1f} s"
+    assert "kbt3-lb-1" in str(err) and "sleep 60" in str(err)
 
 
 def test_node_pool_caches_connections_and_bounds_concurrency(lab):
