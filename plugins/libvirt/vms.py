@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,19 @@ from .adopted import adopted_seeds, mac_for
 from .connection import HostConnection
 from .hosts import ConvergingLayer, Hosts, nodes_on
 from .readiness import (
+    SILENT_CONSOLE_S,
+    LeaseChanged,
     NotReady,
     boot_diagnosis,
     check_lease,
     ipv4_leases,
+    ready_watched,
     update_warning,
     wait_leases,
     wait_ready,
+    watch_console,
 )
-from .spec import HostSpec, Names, NetSpec, attr, image_spec, net_spec
+from .spec import HostSpec, Names, NetSpec, attr, image_spec, net_spec, serial_log
 
 DEFAULT_MAX_BOOTING = 3  # 2-core hosts: more VMs booting at once only slows all of them
 
@@ -184,14 +189,29 @@ class VmsLayer(ConvergingLayer):
                 await hc.call(lambda c: vms_layer.start(c, name))
             if not self._waits(ctx, hc):
                 return []
+            # One deadline for the whole boot (lease, SSH, cloud-init), not one per step.
             timeout = float(ctx.options.get("boot_timeout", 600))
-            changes = []
-            if rec.get("dhcp"):
-                changes = await self._settle_lease(ctx, hc, rec, net, wait=timeout)
-                node_keys.pin(ctx, keys, {name: rec.get("ip")})
-            ctx.progress(name, f"waiting for SSH on {rec['ip']} and cloud-init")
+            deadline = time.monotonic() + timeout
+
+            async def ready() -> tuple[list[Change], str | None]:
+                changes = []
+                if rec.get("dhcp"):
+                    changes = await self._settle_lease(ctx, hc, rec, net, wait=timeout)
+                    node_keys.pin(ctx, keys, {name: rec.get("ip")})
+                ctx.progress(name, f"waiting for SSH on {rec['ip']} and cloud-init")
+                left = max(30.0, deadline - time.monotonic())
+                return changes, await wait_ready(ctx, rec["ip"], timeout=left)
+
             try:
-                update = await wait_ready(ctx, rec["ip"], timeout=timeout)
+                if start and hc.is_local and not hc.is_test_driver:
+                    dtype = ctx.record["hosts"].get(rec["host"], {}).get("domain_type", "kvm")
+                    watch = watch_console(hc, name, log=serial_log(name), silent_after=SILENT_CONSOLE_S.get(
+                        dtype, SILENT_CONSOLE_S["qemu"]), progress=lambda msg: ctx.progress(name, msg))
+                    changes, update = await ready_watched(ready(), watch)
+                else:
+                    changes, update = await ready()
+            except LeaseChanged:
+                raise
             except (RemoteError, NotReady) as exc:
                 why = await hc.call(lambda c: boot_diagnosis(c, name, local=hc.is_local))
                 raise NotReady(f"{exc}\n  {why}") from exc
