@@ -28,6 +28,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+import vm_lab
 import yaml
 from kubitect_plugins.libvirt.node_keys import NodeKeyStore
 
@@ -156,8 +157,8 @@ def _kubitect(lab, tmp: Path, *args: str, timeout: float) -> subprocess.Complete
     script = f"{bind}exec {kubitect} " + " ".join(args)
     had_dot_ssh = dot_ssh.exists()
     try:
-        return lab.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                       capture_output=True, text=True, timeout=timeout)
+        return vm_lab.run_cli(lab, ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                              home=Path(args[args.index("--home") + 1]), timeout=timeout)
     finally:
         assert dot_ssh.exists() == had_dot_ssh, f"kubitect created {dot_ssh}"
 

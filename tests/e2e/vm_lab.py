@@ -78,7 +78,42 @@ def kubitect(lab, home: Path, *args: str, timeout: float) -> subprocess.Complete
     """Runs the kubitect CLI inside the lab with KUBITECT_HOME=home (text output captured)."""
     exe = str(Path(sys.executable).parent / "kubitect")
     env = {**os.environ, "KUBITECT_HOME": str(home)}
-    return lab.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return run_cli(lab, [exe, *args], home=home, timeout=timeout, env=env)
+
+
+def run_cli(lab, argv: Sequence[str], *, home: Path, timeout: float, **kw) -> subprocess.CompletedProcess:
+    """`lab.run(argv)` with text output captured; a run still going after `timeout` is killed and
+    returned as exit -9 with what it printed, then what the lab shows of it (`diagnosis`), so
+    the test's failure message says where it stood instead of only that it timed out."""
+    try:
+        return lab.run(list(argv), capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as exc:
+        def text(out) -> str:
+            return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
+
+        shown = (f"{text(exc.stdout)}\n[killed: still running after {timeout:.0f} s]\n"
+                 f"{diagnosis(lab, home)}")
+        return subprocess.CompletedProcess(exc.cmd, -9, shown, text(exc.stderr))
+
+
+def diagnosis(lab, home: Path, *, console_lines: int = 4, log_lines: int = 30) -> str:
+    """Each domain's state and the last lines of its console, and the tail of the newest run
+    log under `home`: what a hung run leaves to read."""
+    out = []
+    listing = lab.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"], capture_output=True,
+                      text=True, timeout=30)
+    for dom in listing.stdout.split():
+        state = lab.run(["virsh", "-c", "qemu:///system", "domstate", "--reason", dom], capture_output=True,
+                        text=True, timeout=30).stdout.strip()
+        log = Path(f"/var/log/libvirt/qemu/{dom}-serial.log")
+        size = log.stat().st_size if log.exists() else None
+        tail = log.read_text(errors="replace").splitlines()[-console_lines:] if size else []
+        out.append(f"domain {dom}: {state}; console {size} bytes" + "".join(f"\n    | {t}" for t in tail))
+    logs = sorted(home.glob("clusters/*/logs/*.log"), key=lambda p: p.stat().st_mtime)
+    if logs:
+        tail = logs[-1].read_text(errors="replace").splitlines()[-log_lines:]
+        out.append(f"run log {logs[-1]} (last {len(tail)} lines):" + "".join(f"\n    | {t}" for t in tail))
+    return "\n".join(out)
 
 
 def timed(fn, *args, **kw) -> tuple[float, object]:
