@@ -8,6 +8,7 @@ engine builds the as-built topology from. The libvirt objects themselves are mad
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import time
@@ -47,6 +48,15 @@ def _is_ipv4(text: str) -> bool:
     return True
 
 
+def remove_console_logs(domains: set[str]) -> None:
+    """Deletes the boot console logs kubitect named in these domains' XML (`spec.serial_log`) on
+    this machine: they are kubitect's files, and destroy leaves none behind. (On a remote host
+    they stay: libvirt has no call that deletes a file; the path is in the domain XML.)"""
+    for name in domains:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(serial_log(name))
+
+
 class VmsLayer(ConvergingLayer):
     """The `vms` layer (`kubitect_core.sdk.MachineLayer`) on the hosts that select libvirt.
 
@@ -67,6 +77,8 @@ class VmsLayer(ConvergingLayer):
             recorded = [n for n, v in ctx.record.get("nodes", {}).items() if v.get("host") == h]
             out = await hc.call(lambda c: vms_layer.destroy(c, cluster=ctx.cluster, host=h, recorded=recorded))
             gone = {*recorded, *(c.name for c in out if c.kind == "domain")}
+            if hc.is_local and not hc.is_test_driver:
+                remove_console_logs(gone)
             node_keys.forget(ctx, node_keys.store_for(ctx),
                              {n: ctx.record.get("nodes", {}).get(n, {}).get("ip") for n in gone})
             for n in recorded:

@@ -129,7 +129,8 @@ def virsh(lab, *args: str) -> str:
 
 
 def leftovers(lab, cluster: str) -> dict[str, list[str]]:
-    """Every domain, network, pool and volume whose name carries the cluster's name."""
+    """Every domain, network, pool and volume whose name carries the cluster's name, and the boot
+    console logs kubitect named for its domains (destroy deletes them)."""
     found: dict[str, list[str]] = {}
     for kind, args in (("domains", ("list", "--all", "--name")), ("networks", ("net-list", "--all", "--name")),
                        ("pools", ("pool-list", "--all", "--name"))):
@@ -140,4 +141,5 @@ def leftovers(lab, cluster: str) -> dict[str, list[str]]:
         vols += [f"{pool}/{line.split()[0]}" for line in listing.stdout.splitlines()[2:]
                  if line.strip() and cluster in line]  # an inactive pool lists nothing (and fails)
     found["volumes"] = vols
+    found["console logs"] = sorted(str(p) for p in Path("/var/log/libvirt/qemu").glob(f"{cluster}-*-serial.log"))
     return {k: v for k, v in found.items() if v}
