@@ -243,7 +243,8 @@ def _confirm_chaos(chaos: str, host_fault: str, cluster: str, yes: bool) -> None
     if yes:
         return
     if not is_interactive():
-        raise fail(Failure("usage", f"verify --chaos host {what}. Without a terminal to ask on, pass --yes.",
+        raise fail(Failure("usage", f"verify --chaos host {what}. Without a terminal to ask on, pass "
+                           "--auto-approve (or --yes).",
                            exit_code=EXIT_USAGE, title="Refused"))
     if not typer.confirm(f"verify --chaos host on cluster '{cluster}' {what}. Continue?", default=False):
         raise typer.Exit(1)
@@ -430,7 +431,8 @@ def register(app: typer.Typer) -> None:
                                   "holder's whole host (asks first; never by default)."),
         host_fault: str = typer.Option("power", "--host-fault", help="With --chaos host: 'power' (the host's "
                                        "VMs destroyed at once) or 'uplink' (its cable pulled; lab only)."),
-        yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before a destructive case."),
+        yes: bool = typer.Option(False, "--auto-approve", "--yes", "-y",
+                                  help="Do not ask before a destructive case."),
         debug: bool = debug_option(),
         fmt: output.Format = output_option(),
         home: str = home_option(),

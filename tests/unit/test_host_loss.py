@@ -69,7 +69,7 @@ def test_chaos_flags_reach_the_conformance_run_and_the_module_runs_last(tmp_path
 
 def test_verify_chaos_refuses_without_a_terminal_unless_yes(kubitect_home):
     out = CliRunner().invoke(app, ["verify", "--cluster", "c", "--chaos", "host"])
-    assert out.exit_code == 2 and "pass --yes" in out.output and "power cut" in out.output
+    assert out.exit_code == 2 and "pass --auto-approve (or --yes)" in out.output and "power cut" in out.output
     bad = CliRunner().invoke(app, ["verify", "--cluster", "c", "--chaos", "everything", "--yes"])
     assert bad.exit_code == 2 and "--chaos takes host" in bad.output
     fault = CliRunner().invoke(app, ["verify", "--cluster", "c", "--chaos", "host", "--host-fault", "flood", "-y"])
