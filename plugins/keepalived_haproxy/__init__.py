@@ -56,5 +56,7 @@ def kubitect_conformance_modules() -> list[str]:
 
 @hookimpl
 async def kubitect_nodes_leaving(ctx, nodes, dry_run):
-    """A leaving load balancer stops keepalived first, so a VIP it holds moves before its machine goes."""
-    return await leaving.nodes_leaving(ctx, nodes, dry_run, NAME)
+    """A leaving load balancer stops keepalived first, so a VIP it holds moves before its machine
+    goes; under control-plane-vip the same for a leaving master (drained in every HAProxy first)."""
+    return (await leaving.nodes_leaving(ctx, nodes, dry_run, NAME)
+            + await leaving.nodes_leaving(ctx, nodes, dry_run, ControlPlaneVip.name, masters_are_frontends=True))

@@ -25,18 +25,24 @@ def _ours(ctx: StageContext, name: str) -> bool:
     return getattr(lb, "implementation", None) == name
 
 
-async def nodes_leaving(ctx: StageContext, nodes: list[Node], dry_run: bool, name: str) -> list[Change]:
-    """Stops keepalived (then HAProxy) on each leaving load balancer, VIP holder included."""
+async def nodes_leaving(ctx: StageContext, nodes: list[Node], dry_run: bool, name: str, *,
+                        masters_are_frontends: bool = False) -> list[Change]:
+    """Stops keepalived (then HAProxy) on each leaving frontend, VIP holder included: the load
+    balancers, or with `masters_are_frontends` (control-plane-vip) the masters, whose own HAProxy
+    and the remaining masters' drain them first."""
     if ctx.config is None or not _ours(ctx, name):
         return []
-    changes = await _drain_leaving_masters(ctx, nodes, dry_run)
-    leaving = [n for n in nodes if n.role == "lb" and n.ip]
+    role = "master" if masters_are_frontends else "lb"
+    frontends = ctx.topology.masters if masters_are_frontends else ctx.topology.load_balancers
+    changes = await _drain_leaving_masters(ctx, nodes, dry_run, [f for f in frontends if f.ip])
+    leaving = [n for n in nodes if n.role == role and n.ip]
     if not leaving:
         return changes
     vip = ctx.topology.vip
     if dry_run:
+        peers = "master" if masters_are_frontends else "load balancer"
         return changes + [Change("change", "service", "keepalived", n.name,
-                                 "stopped before the machine goes: a VIP it holds moves to another load balancer "
+                                 f"stopped before the machine goes: a VIP it holds moves to another {peers} "
                                  "first") for n in leaving]
     async with NodePool.from_access(ctx.ssh) as pool:
         for node in leaving:
@@ -73,7 +79,8 @@ _RUNTIME = ("python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.c
             "s.sendall(sys.argv[2].encode()+b\"\\n\"); print(s.recv(4096).decode())' {socket} {command}")
 
 
-async def _drain_leaving_masters(ctx: StageContext, nodes: list[Node], dry_run: bool) -> list[Change]:
+async def _drain_leaving_masters(ctx: StageContext, nodes: list[Node], dry_run: bool,
+                                 frontends: list[Node]) -> list[Change]:
     """A leaving control plane gets no new API connections from any load balancer before it is reset.
 
     Why: the installer stops its API server (kubeadm reset) before the loadbalancers stage drops
@@ -81,7 +88,7 @@ async def _drain_leaving_masters(ctx: StageContext, nodes: list[Node], dry_run: 
     `drain` through the runtime API, it keeps its open connections and receives no new ones.
     """
     masters = [n for n in nodes if n.role == "master"]
-    lbs = [lb for lb in ctx.topology.load_balancers if lb.ip]
+    lbs = frontends
     if not masters or not lbs:
         return []
     if dry_run:

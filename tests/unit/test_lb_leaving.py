@@ -36,3 +36,19 @@ def test_plan_says_keepalived_stops_first_on_each_leaving_load_balancer():
 def test_another_implementation_or_no_leaving_load_balancer_is_left_alone():
     assert asyncio.run(kubitect_nodes_leaving(_ctx("kube-vip"), LEAVING, True)) == []
     assert asyncio.run(kubitect_nodes_leaving(_ctx(), LEAVING[1:], False)) == []  # no SSH without an LB
+
+
+def test_control_plane_vip_hands_the_vip_over_from_a_leaving_master():
+    """Under control-plane-vip the masters are the frontends: a leaving master is drained in every
+    remaining master's HAProxy, then stops keepalived so a VIP it holds moves first."""
+    staying = _node("master", "1", "10.0.0.21")
+    leaving = _node("master", "3", "10.0.0.23")
+    ctx = _ctx("control-plane-vip")
+    ctx.topology = Topology("c", (staying,), "10.0.0.100", "10.0.0.100", 51)
+    changes = asyncio.run(kubitect_nodes_leaving(ctx, [leaving, _node("worker", "2", "10.0.0.32")], True))
+    assert [(c.action, c.kind, c.name, c.host) for c in changes] == [
+        ("change", "backend", "c-master-3", None), ("change", "service", "keepalived", "c-master-3")]
+    assert "moves to another master first" in changes[1].detail
+    # keepalived-haproxy proper does not touch a leaving master's keepalived (it runs none)
+    plain = asyncio.run(kubitect_nodes_leaving(_ctx(), [leaving], True))
+    assert [c.kind for c in plain] == []
