@@ -110,8 +110,10 @@ def node_notes(settings: VrrpSettings, probe: NodeProbe) -> list[str]:
 
 
 def config_warnings(settings: VrrpSettings, topology: Topology) -> list[tuple[tuple, str]]:
-    """Placement problems the config shows: load balancers that share a host under short timers."""
-    lbs = topology.load_balancers
+    """Placement problems the config shows: load balancers that share a host under short timers
+    (under control-plane-vip, which refuses load balancer instances, the masters hold the VIP)."""
+    lbs = topology.load_balancers or topology.masters
+    kind = "load balancers" if topology.load_balancers else "masters (they hold the VIP: control-plane-vip)"
     if len(lbs) < 2 or not topology.vip or not short_timers(settings):
         return []
     by_host: dict[str, list[str]] = {}
@@ -123,7 +125,8 @@ def config_warnings(settings: VrrpSettings, topology: Topology) -> list[tuple[tu
     where = "; ".join(f"{', '.join(names)} on {host}" for host, names in sorted(shared.items()))
     down = 3 * float(settings.advert_int)
     return [(EXTENSION_LOC, (
-        f"the {settings.profile} VRRP profile takes the VIP over after {down:g} s without adverts, but load "
-        f"balancers share a host ({where}): one busy host stalls both, and losing it loses both. Put them "
-        "on different hosts (cluster.nodes.loadBalancer.instances[].host), or use `vrrp: {profile: standard}`."))]
+        f"the {settings.profile} VRRP profile takes the VIP over after {down:g} s without adverts, but {kind} "
+        f"share a host ({where}): one busy host stalls both, and losing it loses both. Put them on different "
+        f"hosts (cluster.nodes.{'loadBalancer' if topology.load_balancers else 'master'}.instances[].host), or "
+        "use `vrrp: {profile: standard}`."))]
 

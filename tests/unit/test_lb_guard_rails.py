@@ -44,6 +44,18 @@ def test_short_timers_warn_when_load_balancers_share_a_host():
     assert config_warnings(VrrpSettings(), _topology(["h1"])) == [], "one load balancer cannot flap"
 
 
+def test_masters_holding_the_vip_that_share_a_host_are_warned_about_too():
+    """control-plane-vip (no load balancer instances): the masters hold the VIP, so the same rail."""
+    masters = tuple(Node(role="master", id=str(i + 1), name=f"master-{i + 1}", host=h, ip=f"10.0.0.{i + 21}",
+                         mac=None, cpu=2, ram_gib=2, main_disk_gib=8) for i, h in enumerate(["h1", "h1", "h2"]))
+    topo = Topology(cluster="c", nodes=masters, vip="10.0.0.100", endpoint="10.0.0.100", virtual_router_id=5)
+    (warning,) = config_warnings(VrrpSettings(), topo)
+    assert "masters (they hold the VIP" in warning[1] and "master-1, master-2 on h1" in warning[1]
+    assert "cluster.nodes.master.instances[].host" in warning[1]
+    no_vip = Topology(cluster="c", nodes=masters, vip=None, endpoint="10.0.0.21", virtual_router_id=None)
+    assert config_warnings(VrrpSettings(), no_vip) == []
+
+
 def _load(text: str, tmp_path: Path):
     from kubitect_core.config import load_config
     from kubitect_core.engine import validation_context
