@@ -70,9 +70,44 @@ def test_validate_loads_every_plugin_but_no_backend():
     for plugin in ("kubitect_plugins.libvirt", "kubitect_plugins.kubeadm", "kubitect_plugins.keepalived_haproxy"):
         assert plugin in modules
     assert _heavy(modules) == []
-    # Nor what only a run needs: the lab harness (nspawn reaches only its netns helpers) and
-    # kubeadm's API models (built when a kubeadm document is first checked).
+    # Nor what only a run needs: the lab harness (nspawn reaches only its netns helpers),
+    # kubeadm's API models (built when a kubeadm document is first checked), PyYAML (kubeconfigs
+    # and Rook's manifests; the config itself is read by ruamel) and the topology picture's renderer.
     assert "kubitect_core.lab.harness" not in modules and "kubitect_plugins.kubeadm.api" not in modules
+    assert "yaml" not in modules, "PyYAML imported by validate"
+    assert not any(m.startswith("kubitect_core.topology_view") for m in modules)
+
+
+def test_validate_loads_the_plugins_once():
+    """The summary's API port reads the context validate already built, not a second registry."""
+    probe = ("import sys\n"
+             "from kubitect_core import plugins\n"
+             "calls = []\n"
+             "real = plugins.load_registry\n"
+             "plugins.load_registry = lambda *a, **k: calls.append(1) or real(*a, **k)\n"
+             "sys.argv = ['kubitect', 'validate', sys.argv[1]]\n"
+             "from kubitect_core.cli import main\n"
+             "try:\n"
+             "    main()\n"
+             "except SystemExit as exc:\n"
+             "    assert not exc.code, exc.code\n"
+             "print('LOADS', len(calls))\n")
+    proc = subprocess.run([sys.executable, "-c", probe, str(REPO / "examples" / "ha.yaml")], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "endpoint: 10.10.13.200:6443" in proc.stdout
+    assert proc.stdout.rstrip().endswith("LOADS 1")
+
+
+def test_not_printable_is_yaml_c_printable_complement():
+    """The fast-compiling class in yamlscalars equals the spec's negated c-printable set everywhere."""
+    import re
+
+    from kubitect_core.config.yamlscalars import NOT_PRINTABLE
+
+    spec = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+    text = "".join(map(chr, range(0x110000)))
+    assert [m.start() for m in NOT_PRINTABLE.finditer(text)] == [m.start() for m in spec.finditer(text)]
 
 
 def test_a_command_that_needs_a_backend_still_gets_it():
