@@ -10,6 +10,8 @@ conventions every command shares (output formats, errors, completion, `--debug`,
 from __future__ import annotations
 
 import gc
+import os
+import sys
 
 # Start-up creates ~70,000 tracked objects that live as long as the process (modules, classes,
 # the config models' pydantic schemas), and with the default threshold (700) the collector walks
@@ -19,6 +21,7 @@ import gc
 gc.set_threshold(50_000, 20, 10)
 
 import typer
+import typer.main
 
 from kubitect_core import __version__
 from kubitect_core.cli import (
@@ -34,6 +37,7 @@ from kubitect_core.cli import (
     topology_cmds,
 )
 from kubitect_core.cli import completion_values as values
+from kubitect_core.cli.completion_cmds import COMPLETE_VAR
 from kubitect_core.cli.groups import KubitectGroup, _set_debug, export_app, list_app, reset_session
 
 app = typer.Typer(
@@ -90,6 +94,37 @@ for _module in (config_cmds, pipeline_cmds, adopt_cmds, logs_cmds, access_cmds, 
     _module.register(app)
 
 
+def _asked_for(argv: list[str]) -> tuple[list, list] | None:
+    """The registered commands and groups this call needs built, or None for all of them.
+
+    typer turns every registered command into a click command (signatures, type hints, help) on
+    each start, ~30 ms for all of kubitect's; a call naming one command or group needs only that
+    one. Everything that looks at the whole tree gets it: `help`, shell completion, a root option
+    before the command (`--help`), a word that names nothing (the suggestions), no word at all.
+    `--version` exits in the root's callback, before any command is looked up.
+    """
+    if not argv or os.environ.get(COMPLETE_VAR):
+        return None
+    word = argv[0]
+    if word in ("--version", "-v"):
+        return [], []
+    if word == "help":
+        return None
+    commands = [c for c in app.registered_commands
+                if (c.name or typer.main.get_command_name(c.callback.__name__)) == word]
+    groups = [g for g in app.registered_groups if g.name == word]
+    return (commands, groups) if commands or groups else None
+
+
 def main() -> None:
     reset_session()
-    app()
+    only = _asked_for(sys.argv[1:])
+    if only is None:
+        app()
+        return
+    everything = app.registered_commands, app.registered_groups
+    app.registered_commands, app.registered_groups = only
+    try:
+        app()
+    finally:  # an in-process caller (a test) calling main() again gets the whole tree back
+        app.registered_commands, app.registered_groups = everything

@@ -11,6 +11,7 @@ modules a command really imported; the timing itself is bench/cli_start_bench.py
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,60 @@ def test_lab_prefix_default_matches_the_harness():
     from kubitect_core.lab import harness
 
     assert lab_cmds.DEFAULT_PREFIX == harness.DEFAULT_PREFIX
+
+
+
+# Runs the CLI as the console script does (main) or with the whole tree (app), and reports which
+# commands typer built into click commands.
+_BUILT = """
+import json, sys
+import typer.main
+built = []
+real = typer.main.get_command_from_info
+typer.main.get_command_from_info = lambda command_info, **kw: built.append(command_info.name) or real(
+    command_info, **kw)
+whole = sys.argv[1] == "whole"
+sys.argv = ["kubitect", *json.loads(sys.argv[2])]
+import kubitect_core.cli as cli
+code = 0
+try:
+    if whole:
+        cli.reset_session()
+        cli.app()
+    else:
+        cli.main()
+except SystemExit as exc:
+    code = exc.code or 0
+print("@@" + json.dumps({"code": code, "built": built, "left": len(cli.app.registered_commands)}))
+"""
+
+
+def _built(args: list[str], whole: bool = False) -> tuple[str, dict]:
+    proc = subprocess.run([sys.executable, "-c", _BUILT, "whole" if whole else "main", json.dumps(args)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, "COLUMNS": "100"})
+    out, _, tail = proc.stdout.rpartition("@@")
+    assert tail, proc.stderr[-2000:]
+    return out + proc.stderr, json.loads(tail)
+
+
+@pytest.mark.parametrize(("args", "built"), [(["validate", "--help"], ["validate"]), (["--version"], []),
+                                             (["list", "presets"], None)])
+def test_a_call_naming_one_command_builds_only_that_one(args, built):
+    out, data = _built(args)
+    assert data["code"] == 0, out
+    if built is not None:
+        assert data["built"] == built
+    else:  # a group: its own commands only
+        assert 0 < len(data["built"]) < 10 and "validate" not in data["built"], data["built"]
+    assert data["left"] == _built(["--version"], whole=True)[1]["left"]  # main() gave the whole tree back
+
+
+@pytest.mark.parametrize("args", [["validate", "--help"], ["validate", "-o", "xml", "x.yaml"], ["list", "bogus"],
+                                  ["valdate"], ["help", "validate"]])
+def test_the_narrowed_tree_answers_as_the_whole_one(args):
+    """Same text and exit code with one command built as with all of them (help, usage errors,
+    suggestions); `help` and an unknown word get the whole tree."""
+    narrowed, a = _built(args)
+    whole, b = _built(args, whole=True)
+    assert (narrowed, a["code"]) == (whole, b["code"])
+    assert len(b["built"]) > 20
