@@ -206,3 +206,28 @@ def test_the_narrowed_tree_answers_as_the_whole_one(args):
     whole, b = _built(args, whole=True)
     assert (narrowed, a["code"]) == (whole, b["code"])
     assert len(b["built"]) > 20
+
+
+def test_the_collector_is_off_during_start_up_and_back_after():
+    """main() turns cyclic GC off for start-up only: it is back on its own, and a process that had
+    it off on purpose keeps it off."""
+    probe = ("import gc, sys, time\n"
+             "import kubitect_core.cli as cli\n"
+             "cli.GC_OFF_FOR_S = 0.2\n"
+             "sys.argv = ['kubitect', '--version']\n"
+             "def run():\n"
+             "    try:\n"
+             "        cli.main()\n"
+             "    except SystemExit:\n"
+             "        pass\n"
+             "run()\n"
+             "during = gc.isenabled()\n"
+             "time.sleep(1.0)\n"
+             "after = gc.isenabled()\n"
+             "gc.disable()\n"
+             "run()\n"
+             "time.sleep(1.0)\n"
+             "print('RESULT', during, after, gc.isenabled())\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.rstrip().endswith("RESULT False True False")
