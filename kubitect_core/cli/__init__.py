@@ -16,9 +16,9 @@ import threading
 
 # Start-up creates ~70,000 tracked objects that live as long as the process (modules, classes,
 # the config models' pydantic schemas), and with the default threshold (700) the collector walks
-# them again and again while they are made: ~15% of `validate`'s CPU
-# (bench/cli_start_bench.py). Young collections every 50,000 allocations still bound a long
-# `apply`'s memory; only the pauses during start-up go.
+# them again and again while they are made (bench/cli_start_bench.py). Rarer young collections
+# while the CLI's own imports below run (main() then turns the collector off for start-up, see
+# `_collector_off_for_start_up`); every 50,000 allocations still bounds a long `apply`'s memory.
 gc.set_threshold(50_000, 20, 10)
 
 import typer
