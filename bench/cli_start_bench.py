@@ -70,6 +70,7 @@ def main() -> int:
     missed = 0
     for _, args, _ in CASES:
         _once(args)  # warm the page cache: the user's second call, not a cold disk
+    load_before = os.getloadavg()
     walls: dict[str, list[float]] = {label: [] for label, _, _ in CASES}
     cpus: dict[str, list[float]] = {label: [] for label, _, _ in CASES}
     for _ in range(runs):  # interleaved, so a burst of load elsewhere hits every command alike
@@ -77,6 +78,9 @@ def main() -> int:
             wall, cpu = _once(args)
             walls[label].append(wall)
             cpus[label].append(cpu)
+    # Other work on the machine skews every figure: the targets are for a quiet one (load < 1).
+    print("load average (1, 5, 15 min): before " + " ".join(f"{x:.2f}" for x in load_before)
+          + ", after " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f"; {runs} interleaved runs")
     print(f"{'command':<30}{'median':>9}{'worst':>9}{'cpu':>9}{'target':>9}{'modules':>9}")
     for label, args, target in CASES:
         median = statistics.median(walls[label])

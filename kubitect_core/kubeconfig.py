@@ -33,17 +33,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from kubitect_core.sdk.lazy import lazy_import
 from kubitect_core.state import alive, flock_within, write_private
+
+yaml = lazy_import("yaml")  # PyYAML loads when a kubeconfig is first read or written, not at start-up
 
 SECTIONS = ("clusters", "users", "contexts")
 RECEIPT_KEY = "kubeconfig_merge"  # where a stage record keeps the receipt (destroy looks for it)
 LOCK_TIMEOUT = 30.0
-# libyaml when present: a kubeconfig with a hundred clusters parses in milliseconds, not a second
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._:-]{0,252}")
+
+
+def _loader() -> Any:
+    """libyaml when present: a kubeconfig with a hundred clusters parses in milliseconds, not a second."""
+    return getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
+
+
+def _dumper() -> Any:
+    return getattr(yaml, "CSafeDumper", None) or yaml.SafeDumper
 
 
 class KubeconfigError(Exception):
@@ -74,7 +81,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def _load(text: str, what: str) -> dict[str, Any]:
     try:
-        data = yaml.load(text, Loader=_Loader) if text.strip() else {}  # noqa: S506 - a safe loader
+        data = yaml.load(text, Loader=_loader()) if text.strip() else {}  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise KubeconfigError(f"{what} {_yaml_problem(exc)}") from None
     except RecursionError:
@@ -93,7 +100,7 @@ def _load(text: str, what: str) -> dict[str, Any]:
 
 
 def _dump(data: dict[str, Any]) -> str:
-    return yaml.dump(data, Dumper=_Dumper, default_flow_style=False, sort_keys=False)
+    return yaml.dump(data, Dumper=_dumper(), default_flow_style=False, sort_keys=False)
 
 
 def _digest(entry: Any) -> str:

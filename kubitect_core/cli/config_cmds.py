@@ -37,6 +37,7 @@ def validation_context() -> ValidationContext:
     `schema` still work; `kubitect list plugins` shows what is wrong with the plugins.
     """
     from kubitect_core.config import default_context, from_registry
+    from kubitect_core.config.context import remember
     from kubitect_core.plugins import load_registry
 
     try:
@@ -45,7 +46,7 @@ def validation_context() -> ValidationContext:
         if not output.machine():
             _err().print(f"[yellow]warning[/yellow] plugins not loaded ({escape(str(exc))}); using the built-ins")
         return default_context()
-    return from_registry(registry)
+    return remember(from_registry(registry))
 
 
 def _out() -> Console:
@@ -112,10 +113,10 @@ def print_summary(loaded: LoadedConfig, console: Console) -> None:
                          + (f" bridge {net.bridge}" if net.bridge else "")))
     console.print(escape(f"VIP: {topo.vip or 'none'}"
                          + (f" (VRID {topo.virtual_router_id})" if topo.virtual_router_id else "")))
-    from kubitect_core.topology_view.model import endpoint_port
+    from kubitect_core.config.context import api_port  # not topology_view's: that imports its SVG renderer
 
     console.print(escape(f"endpoint: {topo.endpoint or 'assigned by DHCP'}:"
-                         f"{endpoint_port(loaded.config.cluster.nodes.load_balancer.implementation)}"))
+                         f"{api_port(loaded.config.cluster.nodes.load_balancer.implementation)}"))
     k8s = loaded.config.kubernetes
     console.print(escape(f"kubernetes: {k8s.version} by {k8s.manager}, {k8s.network_plugin}"))
     for warning in loaded.warnings:

@@ -102,7 +102,16 @@ def default_context() -> ValidationContext:
     When the plugins cannot be loaded at all (two claim one stage name), the context is empty:
     every choice the config makes is then reported as not installed.
     """
-    key = (os.environ.get("KUBITECT_PLUGINS", ""), os.environ.get("KUBITECT_DISABLE_PLUGINS", ""))
+    return copy.deepcopy(_cached())
+
+
+def _cache_key() -> tuple[str, str]:
+    return os.environ.get("KUBITECT_PLUGINS", ""), os.environ.get("KUBITECT_DISABLE_PLUGINS", "")
+
+
+def _cached() -> ValidationContext:
+    """The process's context (shared: callers must not change it; `default_context` copies)."""
+    key = _cache_key()
     with _cache_lock:
         if key not in _cache:
             from kubitect_core.plugins import load_registry
@@ -111,4 +120,21 @@ def default_context() -> ValidationContext:
                 _cache[key] = from_registry(load_registry())
             except RuntimeError:
                 _cache[key] = ValidationContext()
-        return copy.deepcopy(_cache[key])
+        return _cache[key]
+
+
+def remember(context: ValidationContext) -> ValidationContext:
+    """Keeps a context just built from the installed plugins as the process's `default_context`.
+
+    A command that loaded the registry itself (`validate`) passes its context here, so that a later
+    `default_context()` in the same process (the summary's API port) does not load every plugin a
+    second time. Same plugin set, same key: what `default_context` would have built.
+    """
+    with _cache_lock:
+        _cache.setdefault(_cache_key(), copy.deepcopy(context))
+    return context
+
+
+def api_port(implementation: str | None) -> int:
+    """The port the named load balancer serves the API on (its `api_port`; 6443 when unknown)."""
+    return _cached().lb_ports.get(implementation or "", 6443)

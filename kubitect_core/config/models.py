@@ -48,6 +48,7 @@ class Model(BaseModel):
         validate_by_name=True,
         validate_by_alias=True,
         validate_default=False,
+        defer_build=True,
     )
 
 

@@ -196,9 +196,9 @@ def build_view(loaded: LoadedConfig) -> TopologyView:
 
 def endpoint_port(implementation: str | None) -> int:
     """The port the named load balancer serves the API on (its `api_port`; 6443 when unknown)."""
-    from kubitect_core.config.context import default_context
+    from kubitect_core.config.context import api_port
 
-    return default_context().lb_ports.get(implementation or "", 6443)
+    return api_port(implementation)
 
 
 def gib(value: int) -> str:

@@ -27,13 +27,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from kubitect_core.sdk import Change, Node, RemoteError, StageContext, StageError
+from kubitect_core.sdk import Change, Node, RemoteError, StageContext, StageError, lazy_import
 
 from .kubectl import CEPH_TOOLS, Kubectl, connect
 from .layout import CLUSTER_NAME, NAMESPACE
 from .manifests import sha256
+
+yaml = lazy_import("yaml")  # PyYAML loads at a scale-in, not when the plugin is loaded (fast start)
 
 TOOLS = CEPH_TOOLS
 FILL_LIMIT = 0.85  # Ceph's default nearfull ratio: data beyond this on the remaining OSDs is refused
