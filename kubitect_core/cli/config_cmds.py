@@ -33,8 +33,9 @@ ROLE_NAMES = {"lb": ("load balancer", "load balancers"), "master": ("master", "m
 def validation_context() -> ValidationContext:
     """What the installed plugins accept (installers, providers, config extensions).
 
-    Falls back to the built-ins when the plugin set itself is inconsistent, so `validate` and
-    `schema` still work; `kubitect list plugins` shows what is wrong with the plugins.
+    When the plugin set itself is inconsistent (two plugins claim one name), no plugin is loaded:
+    `validate` and `schema` still run, and the warning says that every plugin choice the config
+    makes will then read as not installed, and where to look (`kubitect list plugins`).
     """
     from kubitect_core.config import default_context, from_registry
     from kubitect_core.config.context import remember
@@ -44,7 +45,9 @@ def validation_context() -> ValidationContext:
         registry = load_registry()
     except RuntimeError as exc:  # e.g. two plugins register one stage name
         if not output.machine():
-            _err().print(f"[yellow]warning[/yellow] plugins not loaded ({escape(str(exc))}); using the built-ins")
+            _err().print(f"[yellow]warning[/yellow] no plugin loaded: {escape(str(exc))}. Every plugin the "
+                         "config names (provider, installer, load balancer) will read as not installed until "
+                         "the conflict is fixed; `kubitect list plugins` shows it")
         return default_context()
     return remember(from_registry(registry))
 
