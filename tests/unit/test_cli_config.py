@@ -118,3 +118,21 @@ def test_exported_preset_validates(run, tmp_path):
 def test_help_has_an_example(run, command):
     result = run(*command, "--help")
     assert result.exit_code == 0 and "Example: kubitect" in result.output
+
+
+def test_conflicting_plugins_are_named_and_the_consequence_said(run, monkeypatch):
+    """Two plugins claiming one stage: validate still runs, and says that no plugin is loaded, so
+    the config's plugin choices read as not installed (not that built-ins are used)."""
+    import kubitect_core.plugins as plugins
+    from kubitect_core.config import context
+
+    def conflicting(*_a, **_kw):
+        raise RuntimeError("more than one plugin registers the stage(s) ['vms']")
+
+    monkeypatch.setattr(plugins, "load_registry", conflicting)
+    monkeypatch.setattr(context, "_cache", {})
+    res = run("validate", HA)
+    assert "no plugin loaded: more than one plugin registers the stage(s) ['vms']" in res.output
+    assert "will read as not installed" in res.output and "kubitect list plugins" in res.output
+    assert "using the built-ins" not in res.output
+    assert res.exit_code == 1 and "no installed plugin" in res.output.split("kubitect list plugins")[-1]
