@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import sys
 from dataclasses import replace
+from types import SimpleNamespace
 
 import nodes_lab
 import pytest
@@ -55,7 +57,8 @@ def _topology(cluster: str) -> Topology:
 
 
 def test_control_plane_vip_passes_the_conformance_suite_and_its_failover_matrix(tmp_path, rootfs, monkeypatch):
-    from kubitect_plugins.keepalived_haproxy import ControlPlaneVip, VrrpSettings
+    from kubitect_plugins.keepalived_haproxy import ControlPlaneVip, VrrpSettings, kubitect_nodes_leaving
+    from kubitect_plugins.keepalived_haproxy.leaving import _RUNTIME, ADMIN_SOCKET, BACKEND
     from kubitect_plugins.nspawn import NspawnProvider
 
     from kubitect_core.verify import run_conformance
@@ -94,6 +97,20 @@ def test_control_plane_vip_passes_the_conformance_suite_and_its_failover_matrix(
                 out["error"] = str(exc)
             out["report"] = json.loads((cdir / "reports" / "conformance.json").read_text())
             out["second"] = await plugin.apply(lb_ctx)
+            # A master leaves (scale-in / replace): the VIP it holds is handed over, not lost.
+            addrs = {m.name: await nodes_lab.ssh(lb_ctx, m.ip, "ip -4 -o addr show") for m in masters}
+            holder = next(m for m in masters if f" {VIP}/" in addrs[m.name])
+            other = next(m for m in masters if m is not holder)
+            leave_cfg = SimpleNamespace(cluster=SimpleNamespace(nodes=SimpleNamespace(
+                load_balancer=SimpleNamespace(implementation="control-plane-vip"))))
+            leave_ctx = replace(lb_ctx, config=leave_cfg, progress=lambda s, m: progress.append((s, m)))
+            out["leaving"], out["staying"] = holder.name, other.name
+            out["leave_changes"] = await kubitect_nodes_leaving(leave_ctx, [holder], False)
+            out["other_addrs"] = await nodes_lab.ssh(lb_ctx, other.ip, "ip -4 -o addr show")
+            out["leaver_keepalived"] = await nodes_lab.ssh(lb_ctx, holder.ip, "systemctl is-active keepalived")
+            out["drain"] = await nodes_lab.ssh(lb_ctx, other.ip, _RUNTIME.format(
+                socket=ADMIN_SOCKET, command=shlex.quote(f"show servers state {BACKEND}")))
+            out["through_vip_after"] = await readyz(VIP, lb_record["port"], timeout=2)
 
         with entered_netns(ns):
             try:
@@ -137,3 +154,11 @@ def test_control_plane_vip_passes_the_conformance_suite_and_its_failover_matrix(
     gaps = {case: (r["gap_ms"], r["budget_ms"]) for case, r in sorted(rows.items())}
     print(f"\ncontrol-plane-vip gaps (ms, budget): {gaps}", file=sys.stderr)
     assert {c.action for c in out["second"]} == {"keep"}, [c for c in out["second"] if c.action != "keep"]
+    # the leaving VIP holder: drained in the staying master's HAProxy, keepalived stopped, VIP moved
+    leaving, staying = out["leaving"], out["staying"]
+    assert [(c.kind, c.name) for c in out["leave_changes"]] == [("backend", leaving), ("service", "keepalived")]
+    assert out["leaver_keepalived"] != "active", out["leaver_keepalived"]
+    assert f" {VIP}/" in out["other_addrs"], f"the VIP did not move to {staying}: {out['other_addrs']}"
+    server_line = next(line for line in out["drain"].splitlines() if f" {leaving} " in line)
+    assert server_line.split()[6] == "8", f"{leaving} not in drain (srv_admin_state 8): {server_line}"
+    assert out["through_vip_after"][0], f"the API through {VIP}:8443 after the handover: {out['through_vip_after']}"
