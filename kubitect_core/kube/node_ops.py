@@ -209,7 +209,7 @@ async def node_state(kubectl: Kubectl, node: str) -> NodeState | None:
         raise NodeOpError(node, "get node", f"get node {node}: kubectl printed no Node object") from None
 
 
-async def wait_node_ready(kubectl: Kubectl, node: str, timeout_s: float, *, interval: float = 1.0,
+async def wait_node_ready(kubectl: Kubectl, node: str, timeout_s: float, *, interval: float = 0.25,
                           progress: Callable[[str, str], None] | None = None) -> NodeState:
     """Polls the node until its Ready condition is True; raises NodeOpError with its last state.
 

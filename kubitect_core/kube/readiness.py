@@ -30,7 +30,7 @@ def ready_nodes(node_list_json: str) -> dict[str, dict[str, str]]:
 
 
 async def wait_ready(remote: Remote, kubectl: str, names: list[str], timeout: float, progress,
-                     interval: float = 2.0) -> dict[str, dict[str, str]]:
+                     interval: float = 0.5) -> dict[str, dict[str, str]]:
     """Polls `kubectl get nodes -o json` on a control plane until every named node is Ready.
 
     Raises StageError naming the nodes that never became Ready (and their last condition).

@@ -201,14 +201,14 @@ async def observe(r: Remote, kubectl: str, timeout: float = 60) -> Observed:
         if time.monotonic() >= deadline:
             raise StageError(f"{r.label}: cannot read the cluster's version and nodes: "
                              f"{(ver.stderr or nodes.stderr).strip()[:300]}")
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.25)
 
 
 # ------------------------------------------------------------------------------ node operations
 
 
 async def wait_node_at(kubectl: Kubectl, name: str, version: str, timeout: float,
-                       progress: Callable[[str, str], None], interval: float = 1.0) -> None:
+                       progress: Callable[[str, str], None], interval: float = 0.25) -> None:
     """Polls until `name` is Ready and its kubelet reports `version` (it does so when restarted)."""
     deadline = time.monotonic() + timeout
     last: NodeState | None = None
@@ -229,7 +229,7 @@ async def wait_node_at(kubectl: Kubectl, name: str, version: str, timeout: float
 async def wait_api_through_endpoint(r: Remote, endpoint: str, timeout: float, port: int = API_PORT) -> None:
     """Polls GET /readyz through the control-plane endpoint (the VIP) from `r` until it answers 200."""
     script = (f"t=0; until curl -ksf --max-time 3 https://{endpoint}:{port}/readyz >/dev/null; do "
-              f"t=$((t+1)); [ $t -ge {int(timeout)} ] && exit 1; sleep 1; done")
+              f"t=$((t+1)); [ $t -ge {int(timeout * 5)} ] && exit 1; sleep 0.2; done")
     res = await r.run(script, check=False, timeout=timeout + 30)
     if not res.ok:
         raise StageError(f"the API is not healthy through {endpoint}:{port} after {timeout:g}s")

@@ -267,7 +267,7 @@ class KubeadmInstaller:
     async def _wait_local_api(self, node: Node, r: Remote, timeout: float) -> None:
         """Waits until this control plane's API server answers /readyz (before the next one joins)."""
         script = (f"t=0; until curl -ksf --max-time 3 https://127.0.0.1:{kube.API_SERVER_PORT}/readyz >/dev/null; do "
-                  f"t=$((t+1)); [ $t -ge {int(timeout)} ] && exit 1; sleep 1; done")
+                  f"t=$((t+1)); [ $t -ge {int(timeout * 5)} ] && exit 1; sleep 0.2; done")
         res = await r.run(script, check=False, timeout=timeout + 30)
         if not res.ok:
             raise StageError(f"{node.name}: the API server did not become ready within {timeout:g}s")

@@ -490,7 +490,7 @@ def etcd_join(name, ip, answer):
             break
         if "unhealthy cluster" not in res.stderr or time.time() > deadline:
             sys.exit(f"kube double: etcd member add failed: {res.stderr.strip()[-400:]}")
-        time.sleep(1)
+        time.sleep(0.25)
     added = json.loads(res.stdout)
     new_id = added["member"]["ID"]
     pairs = [f"{name if m['ID'] == new_id else m.get('name', '')}={u}"
