@@ -80,6 +80,12 @@ class HostConnection:
         """A URI without a host part (qemu:///system): libvirt runs on this machine."""
         return self.uri.split("://", 1)[-1].startswith("/")
 
+    @property
+    def guests_here(self) -> bool:
+        """Whether this host's guests run on this machine (a local host, not the test driver): their
+        files, such as the boot console logs kubitect names, are then files here."""
+        return self.is_local and not self.is_test_driver
+
     def close(self) -> None:
         """Closes the connection on its own thread and stops the worker."""
         def _close() -> None:

@@ -77,7 +77,7 @@ class VmsLayer(ConvergingLayer):
             recorded = [n for n, v in ctx.record.get("nodes", {}).items() if v.get("host") == h]
             out = await hc.call(lambda c: vms_layer.destroy(c, cluster=ctx.cluster, host=h, recorded=recorded))
             gone = {*recorded, *(c.name for c in out if c.kind == "domain")}
-            if hc.is_local and not hc.is_test_driver:
+            if hc.guests_here:
                 remove_console_logs(gone)
             node_keys.forget(ctx, node_keys.store_for(ctx),
                              {n: ctx.record.get("nodes", {}).get(n, {}).get("ip") for n in gone})
@@ -174,7 +174,7 @@ class VmsLayer(ConvergingLayer):
             # node's once its lease is known, in _boot).
             node_keys.pin(ctx, keys, {n: nodes_rec[n].get("ip") for n in pending})
             done = await asyncio.gather(
-                *(self._boot(ctx, hc, nodes_rec[n], net, sem, n in res.to_start, keys) for n in pending),
+                *(self._boot(ctx, hc, nodes_rec[n], net, sem, n in res.to_start, keys, dtype) for n in pending),
                 *(self._settle_lease(ctx, hc, nodes_rec[n], net, wait=None) for n in running))
             return res.changes + [c for extra in done for c in extra]
 
@@ -187,7 +187,8 @@ class VmsLayer(ConvergingLayer):
         return bool(ctx.options.get("libvirt_wait", not hc.is_test_driver))
 
     async def _boot(self, ctx: StageContext, hc: HostConnection, rec: dict[str, Any], net: NetSpec,
-                    sem: asyncio.Semaphore, start: bool, keys: node_keys.NodeKeyStore) -> list[Change]:
+                    sem: asyncio.Semaphore, start: bool, keys: node_keys.NodeKeyStore,
+                    domain_type: str) -> list[Change]:
         """Starts a node (bounded concurrency) and waits until SSH answers and cloud-init is done;
         a DHCP node's lease is waited for, checked and pinned first (`_settle_lease`).
 
@@ -215,10 +216,9 @@ class VmsLayer(ConvergingLayer):
                 return changes, await wait_ready(ctx, rec["ip"], timeout=left)
 
             try:
-                if start and hc.is_local and not hc.is_test_driver:
-                    dtype = ctx.record["hosts"].get(rec["host"], {}).get("domain_type", "kvm")
+                if start and hc.guests_here:
                     watch = watch_console(hc, name, log=serial_log(name), silent_after=SILENT_CONSOLE_S.get(
-                        dtype, SILENT_CONSOLE_S["qemu"]), progress=lambda msg: ctx.progress(name, msg))
+                        domain_type, SILENT_CONSOLE_S["qemu"]), progress=lambda msg: ctx.progress(name, msg))
                     changes, update = await ready_watched(ready(), watch)
                 else:
                     changes, update = await ready()
