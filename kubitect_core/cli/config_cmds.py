@@ -37,7 +37,7 @@ def validation_context() -> ValidationContext:
     `validate` and `schema` still run, and the warning says that every plugin choice the config
     makes will then read as not installed, and where to look (`kubitect list plugins`).
     """
-    from kubitect_core.config import default_context, from_registry
+    from kubitect_core.config import ValidationContext, from_registry
     from kubitect_core.config.context import remember
     from kubitect_core.plugins import load_registry
 
@@ -48,7 +48,7 @@ def validation_context() -> ValidationContext:
             _err().print(f"[yellow]warning[/yellow] no plugin loaded: {escape(str(exc))}. Every plugin the "
                          "config names (provider, installer, load balancer) will read as not installed until "
                          "the conflict is fixed; `kubitect list plugins` shows it")
-        return default_context()
+        return remember(ValidationContext())  # what default_context() gives then, without a second load
     return remember(from_registry(registry))
 
 

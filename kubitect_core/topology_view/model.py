@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubitect_core.config import LoadedConfig
+from kubitect_core.config.context import api_port
 from kubitect_core.topology import Node
 
 ROLE_ORDER = ("lb", "master", "worker")
@@ -190,15 +191,8 @@ def build_view(loaded: LoadedConfig) -> TopologyView:
         network=NetworkView(mode=net.mode, cidr=net.cidr, gateway=str(net.gateway), bridge=net.bridge),
         vip=topo.vip, virtual_router_id=topo.virtual_router_id, endpoint=topo.endpoint,
         forward_ports=ports, hosts=tuple(hosts), nodes=all_nodes, totals=totals_of(all_nodes),
-        api_port=endpoint_port(lb.implementation),
+        api_port=api_port(lb.implementation),
     )
-
-
-def endpoint_port(implementation: str | None) -> int:
-    """The port the named load balancer serves the API on (its `api_port`; 6443 when unknown)."""
-    from kubitect_core.config.context import api_port
-
-    return api_port(implementation)
 
 
 def gib(value: int) -> str:

@@ -112,8 +112,10 @@ def node_notes(settings: VrrpSettings, probe: NodeProbe) -> list[str]:
 def config_warnings(settings: VrrpSettings, topology: Topology) -> list[tuple[tuple, str]]:
     """Placement problems the config shows: load balancers that share a host under short timers
     (under control-plane-vip, which refuses load balancer instances, the masters hold the VIP)."""
-    lbs = topology.load_balancers or topology.masters
-    kind = "load balancers" if topology.load_balancers else "masters (they hold the VIP: control-plane-vip)"
+    if topology.load_balancers:
+        lbs, kind, key = topology.load_balancers, "load balancers", "loadBalancer"
+    else:
+        lbs, kind, key = topology.masters, "masters (they hold the VIP: control-plane-vip)", "master"
     if len(lbs) < 2 or not topology.vip or not short_timers(settings):
         return []
     by_host: dict[str, list[str]] = {}
@@ -127,6 +129,6 @@ def config_warnings(settings: VrrpSettings, topology: Topology) -> list[tuple[tu
     return [(EXTENSION_LOC, (
         f"the {settings.profile} VRRP profile takes the VIP over after {down:g} s without adverts, but {kind} "
         f"share a host ({where}): one busy host stalls both, and losing it loses both. Put them on different "
-        f"hosts (cluster.nodes.{'loadBalancer' if topology.load_balancers else 'master'}.instances[].host), or "
+        f"hosts (cluster.nodes.{key}.instances[].host), or "
         "use `vrrp: {profile: standard}`."))]
 

@@ -88,15 +88,14 @@ async def _drain_leaving_masters(ctx: StageContext, nodes: list[Node], dry_run: 
     `drain` through the runtime API, it keeps its open connections and receives no new ones.
     """
     masters = [n for n in nodes if n.role == "master"]
-    lbs = frontends
-    if not masters or not lbs:
+    if not masters or not frontends:
         return []
     if dry_run:
         return [Change("change", "backend", m.name, None, "drained on every load balancer before it is reset")
                 for m in masters]
     changes = []
     async with NodePool.from_access(ctx.ssh) as pool:
-        for lb in lbs:
+        for lb in frontends:
             try:
                 remote = await pool.get(lb.ip, name=lb.name, wait=10)
             except RemoteError as exc:
