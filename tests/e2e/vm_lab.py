@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from kubitect_plugins.libvirt.spec import serial_log
 
 BINARIES = ("ip", "libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "ssh", "mmdebstrap", "mkfs.ext4",
             "qemu-img")
@@ -105,7 +106,7 @@ def diagnosis(lab, home: Path, *, console_lines: int = 4, log_lines: int = 30) -
     for dom in listing.stdout.split():
         state = lab.run(["virsh", "-c", "qemu:///system", "domstate", "--reason", dom], capture_output=True,
                         text=True, timeout=30).stdout.strip()
-        log = Path(f"/var/log/libvirt/qemu/{dom}-serial.log")
+        log = Path(serial_log(dom))
         size = log.stat().st_size if log.exists() else None
         tail = log.read_text(errors="replace").splitlines()[-console_lines:] if size else []
         out.append(f"domain {dom}: {state}; console {size} bytes" + "".join(f"\n    | {t}" for t in tail))
@@ -141,5 +142,6 @@ def leftovers(lab, cluster: str) -> dict[str, list[str]]:
         vols += [f"{pool}/{line.split()[0]}" for line in listing.stdout.splitlines()[2:]
                  if line.strip() and cluster in line]  # an inactive pool lists nothing (and fails)
     found["volumes"] = vols
-    found["console logs"] = sorted(str(p) for p in Path("/var/log/libvirt/qemu").glob(f"{cluster}-*-serial.log"))
+    found["console logs"] = sorted(str(p) for p in Path(serial_log(cluster)).parent.glob(
+        Path(serial_log(f"{cluster}-*")).name))
     return {k: v for k, v in found.items() if v}

@@ -52,19 +52,10 @@ VERSION = "v1.34.2"
 
 
 def _config(cluster: str, masters: tuple[int, ...]) -> dict:
-    return {
-        "hosts": [{"name": "lab", "connection": {"type": "local"}, "provider": "nspawn"}],
-        "cluster": {
-            "name": cluster,
-            "network": {"mode": "bridge", "cidr": f"{NET}.0/24", "bridge": f"kc{cluster[-6:]}"},
-            "nodeTemplate": {"user": "k8s", "os": {"distro": "debian12", "networkInterface": "host0"}},
-            "nodes": {
-                "loadBalancer": {"vip": VIP, "instances": [{"id": 1, "ip": f"{NET}.11"}]},
-                "master": {"instances": [{"id": i, "ip": f"{NET}.2{i}"} for i in masters]},
-            },
-        },
-        "kubernetes": {"version": VERSION, "manager": "kubeadm"},
-    }
+    return nodes_lab.nspawn_cluster(cluster, NET, {
+        "loadBalancer": {"vip": VIP, "instances": [{"id": 1, "ip": f"{NET}.11"}]},
+        "master": {"instances": [{"id": i, "ip": f"{NET}.2{i}"} for i in masters]},
+    }, VERSION)
 
 
 class VipProber:

@@ -73,69 +73,69 @@ def log(tmp_path):
     return path
 
 
-def _host(log: Path, **kw) -> SpyHost:
-    return SpyHost(lambda dom: SpyDomain(dom, log, **kw))
+@pytest.fixture
+def host(log):
+    """Makes the spied test-driver host (`host(**SpyDomain options)`); closes it afterwards."""
+    made: list[SpyHost] = []
+
+    def _make(**kw) -> SpyHost:
+        made.append(SpyHost(lambda dom: SpyDomain(dom, log, **kw)))
+        return made[-1]
+
+    yield _make
+    for hc in made:
+        hc.close()
 
 
 def _watch(hc: SpyHost, log: Path, messages: list[str], **kw):
     return watch_console(hc, DOMAIN, log=str(log), silent_after=0.2, poll=0.02, progress=messages.append, **kw)
 
 
-def test_a_silent_running_guest_is_reset_at_most_twice(log):
-    hc, messages = _host(log), []
-    try:
-        done = asyncio.run(_watch(hc, log, messages))
-        assert done == 2 and hc.spy.resets == 2
-        assert [m.split(": ")[-1] for m in messages] == ["resetting it (1 of 2)", "resetting it (2 of 2)"]
-        assert "console stayed silent 0 s after start" in messages[0]
-        assert hc.conn.lookupByName(DOMAIN).state()[0] == libvirt.VIR_DOMAIN_RUNNING
-    finally:
-        hc.close()
+def test_a_silent_running_guest_is_reset_at_most_twice(log, host):
+    hc, messages = host(), []
+    done = asyncio.run(_watch(hc, log, messages))
+    assert done == 2 and hc.spy.resets == 2
+    assert [m.split(": ")[-1] for m in messages] == ["resetting it (1 of 2)", "resetting it (2 of 2)"]
+    assert "console stayed silent 0 s after start" in messages[0]
+    assert hc.conn.lookupByName(DOMAIN).state()[0] == libvirt.VIR_DOMAIN_RUNNING
 
 
-def test_the_watch_ends_when_the_console_speaks(log):
-    hc, messages = _host(log, speaks_after_reset=True), []
-    try:
-        assert asyncio.run(_watch(hc, log, messages)) == 1 and hc.spy.resets == 1
-        hc.spy.resets = 0
-        log.write_text("[    0.000000] Linux version\n")
-        assert asyncio.run(_watch(hc, log, messages)) == 0 and hc.spy.resets == 0
-    finally:
-        hc.close()
+def test_the_watch_ends_when_the_console_speaks(log, host):
+    hc, messages = host(speaks_after_reset=True), []
+    assert asyncio.run(_watch(hc, log, messages)) == 1 and hc.spy.resets == 1
+    hc.spy.resets = 0
+    log.write_text("[    0.000000] Linux version\n")
+    assert asyncio.run(_watch(hc, log, messages)) == 0 and hc.spy.resets == 0
 
 
-def test_a_disk_io_error_pause_fails_at_once_naming_the_cause(log):
-    hc = _host(log)
-    try:
-        async def scenario():
-            await hc.call(lambda c: c.lookupByName(DOMAIN))  # makes the spy
-            hc.spy.state_override = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR]
-            started = time.monotonic()
-            with pytest.raises(NotReady) as err:
-                await _watch(hc, log, [])
-            return err.value, time.monotonic() - started
+def test_a_disk_io_error_pause_fails_at_once_naming_the_cause(log, host):
+    hc = host()
 
-        err, took = asyncio.run(scenario())
-        assert "disk I/O error" in str(err) and "disk full" in str(err) and took < 0.2
+    async def scenario():
+        await hc.call(lambda c: c.lookupByName(DOMAIN))  # makes the spy
+        hc.spy.state_override = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR]
+        started = time.monotonic()
+        with pytest.raises(NotReady) as err:
+            await _watch(hc, log, [])
+        return err.value, time.monotonic() - started
+
+    err, took = asyncio.run(scenario())
+    assert "disk I/O error" in str(err) and "disk full" in str(err) and took < 0.2
+    assert hc.spy.resets == 0
+
+
+def test_a_guest_paused_by_someone_else_is_not_reset(log, host):
+    hc = host()
+
+    async def scenario():
+        await hc.call(lambda c: c.lookupByName(DOMAIN).dom.suspend())
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(_watch(hc, log, []), 0.6)  # 3x the silence limit
         assert hc.spy.resets == 0
-    finally:
-        hc.close()
+        await hc.call(lambda c: c.lookupByName(DOMAIN).dom.resume())
+        return await _watch(hc, log, [], resets=1)
 
-
-def test_a_guest_paused_by_someone_else_is_not_reset(log):
-    hc = _host(log)
-    try:
-        async def scenario():
-            await hc.call(lambda c: c.lookupByName(DOMAIN).dom.suspend())
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(_watch(hc, log, []), 0.6)  # 3x the silence limit
-            assert hc.spy.resets == 0
-            await hc.call(lambda c: c.lookupByName(DOMAIN).dom.resume())
-            return await _watch(hc, log, [], resets=1)
-
-        assert asyncio.run(scenario()) == 1 and hc.spy.resets == 1
-    finally:
-        hc.close()
+    assert asyncio.run(scenario()) == 1 and hc.spy.resets == 1
 
 
 def test_ready_watched_ends_the_wait_on_the_watch_error_and_stops_the_watch_when_ready():
